@@ -1,0 +1,121 @@
+"""The aiohttp application factory: routes, error mapping, and every resource's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from bot import api, keys
+from bot.clock import Clock, SystemClock
+from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
+from bot.incidents import TransitionError
+from bot.ingest import alertmanager_webhook
+from bot.jobs import JobHandlers
+from bot.metrics import Metrics
+from bot.notify.log import LogNotifier
+from bot.settings import Settings
+from bot.store.sqlite import SqliteStore
+from bot.worker import InboxProcessor, JobRunner
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map the exception tree to HTTP status codes, in one place."""
+    endpoint = request.path.strip("/").split("/")[0] or "root"
+    metrics = request.app[keys.METRICS]
+    try:
+        return await handler(request)
+    except PayloadError as exc:
+        metrics.webhooks.labels(endpoint, "bad_request").inc()
+        return _error(400, exc.code, str(exc))
+    except AuthError as exc:
+        metrics.webhooks.labels(endpoint, "unauthorized").inc()
+        return _error(
+            401, "unauthorized", str(exc), **{"WWW-Authenticate": 'Bearer realm="alertpilot"'}
+        )
+    except NotFound as exc:
+        return _error(404, "not_found", str(exc))
+    except TransitionError as exc:
+        return _error(409, "conflict", str(exc))
+    except StoreError as exc:
+        metrics.webhooks.labels(endpoint, "store_unavailable").inc()
+        metrics.store_errors.labels(endpoint).inc()
+        log.error("%s %s: store unavailable: %s", request.method, request.path, exc)
+        status = 503 if isinstance(exc, StoreUnavailable) else 500
+        return _error(status, "store_unavailable", "the store cannot commit; retry later")
+    except web.HTTPRequestEntityTooLarge as exc:
+        metrics.webhooks.labels(endpoint, "too_large").inc()
+        return _error(413, "payload_too_large", exc.text or "request body too large")
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    clock = clock or SystemClock()
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=settings.server.max_body_bytes
+    )
+    metrics = Metrics()
+    handlers = JobHandlers()
+    store = SqliteStore(
+        settings.store.sqlite_path, busy_timeout=settings.store.busy_timeout, clock=clock.now
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    app[keys.METRICS] = metrics
+    app[keys.HANDLERS] = handlers
+    app[keys.STORE] = store
+    app[keys.INBOX] = InboxProcessor(
+        store,
+        store.inbox_signal,
+        settings.incidents,
+        metrics,
+        clock,
+        settings.workers.poll_interval,
+    )
+    app[keys.RUNNER] = JobRunner(
+        store, store.job_signal, handlers, settings.workers, metrics, clock
+    )
+
+    if settings.slack is None:
+        handlers.register(LogNotifier.kind, LogNotifier(store), subscribe=True)
+
+    app.router.add_post("/alertmanager", alertmanager_webhook)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/api/v1/incidents", api.list_incidents)
+    app.router.add_get("/api/v1/incidents/{incident_id}", api.get_incident)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_workers_ctx)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[keys.STORE]
+    if isinstance(store, SqliteStore):
+        store.subscribers = app[keys.HANDLERS].subscribers
+    await store.open()
+    yield
+    await store.close()
+
+
+async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    released = await app[keys.STORE].release_running_jobs()
+    if released:
+        log.warning("resuming %d job(s) interrupted by the last shutdown", released)
+    inbox, runner = app[keys.INBOX], app[keys.RUNNER]
+    inbox.start()
+    runner.start()
+    yield
+    log.info("draining workers")
+    await inbox.stop()
+    await runner.stop()

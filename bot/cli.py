@@ -1,0 +1,164 @@
+"""The ``alertpilot`` command: serve, check, simulate, incidents."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from bot import logs
+from bot.alerts import parse_group
+from bot.clock import SystemClock
+from bot.errors import ConfigError, PayloadError, StoreError
+from bot.incidents import Status, alert_line, severity_of, summary_of, title_of
+from bot.settings import DEFAULT_CONFIG, Settings, load_settings
+from bot.store.sqlite import SqliteStore
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.app import create_app
+
+    settings = _settings(args)
+    logs.configure(settings.logging.level, settings.logging.format, settings.secret_values())
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        print=lambda line: print(line, file=sys.stderr),
+        access_log=None,
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(f"{args.config}: ok")
+    for warning in risky(settings):
+        print(f"warning: {warning}")
+    return 0
+
+
+def risky(settings: Settings) -> list[str]:
+    """Configurations that work but that an operator should know are risky."""
+    out = []
+    if settings.server.webhook_token is None and settings.server.webhook_basic_auth is None:
+        out.append(
+            "server.webhook_token is not set: anyone who can reach POST /alertmanager "
+            "can open incidents"
+        )
+    if settings.server.api_token is None:
+        out.append("server.api_token is not set: the incident API is open")
+    return out
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        group = parse_group(Path(args.payload).read_bytes())
+    except OSError as exc:
+        print(f"{args.payload}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    except PayloadError as exc:
+        print(f"{args.payload}: {exc}", file=sys.stderr)
+        return 2
+    firing = [a for a in group.alerts if a.status == "firing"]
+    incident = {
+        "title": title_of(group),
+        "summary": summary_of(group),
+        "severity": severity_of(group, settings.incidents).value,
+        "status": (Status.TRIGGERED if firing else Status.RESOLVED).value,
+        "alerts": [f"{a.status}: {alert_line(a)}" for a in group.alerts],
+    }
+    if args.json:
+        group_info = {"receiver": group.receiver, "groupKey": group.groupKey}
+        plan = {"group": group_info, "incident": incident, "side_effects": "none (simulation)"}
+        print(json.dumps(plan, indent=2, ensure_ascii=False))
+        return 0
+    print(f"group     {group.receiver} / {group.groupKey}")
+    print(f"incident  [{incident['severity']}] {incident['title']} ({incident['status']})")
+    print(f"summary   {incident['summary']}")
+    for line in incident["alerts"]:
+        print(f"  - {line}")
+    print("side effects: none (simulation)")
+    return 0
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def read() -> list[dict[str, object]]:
+        store = SqliteStore(settings.store.sqlite_path, clock=SystemClock().now)
+        await store.open()
+        try:
+            status = Status(args.status) if args.status else None
+            found = await store.list_incidents(status=status, limit=args.limit)
+            return [incident.to_json(with_timeline=False) for incident in found]
+        finally:
+            await store.close()
+
+    incidents = asyncio.run(read())
+    if args.json:
+        print(json.dumps(incidents, indent=2, ensure_ascii=False))
+        return 0
+    if not incidents:
+        print("no incidents")
+    for item in incidents:
+        alerts = item["alerts"]
+        count = len(alerts) if isinstance(alerts, list) else 0
+        print(
+            f"#{item['id']:<5} {item['severity']}  {item['status']:<12} {item['title']}"
+            f"  ({count} alert(s))"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alertpilot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file (YAML)")
+        return p
+
+    command("serve", "run the webhook server and workers").set_defaults(func=cmd_serve)
+    command("check", "validate the config").set_defaults(func=cmd_check)
+    p = command("simulate", "show what an Alertmanager payload would do, with no side effects")
+    p.add_argument("payload", help="Alertmanager webhook payload (JSON file)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+    p = command("incidents", "list incidents from the store")
+    p.add_argument("--status", choices=[s.value for s in Status])
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_incidents)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print("configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"store error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

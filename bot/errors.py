@@ -1,0 +1,74 @@
+"""The exception tree of alertpilot.
+
+    AlertpilotError
+    ├── ConfigError            config or playbook file is invalid (file, line, key path)
+    ├── PayloadError           an inbound request body is malformed           -> HTTP 400
+    ├── AuthError              missing or wrong credentials / signature        -> HTTP 401
+    ├── NotFound               no such incident / resource                     -> HTTP 404
+    ├── StoreError             the store failed
+    │   └── StoreUnavailable   the store cannot commit right now (locked, disk full) -> HTTP 503
+    └── JobError               a background job failed
+        ├── RetryLater         transient: run the job again after a delay
+        └── PermanentFailure   retrying cannot help: record and stop
+
+HTTP status codes are mapped from these in one place, ``bot.http.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AlertpilotError(Exception):
+    """Base class of every error alertpilot raises on purpose."""
+
+
+class ConfigError(AlertpilotError):
+    """A configuration or playbook file is invalid.
+
+    ``problems`` holds one line per problem, each naming file, line and key path.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class PayloadError(AlertpilotError):
+    """An inbound request body cannot be accepted; ``code`` is a stable machine-readable name."""
+
+    def __init__(self, message: str, *, code: str = "invalid_payload") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class AuthError(AlertpilotError):
+    """Credentials or a signature are missing or wrong."""
+
+
+class NotFound(AlertpilotError):
+    """The requested resource does not exist."""
+
+
+class StoreError(AlertpilotError):
+    """The store failed in a way the caller should not retry blindly."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot commit right now (locked, disk full, closed); callers may retry."""
+
+
+class JobError(AlertpilotError):
+    """A background job failed."""
+
+
+class RetryLater(JobError):
+    """A transient failure: run the job again after ``delay`` s (None: the runner's backoff)."""
+
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class PermanentFailure(JobError):
+    """A failure that retrying cannot fix; the job is marked failed and the reason recorded."""

@@ -1,0 +1,43 @@
+"""``POST /alertmanager``: validate, commit to the inbox, ack. Nothing slow runs here.
+
+200 only after the payload is committed; 400 names what is wrong with the body; 401
+for missing or wrong credentials; 413 above ``server.max_body_bytes``; 503 when the
+store cannot commit, so Alertmanager retries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from bot import keys
+from bot.alerts import parse_group
+from bot.auth import check_credentials
+from bot.errors import PayloadError
+
+log = logging.getLogger(__name__)
+
+
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    app = request.app
+    settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
+    check_credentials(
+        request, token=settings.server.webhook_token, basic=settings.server.webhook_basic_auth
+    )
+    body = await request.read()
+    if not body:
+        raise PayloadError("empty body: expected an Alertmanager webhook payload (JSON)")
+    group = parse_group(body)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:  # parse_group accepted it, so this cannot happen; be explicit
+        raise PayloadError("body is not UTF-8") from None
+    inbox_id = await app[keys.STORE].enqueue_payload("alertmanager", text)
+    firing = sum(alert.status == "firing" for alert in group.alerts)
+    metrics.alerts_ingested.labels("firing").inc(firing)
+    metrics.alerts_ingested.labels("resolved").inc(len(group.alerts) - firing)
+    metrics.webhooks.labels("alertmanager", "accepted").inc()
+    return web.json_response(
+        {"status": "accepted", "inbox_id": inbox_id, "alerts": len(group.alerts)}
+    )

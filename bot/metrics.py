@@ -1,0 +1,80 @@
+"""alertpilot's own metrics, on a registry of the app's (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bot.store.base import Stats
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "alertpilot_webhooks",
+            "Inbound webhook requests by endpoint and result.",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.alerts_ingested = Counter(
+            "alertpilot_alerts_ingested",
+            "Alerts received in accepted payloads, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "alertpilot_duplicate_deliveries",
+            "Payloads that repeated an alert state already seen (retries, HA pairs, resends).",
+            registry=r,
+        )
+        self.inbox_depth = Gauge(
+            "alertpilot_inbox_depth", "Acknowledged payloads not yet processed.", registry=r
+        )
+        self.inbox_oldest_age = Gauge(
+            "alertpilot_inbox_oldest_age_seconds",
+            "Age of the oldest unprocessed payload.",
+            registry=r,
+        )
+        self.processing_lag = Histogram(
+            "alertpilot_processing_lag_seconds",
+            "Time from ack to the payload's incident update.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.incidents_open = Gauge(
+            "alertpilot_incidents_open",
+            "Incidents not resolved, by severity.",
+            ["severity"],
+            registry=r,
+        )
+        self.jobs = Counter(
+            "alertpilot_jobs",
+            "Background jobs by kind and outcome.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.jobs_pending = Gauge(
+            "alertpilot_jobs_pending", "Jobs waiting or running (the outbox).", registry=r
+        )
+        self.jobs_failed = Gauge("alertpilot_jobs_failed", "Jobs that failed for good.", registry=r)
+        self.store_errors = Counter(
+            "alertpilot_store_errors",
+            "Store operations that could not commit.",
+            ["operation"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "alertpilot_ready", "1 when the store is writable and workers are alive.", registry=r
+        )
+
+    def observe_stats(self, stats: Stats, now: float) -> None:
+        self.inbox_depth.set(stats.inbox_depth)
+        oldest = stats.oldest_pending_at
+        self.inbox_oldest_age.set(0.0 if oldest is None else max(0.0, now - oldest))
+        self.jobs_pending.set(stats.jobs_pending)
+        self.jobs_failed.set(stats.jobs_failed)
+        for severity in SEVERITIES:
+            self.incidents_open.labels(severity).set(stats.open_by_severity.get(severity, 0))

@@ -1,0 +1,1 @@
+"""Notifiers: subscribers of the incident timeline that tell people (log, Slack, PagerDuty)."""

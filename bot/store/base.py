@@ -1,0 +1,189 @@
+"""The store's interface. ``SqliteStore`` implements it; a PostgreSQL backend can too.
+
+Everything that must happen together happens in one store call, in one transaction:
+applying an alert group (incident, alerts, timeline, the jobs it starts, the inbox row
+marked done), a status change with its event, an event with the jobs of its subscribers.
+Jobs are the outbox: every side effect is a job with a unique key, so a repeat is a no-op.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.alerts import AlertGroup
+from bot.incidents import Event, Incident, Status
+from bot.settings import Severity
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    source: str
+    body: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    incident_id: int | None
+    created: bool = False
+    duplicate: bool = False
+    events: tuple[int, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    key: str
+    incident_id: int | None
+    payload: Mapping[str, Any]
+    attempts: int
+    due_at: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    inbox_depth: int
+    oldest_pending_at: float | None
+    jobs_pending: int
+    jobs_failed: int
+    open_by_severity: Mapping[str, int] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """Async persistence for alertpilot. Raise StoreUnavailable when a commit is impossible."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Prove the store is writable; raise StoreUnavailable if not."""
+
+    # inbox
+    @abc.abstractmethod
+    async def enqueue_payload(self, source: str, body: str) -> int:
+        """Commit a received payload durably; return its inbox id."""
+
+    @abc.abstractmethod
+    async def pending_payloads(self, limit: int) -> list[InboxItem]: ...
+
+    @abc.abstractmethod
+    async def apply_group(
+        self, inbox_id: int, group: AlertGroup, severity: Severity, now: float
+    ) -> ApplyResult:
+        """Apply an alert group to its incident and mark the inbox row done, atomically."""
+
+    @abc.abstractmethod
+    async def reject_payload(self, inbox_id: int, reason: str, now: float) -> None: ...
+
+    # incidents
+    @abc.abstractmethod
+    async def get_incident(self, incident_id: int, *, timeline: bool = True) -> Incident:
+        """Raise NotFound if there is no such incident."""
+
+    @abc.abstractmethod
+    async def find_incident(self, key: str) -> Incident | None: ...
+
+    @abc.abstractmethod
+    async def list_incidents(
+        self, *, status: Status | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Incident]: ...
+
+    @abc.abstractmethod
+    async def transition(
+        self,
+        incident_id: int,
+        new: Status,
+        *,
+        actor: str,
+        message: str,
+        now: float,
+        data: Mapping[str, Any] | None = None,
+    ) -> Incident:
+        """Change status (checked against the state machine) and record the event."""
+
+    @abc.abstractmethod
+    async def update_incident(
+        self,
+        incident_id: int,
+        *,
+        now: float,
+        severity: Severity | None = None,
+        playbook: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Incident:
+        """Set fields; ``data`` is merged into the incident's feature data, key by key."""
+
+    @abc.abstractmethod
+    async def append_event(
+        self,
+        incident_id: int,
+        *,
+        actor: str,
+        kind: str,
+        message: str,
+        now: float,
+        data: Mapping[str, Any] | None = None,
+        notify: bool = True,
+    ) -> Event:
+        """Add to the timeline; with ``notify`` every subscriber gets a job for it."""
+
+    @abc.abstractmethod
+    async def events(self, incident_id: int, *, after: int = 0) -> list[Event]: ...
+
+    # jobs: the outbox and every timer
+    @abc.abstractmethod
+    async def enqueue_job(
+        self,
+        kind: str,
+        key: str,
+        *,
+        due_at: float,
+        incident_id: int | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Add a job unless one with ``key`` exists; return whether it was added."""
+
+    @abc.abstractmethod
+    async def claim_jobs(self, now: float, limit: int, kinds: Sequence[str]) -> list[Job]: ...
+
+    @abc.abstractmethod
+    async def finish_job(self, job_id: int, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def retry_job(self, job_id: int, due_at: float, error: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def fail_job(self, job_id: int, error: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def next_job_due(self, kinds: Sequence[str]) -> float | None: ...
+
+    @abc.abstractmethod
+    async def release_running_jobs(self) -> int:
+        """After a restart: jobs that were running when the process died run again."""
+
+    # small shared state: caches, counters, rate windows
+    @abc.abstractmethod
+    async def kv_get(self, key: str, now: float) -> str | None: ...
+
+    @abc.abstractmethod
+    async def kv_set(
+        self, key: str, value: str, *, now: float, ttl: float | None = None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def stats(self) -> Stats: ...
+
+    @abc.abstractmethod
+    async def prune(self, before: float) -> int:
+        """Delete processed inbox rows and finished jobs older than ``before``."""

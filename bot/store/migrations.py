@@ -1,0 +1,102 @@
+"""Versioned schema migrations. Append new steps; never edit a released one.
+
+``PRAGMA user_version`` holds the number of steps applied.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: inbox, incidents, alerts, alert states, timeline, jobs, key-value
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        processed_at REAL,
+        result TEXT
+    );
+    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
+
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        group_hash TEXT NOT NULL,
+        receiver TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        group_labels TEXT NOT NULL,
+        common_labels TEXT NOT NULL,
+        common_annotations TEXT NOT NULL,
+        external_url TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        acknowledged_at REAL,
+        acknowledged_by TEXT,
+        resolved_at REAL,
+        previous_id INTEGER REFERENCES incidents(id),
+        playbook TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incidents_group ON incidents(group_hash, id);
+    CREATE INDEX incidents_status ON incidents(status, id);
+
+    CREATE TABLE alerts (
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        generator_url TEXT NOT NULL,
+        PRIMARY KEY (incident_id, fingerprint)
+    );
+
+    CREATE TABLE alert_states (
+        group_hash TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        incident_id INTEGER,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (group_hash, fingerprint, status, starts_at)
+    );
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_incident ON events(incident_id, id);
+
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL UNIQUE,
+        incident_id INTEGER,
+        payload TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'pending',
+        due_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs(due_at) WHERE status = 'pending';
+    CREATE INDEX jobs_open ON jobs(incident_id, kind, id) WHERE status IN ('pending', 'running');
+
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        expires_at REAL
+    );
+    """,
+]

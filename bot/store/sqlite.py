@@ -1,0 +1,474 @@
+"""SQLite store: one connection on one thread, WAL, and group commit for the inbox.
+
+Every call runs on a single dedicated thread, so the event loop never blocks on disk
+and transactions never interleave. Webhook payloads that arrive together are
+committed together: each waits for the one commit that covers it (group commit),
+which keeps durable acks cheap under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.alerts import AlertGroup
+from bot.errors import NotFound, StoreError, StoreUnavailable
+from bot.incidents import Event, EventKind, Incident, Status, check_transition
+from bot.settings import Severity
+from bot.store import sqlite_incidents as inc
+from bot.store.base import ApplyResult, InboxItem, Job, Stats, Store
+from bot.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSITION_EVENTS = {
+    Status.ACKNOWLEDGED: EventKind.ACKNOWLEDGED,
+    Status.TRIGGERED: EventKind.UNACKNOWLEDGED,
+    Status.RESOLVED: EventKind.RESOLVED,
+}
+
+
+class SqliteStore(Store):
+    def __init__(
+        self,
+        path: str,
+        *,
+        subscribers: Sequence[str] = (),
+        busy_timeout: float = 5.0,
+        synchronous: str = "FULL",
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.subscribers = list(subscribers)
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
+        self._clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, str, float, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.inbox_signal = asyncio.Event()
+        self.job_signal = asyncio.Event()
+
+    # plumbing ---------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable("store is closed")
+        try:
+            with conn:  # one transaction: commit on success, roll back on error
+                return fn(conn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"store cannot commit: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store error: {exc}") from exc
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level="DEFERRED",
+            check_same_thread=False,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: schema version {version} is newer than this alertpilot")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            log.info("store: applying migration %d to %s", number, self.path)
+            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        self._conn = conn
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="alertpilot-store")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def ping(self) -> None:
+        await self._run(
+            lambda c, now: c.execute(
+                "INSERT INTO kv (key, value) VALUES ('ping', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(now),),
+            ),
+            self._clock(),
+        )
+
+    # inbox ------------------------------------------------------------------
+    async def enqueue_payload(self, source: str, body: str) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((source, body, self._clock(), future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            rows = [(source, body, at) for source, body, at, _ in batch]
+            try:
+                ids = await self._run(_insert_inbox, rows)
+            except StoreError as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable(str(exc)))
+                continue
+            for (*_, future), row_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(row_id)
+            self.inbox_signal.set()
+
+    async def pending_payloads(self, limit: int) -> list[InboxItem]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT id, source, body, received_at FROM inbox WHERE processed_at IS NULL "
+                "ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [InboxItem(r["id"], r["source"], r["body"], r["received_at"]) for r in rows]
+
+    async def apply_group(
+        self, inbox_id: int, group: AlertGroup, severity: Severity, now: float
+    ) -> ApplyResult:
+        def apply(conn: sqlite3.Connection) -> ApplyResult:
+            result = inc.apply_group(conn, self.subscribers, group, severity, now)
+            outcome = result.note or ("duplicate" if result.duplicate else "applied")
+            _mark_processed(conn, inbox_id, now, outcome, result.incident_id)
+            return result
+
+        result = await self._run(apply)
+        if result.events:
+            self.job_signal.set()
+        return result
+
+    async def reject_payload(self, inbox_id: int, reason: str, now: float) -> None:
+        await self._run(_mark_processed, inbox_id, now, f"rejected: {reason}", None)
+
+    # incidents --------------------------------------------------------------
+    async def get_incident(self, incident_id: int, *, timeline: bool = True) -> Incident:
+        def read(conn: sqlite3.Connection) -> Incident:
+            row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no incident #{incident_id}")
+            return inc.read_incident(conn, row, timeline)
+
+        return await self._run(read)
+
+    async def find_incident(self, key: str) -> Incident | None:
+        def read(conn: sqlite3.Connection) -> Incident | None:
+            row = conn.execute("SELECT * FROM incidents WHERE key = ?", (key,)).fetchone()
+            return None if row is None else inc.read_incident(conn, row, True)
+
+        return await self._run(read)
+
+    async def list_incidents(
+        self, *, status: Status | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Incident]:
+        def read(conn: sqlite3.Connection) -> list[Incident]:
+            where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
+            rows = conn.execute(
+                f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT ? OFFSET ?",  # noqa: S608
+                (*args, limit, offset),
+            ).fetchall()
+            return [inc.read_incident(conn, row, False) for row in rows]
+
+        return await self._run(read)
+
+    async def transition(
+        self,
+        incident_id: int,
+        new: Status,
+        *,
+        actor: str,
+        message: str,
+        now: float,
+        data: Mapping[str, Any] | None = None,
+    ) -> Incident:
+        def change(conn: sqlite3.Connection) -> Incident:
+            row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no incident #{incident_id}")
+            check_transition(Status(row["status"]), new)
+            sets: dict[str, object] = {"status": new.value, "updated_at": now}
+            if new is Status.ACKNOWLEDGED:
+                sets |= {"acknowledged_at": now, "acknowledged_by": actor}
+            elif new is Status.TRIGGERED:
+                sets |= {"acknowledged_at": None, "acknowledged_by": None}
+            else:
+                sets |= {"resolved_at": now}
+            assignments = ", ".join(f"{name} = ?" for name in sets)
+            conn.execute(
+                f"UPDATE incidents SET {assignments} WHERE id = ?",  # noqa: S608 - fixed names
+                (*sets.values(), incident_id),
+            )
+            inc.add_event(
+                conn,
+                self.subscribers,
+                incident_id,
+                actor,
+                _TRANSITION_EVENTS[new],
+                message,
+                now,
+                data,
+            )
+            updated = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+            return inc.read_incident(conn, updated.fetchone(), True)
+
+        result = await self._run(change)
+        self.job_signal.set()
+        return result
+
+    async def update_incident(
+        self,
+        incident_id: int,
+        *,
+        now: float,
+        severity: Severity | None = None,
+        playbook: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Incident:
+        def change(conn: sqlite3.Connection) -> Incident:
+            row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no incident #{incident_id}")
+            merged = json.loads(row["data"]) | dict(data or {})
+            conn.execute(
+                "UPDATE incidents SET severity = ?, playbook = ?, data = ?, updated_at = ? "
+                "WHERE id = ?",
+                (
+                    (severity or Severity(row["severity"])).value,
+                    playbook if playbook is not None else row["playbook"],
+                    inc.dumps(merged),
+                    now,
+                    incident_id,
+                ),
+            )
+            updated = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+            return inc.read_incident(conn, updated.fetchone(), False)
+
+        return await self._run(change)
+
+    async def append_event(
+        self,
+        incident_id: int,
+        *,
+        actor: str,
+        kind: str,
+        message: str,
+        now: float,
+        data: Mapping[str, Any] | None = None,
+        notify: bool = True,
+    ) -> Event:
+        event = await self._run(
+            inc.add_event, self.subscribers, incident_id, actor, kind, message, now, data, notify
+        )
+        if notify:
+            self.job_signal.set()
+        return event
+
+    async def events(self, incident_id: int, *, after: int = 0) -> list[Event]:
+        return await self._run(inc.read_events, incident_id, after)
+
+    # jobs ---------------------------------------------------------------------
+    async def enqueue_job(
+        self,
+        kind: str,
+        key: str,
+        *,
+        due_at: float,
+        incident_id: int | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> bool:
+        now = self._clock()
+        sql = (
+            "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"
+            " updated_at) VALUES (?,?,?,?,?,?,?)"
+        )
+        row = (kind, key, incident_id, inc.dumps(dict(payload or {})), due_at, now, now)
+        added = await self._run(lambda c: c.execute(sql, row).rowcount == 1)
+        if added:
+            self.job_signal.set()
+        return bool(added)
+
+    async def claim_jobs(self, now: float, limit: int, kinds: Sequence[str]) -> list[Job]:
+        def claim(conn: sqlite3.Connection) -> list[Job]:
+            marks = ",".join("?" * len(kinds))
+            # Jobs of one kind for one incident run one at a time, in order: a later
+            # Slack update never overtakes the post it updates.
+            rows = conn.execute(
+                "SELECT * FROM jobs j WHERE status = 'pending' AND due_at <= ?"  # noqa: S608
+                f" AND kind IN ({marks}) AND NOT EXISTS (SELECT 1 FROM jobs e"
+                " WHERE e.incident_id = j.incident_id AND e.kind = j.kind AND e.id < j.id"
+                " AND e.status IN ('pending', 'running')) ORDER BY due_at, id LIMIT ?",
+                (now, *kinds, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? "
+                "WHERE id = ?",
+                [(now, row["id"]) for row in rows],
+            )
+            return [
+                Job(
+                    r["id"],
+                    r["kind"],
+                    r["key"],
+                    r["incident_id"],
+                    json.loads(r["payload"]),
+                    r["attempts"] + 1,
+                    r["due_at"],
+                )
+                for r in rows
+            ]
+
+        return await self._run(claim) if kinds else []
+
+    async def finish_job(self, job_id: int, now: float) -> None:
+        await self._run(_set_job, job_id, "done", None, None, now)
+
+    async def retry_job(self, job_id: int, due_at: float, error: str, now: float) -> None:
+        await self._run(_set_job, job_id, "pending", due_at, error, now)
+
+    async def fail_job(self, job_id: int, error: str, now: float) -> None:
+        await self._run(_set_job, job_id, "failed", None, error, now)
+
+    async def next_job_due(self, kinds: Sequence[str]) -> float | None:
+        if not kinds:
+            return None
+        marks = ",".join("?" * len(kinds))
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT MIN(due_at) FROM jobs WHERE status = 'pending' AND kind IN ({marks})",  # noqa: S608
+                tuple(kinds),
+            ).fetchone()
+        )
+        return None if row[0] is None else float(row[0])
+
+    async def release_running_jobs(self) -> int:
+        return int(
+            await self._run(
+                lambda c: (
+                    c.execute(
+                        "UPDATE jobs SET status = 'pending' WHERE status = 'running'"
+                    ).rowcount
+                )
+            )
+        )
+
+    # key-value ---------------------------------------------------------------
+    async def kv_get(self, key: str, now: float) -> str | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (key, now),
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def kv_set(self, key: str, value: str, *, now: float, ttl: float | None = None) -> None:
+        expires = None if ttl is None else now + ttl
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO kv (key, value, expires_at) VALUES (?,?,?) ON CONFLICT (key) "
+                "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (key, value, expires),
+            )
+        )
+
+    async def stats(self) -> Stats:
+        def read(conn: sqlite3.Connection) -> Stats:
+            depth, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL"
+            ).fetchone()
+            pending, failed = conn.execute(
+                "SELECT SUM(status IN ('pending', 'running')), SUM(status = 'failed') FROM jobs"
+            ).fetchone()
+            by_severity = {
+                row[0]: row[1]
+                for row in conn.execute(
+                    "SELECT severity, COUNT(*) FROM incidents WHERE status != 'resolved' "
+                    "GROUP BY severity"
+                )
+            }
+            return Stats(depth, oldest, pending or 0, failed or 0, by_severity)
+
+        return await self._run(read)
+
+    async def prune(self, before: float) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            gone = conn.execute(
+                "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (before,)
+            ).rowcount
+            gone += conn.execute(
+                "DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (before,)
+            ).rowcount
+            gone += conn.execute(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at < ?", (before,)
+            ).rowcount
+            return int(gone)
+
+        return await self._run(delete)
+
+
+def _insert_inbox(conn: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> list[int]:
+    ids = []
+    for row in rows:
+        cur = conn.execute("INSERT INTO inbox (source, body, received_at) VALUES (?,?,?)", row)
+        ids.append(int(cur.lastrowid or 0))
+    return ids
+
+
+def _mark_processed(
+    conn: sqlite3.Connection, inbox_id: int, now: float, result: str, incident_id: int | None
+) -> None:
+    outcome = result if incident_id is None else f"{result} (incident #{incident_id})"
+    conn.execute(
+        "UPDATE inbox SET processed_at = ?, result = ? WHERE id = ?", (now, outcome, inbox_id)
+    )
+
+
+def _set_job(
+    conn: sqlite3.Connection,
+    job_id: int,
+    status: str,
+    due_at: float | None,
+    error: str | None,
+    now: float,
+) -> None:
+    conn.execute(
+        "UPDATE jobs SET status = ?, due_at = COALESCE(?, due_at), last_error = ?, updated_at = ? "
+        "WHERE id = ?",
+        (status, due_at, error, now, job_id),
+    )

@@ -1,0 +1,285 @@
+"""Incident reads and writes on a SQLite connection, run on the store thread in a transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bot.alerts import AlertGroup
+from bot.incidents import (
+    AlertRecord,
+    Event,
+    EventKind,
+    Incident,
+    Status,
+    alert_line,
+    summary_of,
+    title_of,
+)
+from bot.settings import Severity
+from bot.store.base import ApplyResult
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def add_event(
+    conn: sqlite3.Connection,
+    subscribers: Sequence[str],
+    incident_id: int,
+    actor: str,
+    kind: str,
+    message: str,
+    now: float,
+    data: Mapping[str, Any] | None = None,
+    notify: bool = True,
+) -> Event:
+    cur = conn.execute(
+        "INSERT INTO events (incident_id, at, actor, kind, message, data) VALUES (?,?,?,?,?,?)",
+        (incident_id, now, actor, kind, message, dumps(dict(data or {}))),
+    )
+    event_id = int(cur.lastrowid or 0)
+    if notify:
+        payload = dumps({"event_id": event_id, "kind": kind})
+        conn.executemany(
+            "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"
+            " updated_at) VALUES (?,?,?,?,?,?,?)",
+            [
+                (s, f"{s}:event:{event_id}", incident_id, payload, now, now, now)
+                for s in subscribers
+            ],
+        )
+    return Event(event_id, incident_id, now, actor, kind, message, dict(data or {}))
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        row["id"],
+        row["incident_id"],
+        row["at"],
+        row["actor"],
+        row["kind"],
+        row["message"],
+        json.loads(row["data"]),
+    )
+
+
+def read_events(conn: sqlite3.Connection, incident_id: int, after: int = 0) -> list[Event]:
+    rows = conn.execute(
+        "SELECT * FROM events WHERE incident_id = ? AND id > ? ORDER BY id", (incident_id, after)
+    )
+    return [_event(row) for row in rows]
+
+
+def read_incident(conn: sqlite3.Connection, row: sqlite3.Row, timeline: bool) -> Incident:
+    alerts = tuple(
+        AlertRecord(
+            a["fingerprint"],
+            a["status"],
+            json.loads(a["labels"]),
+            json.loads(a["annotations"]),
+            a["starts_at"],
+            a["ends_at"],
+            a["generator_url"],
+        )
+        for a in conn.execute(
+            "SELECT * FROM alerts WHERE incident_id = ? ORDER BY rowid", (row["id"],)
+        )
+    )
+    return Incident(
+        id=row["id"],
+        key=row["key"],
+        group_hash=row["group_hash"],
+        receiver=row["receiver"],
+        group_key=row["group_key"],
+        status=Status(row["status"]),
+        severity=Severity(row["severity"]),
+        title=row["title"],
+        summary=row["summary"],
+        group_labels=json.loads(row["group_labels"]),
+        common_labels=json.loads(row["common_labels"]),
+        common_annotations=json.loads(row["common_annotations"]),
+        external_url=row["external_url"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        previous_id=row["previous_id"],
+        playbook=row["playbook"],
+        data=json.loads(row["data"]),
+        alerts=alerts,
+        timeline=tuple(read_events(conn, row["id"])) if timeline else (),
+    )
+
+
+def _create(
+    conn: sqlite3.Connection,
+    group: AlertGroup,
+    severity: Severity,
+    now: float,
+    previous_id: int | None,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO incidents (key, group_hash, receiver, group_key, status, severity, title,"
+        " summary, group_labels, common_labels, common_annotations, external_url, opened_at,"
+        " updated_at, previous_id) VALUES ('',?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            group.group_hash,
+            group.receiver,
+            group.groupKey,
+            Status.TRIGGERED.value,
+            severity.value,
+            title_of(group),
+            summary_of(group),
+            dumps(group.groupLabels),
+            dumps(group.commonLabels),
+            dumps(group.commonAnnotations),
+            group.externalURL,
+            now,
+            now,
+            previous_id,
+        ),
+    )
+    incident_id = int(cur.lastrowid or 0)
+    conn.execute(
+        "UPDATE incidents SET key = ? WHERE id = ?",
+        (f"alertpilot-{group.group_hash}-{incident_id}", incident_id),
+    )
+    return incident_id
+
+
+def apply_group(
+    conn: sqlite3.Connection,
+    subscribers: Sequence[str],
+    group: AlertGroup,
+    severity: Severity,
+    now: float,
+) -> ApplyResult:
+    """Fold one delivery of an alert group into its incident. Repeats change nothing."""
+    seen = {
+        (row[0], row[1], row[2])
+        for row in conn.execute(
+            "SELECT fingerprint, status, starts_at FROM alert_states WHERE group_hash = ?",
+            (group.group_hash,),
+        )
+    }
+    new = [alert for alert in group.alerts if alert.state_key not in seen]
+    if not new:
+        return ApplyResult(None, duplicate=True, note="repeat delivery: no new alert state")
+
+    latest = conn.execute(
+        "SELECT id, status, severity FROM incidents WHERE group_hash = ? ORDER BY id DESC LIMIT 1",
+        (group.group_hash,),
+    ).fetchone()
+    open_id = latest["id"] if latest is not None and latest["status"] != Status.RESOLVED else None
+    events: list[int] = []
+
+    def event(incident_id: int, kind: EventKind, message: str, **data: Any) -> None:
+        events.append(
+            add_event(conn, subscribers, incident_id, "alertmanager", kind, message, now, data).id
+        )
+
+    created = False
+    if open_id is None:
+        if not any(alert.status == "firing" for alert in new):
+            note = "resolved alerts of a group with no open incident: recorded, nothing to resolve"
+            if latest is not None:
+                _upsert_alerts(conn, latest["id"], new)
+            _remember(conn, group, new, latest["id"] if latest is not None else None, now)
+            return ApplyResult(latest["id"] if latest is not None else None, note=note)
+        previous_id = latest["id"] if latest is not None else None
+        open_id = _create(conn, group, severity, now, previous_id)
+        created = True
+        _upsert_alerts(conn, open_id, group.alerts)
+        firing = [a for a in group.alerts if a.status == "firing"]
+        event(
+            open_id,
+            EventKind.OPENED,
+            f"{len(firing)} alert(s) firing: " + "; ".join(alert_line(a) for a in firing[:5]),
+            severity=severity.value,
+            previous_id=previous_id,
+        )
+        if previous_id is not None:
+            event(
+                previous_id,
+                EventKind.REOPENED,
+                f"the group fired again as incident #{open_id}",
+                new_incident_id=open_id,
+            )
+    else:
+        _upsert_alerts(conn, open_id, new)
+        for alert in new:
+            kind = EventKind.ALERT_FIRING if alert.status == "firing" else EventKind.ALERT_RESOLVED
+            event(
+                open_id, kind, f"{alert.status}: {alert_line(alert)}", fingerprint=alert.fingerprint
+            )
+        if Severity(latest["severity"]) > severity:
+            conn.execute(
+                "UPDATE incidents SET severity = ? WHERE id = ?", (severity.value, open_id)
+            )
+            event(
+                open_id,
+                EventKind.SEVERITY,
+                f"severity raised to {severity.value}",
+                severity=severity.value,
+            )
+    if group.truncatedAlerts:
+        event(
+            open_id,
+            EventKind.NOTE,
+            f"Alertmanager left out {group.truncatedAlerts} alert(s) of this group (max_alerts)",
+        )
+
+    still_firing = conn.execute(
+        "SELECT COUNT(*) FROM alerts WHERE incident_id = ? AND status = 'firing'", (open_id,)
+    ).fetchone()[0]
+    conn.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, open_id))
+    if still_firing == 0:
+        conn.execute(
+            "UPDATE incidents SET status = ?, resolved_at = ? WHERE id = ?",
+            (Status.RESOLVED.value, now, open_id),
+        )
+        event(open_id, EventKind.RESOLVED, "all alerts resolved")
+    _remember(conn, group, new, open_id, now)
+    return ApplyResult(open_id, created=created, events=tuple(events))
+
+
+def _upsert_alerts(conn: sqlite3.Connection, incident_id: int, alerts: Sequence[Any]) -> None:
+    conn.executemany(
+        "INSERT INTO alerts (incident_id, fingerprint, status, labels, annotations, starts_at,"
+        " ends_at, generator_url) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (incident_id, fingerprint)"
+        " DO UPDATE SET status = excluded.status, labels = excluded.labels,"
+        " annotations = excluded.annotations, starts_at = excluded.starts_at,"
+        " ends_at = excluded.ends_at, generator_url = excluded.generator_url",
+        [
+            (
+                incident_id,
+                a.fingerprint,
+                a.status,
+                dumps(a.labels),
+                dumps(a.annotations),
+                a.startsAt.isoformat(),
+                a.endsAt.isoformat(),
+                a.generatorURL,
+            )
+            for a in alerts
+        ],
+    )
+
+
+def _remember(
+    conn: sqlite3.Connection,
+    group: AlertGroup,
+    alerts: Sequence[Any],
+    incident_id: int | None,
+    now: float,
+) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO alert_states (group_hash, fingerprint, status, starts_at,"
+        " incident_id, seen_at) VALUES (?,?,?,?,?,?)",
+        [(group.group_hash, *a.state_key, incident_id, now) for a in alerts],
+    )

@@ -1,0 +1,242 @@
+"""Background work after the ack: the inbox processor and the job runner.
+
+The inbox processor folds stored webhook payloads into incidents, in arrival order,
+one transaction each; what it leaves unprocessed at a crash is processed on restart.
+The job runner runs due jobs (notifier calls, pipeline runs, timers) with bounded
+retries and backoff; on shutdown both stop taking work and finish what they hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from bot.alerts import parse_group
+from bot.clock import Clock
+from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError
+from bot.incidents import EventKind, severity_of
+from bot.jobs import JobHandlers
+from bot.metrics import Metrics
+from bot.settings import IncidentSettings, WorkerSettings
+from bot.store.base import Job, Store
+
+log = logging.getLogger(__name__)
+
+
+class InboxProcessor:
+    def __init__(
+        self,
+        store: Store,
+        signal: asyncio.Event,
+        incidents: IncidentSettings,
+        metrics: Metrics,
+        clock: Clock,
+        poll_interval: float,
+    ) -> None:
+        self.store = store
+        self.signal = signal
+        self.incidents = incidents
+        self.metrics = metrics
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop(), name="alertpilot-inbox")
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.signal.set()
+        if self.task is not None:
+            await self.task
+
+    async def drain(self) -> int:
+        """Process everything pending now; return how many payloads were handled."""
+        handled = 0
+        while not self._stopping:
+            batch = await self.store.pending_payloads(100)
+            if not batch:
+                break
+            for item in batch:
+                if self._stopping:
+                    break
+                await self._process(item.id, item.body, item.received_at)
+                handled += 1
+        return handled
+
+    async def _process(self, inbox_id: int, body: str, received_at: float) -> None:
+        now = self.clock.now()
+        try:
+            group = parse_group(body)
+        except PayloadError as exc:  # validated before it was stored; only a bug lands here
+            log.error("inbox #%d: stored payload no longer parses: %s", inbox_id, exc)
+            await self.store.reject_payload(inbox_id, str(exc), now)
+            return
+        result = await self.store.apply_group(
+            inbox_id, group, severity_of(group, self.incidents), now
+        )
+        self.metrics.processing_lag.observe(max(0.0, now - received_at))
+        if result.duplicate:
+            self.metrics.duplicates.inc()
+        log.info(
+            "inbox #%d: %s -> incident %s%s",
+            inbox_id,
+            group.groupKey,
+            result.incident_id,
+            " (new)" if result.created else (" (repeat)" if result.duplicate else ""),
+        )
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self.signal.clear()
+            try:
+                await self.drain()
+            except StoreError as exc:
+                log.warning("inbox: store unavailable, will retry: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.signal.wait(), self.poll_interval)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: Store,
+        signal: asyncio.Event,
+        handlers: JobHandlers,
+        settings: WorkerSettings,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.signal = signal
+        self.handlers = handlers
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self._stopping = False
+        self._running: set[asyncio.Task[None]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop(), name="alertpilot-jobs")
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def stop(self) -> None:
+        """Stop claiming; give running jobs ``drain_timeout`` to finish, then cancel them."""
+        self._stopping = True
+        self.signal.set()
+        if self.task is not None:
+            await self.task
+        if self._running:
+            _, late = await asyncio.wait(self._running, timeout=self.settings.drain_timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def run_due(self) -> int:
+        """Claim and run due jobs until none is due; return how many ran. For tests and the CLI."""
+        count = 0
+        while jobs := await self.store.claim_jobs(self.clock.now(), 50, self.handlers.kinds):
+            for job in jobs:
+                await self._run(job)
+                count += 1
+        return count
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self.signal.clear()
+            try:
+                await self._dispatch_due()
+                due = await self.store.next_job_due(self.handlers.kinds)
+            except StoreError as exc:
+                log.warning("jobs: store unavailable, will retry: %s", exc)
+                due = None
+            wait = self.settings.poll_interval
+            if due is not None:
+                wait = min(wait, max(0.0, due - self.clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.signal.wait(), wait)
+
+    async def _dispatch_due(self) -> None:
+        free = self.settings.concurrency - len(self._running)
+        if free <= 0:
+            return
+        for job in await self.store.claim_jobs(self.clock.now(), free, self.handlers.kinds):
+            task = asyncio.create_task(self._run_slot(job), name=f"job-{job.kind}-{job.id}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_slot(self, job: Job) -> None:
+        try:
+            await self._run(job)
+        finally:
+            self.signal.set()
+
+    async def _run(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        now = self.clock.now()
+        if handler is None:
+            await self.store.fail_job(job.id, f"no handler for job kind {job.kind!r}", now)
+            return
+        try:
+            await handler(job)
+        except RetryLater as exc:
+            await self._retry(job, str(exc), exc.delay)
+        except PermanentFailure as exc:
+            await self._fail(job, str(exc))
+        except StoreError as exc:
+            await self._retry(job, f"store: {exc}", None)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._retry(job, "interrupted by shutdown", 0.0))
+            raise
+        except Exception as exc:  # a handler bug must not kill the runner; it is recorded
+            log.exception("job %s #%d (%s) crashed", job.kind, job.id, job.key)
+            await self._retry(job, f"{type(exc).__name__}: {exc}", None)
+        else:
+            await self.store.finish_job(job.id, self.clock.now())
+            self.metrics.jobs.labels(job.kind, "done").inc()
+
+    async def _retry(self, job: Job, error: str, delay: float | None) -> None:
+        if job.attempts >= self.settings.max_attempts:
+            await self._fail(job, f"gave up after {job.attempts} attempts: {error}")
+            return
+        if delay is None:
+            base = self.settings.backoff_base * 2 ** (job.attempts - 1)
+            delay = min(self.settings.backoff_max, base) * random.uniform(0.8, 1.2)
+        log.warning(
+            "job %s #%d failed (attempt %d), retry in %.1fs: %s",
+            job.kind,
+            job.id,
+            job.attempts,
+            delay,
+            error,
+        )
+        self.metrics.jobs.labels(job.kind, "retry").inc()
+        now = self.clock.now()
+        await self.store.retry_job(job.id, now + delay, error, now)
+
+    async def _fail(self, job: Job, error: str) -> None:
+        log.error("job %s #%d failed for good: %s", job.kind, job.id, error)
+        self.metrics.jobs.labels(job.kind, "failed").inc()
+        now = self.clock.now()
+        await self.store.fail_job(job.id, error, now)
+        if job.incident_id is not None:
+            await self.store.append_event(
+                job.incident_id,
+                actor="alertpilot",
+                kind=EventKind.JOB_FAILED,
+                message=f"{job.kind} failed: {error}",
+                now=now,
+                data={"job": job.key},
+                notify=False,
+            )

@@ -1,0 +1,181 @@
+"""YAML files that remember where each value came from.
+
+Config and playbook errors must name the file, the line and the key path. PyYAML's
+node tree knows the lines; this module builds plain Python data from it, keeps a map
+from key path to line, substitutes ``${VAR}`` / ``${VAR:-default}`` in string
+scalars, rejects duplicate keys, and turns a pydantic ``ValidationError`` into
+``file:line: path: message`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\$")
+
+
+@dataclass
+class Sourced:
+    """Data loaded from one YAML file, with the line of every key path."""
+
+    path: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of ``loc`` or of its nearest ancestor that has one."""
+        for end in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:end]))
+            if line is not None:
+                return line
+        return None
+
+    def where(self, loc: Loc) -> str:
+        line = self.line_of(loc)
+        return f"{self.path}:{line}" if line is not None else self.path
+
+
+def format_loc(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def substitute_env(text: str, env: Mapping[str, str], where: str) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``."""
+
+    def repl(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is not None and (value != "" or default is None):
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(
+            [f"{where}: environment variable {name} is not set (use ${{{name}:-default}})"]
+        )
+
+    return _ENV_REF.sub(repl, text)
+
+
+class _Builder:
+    def __init__(self, path: str, env: Mapping[str, str] | None) -> None:
+        self.path = path
+        self.env = env
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[str] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            self._constructor.flatten_mapping(node)
+            for key_node, value_node in node.value:
+                key = self._constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.problems.append(f"{self.path}:{key_node.start_mark.line + 1}: bad key")
+                    continue
+                if key in out:
+                    self.problems.append(
+                        f"{self.path}:{key_node.start_mark.line + 1}: "
+                        f"{format_loc((*loc, str(key)))}: duplicate key"
+                    )
+                    continue
+                self.lines[(*loc, str(key))] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, (*loc, str(key)))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        value = self._constructor.construct_object(node, deep=True)
+        if self.env is not None and isinstance(value, str) and "$" in value:
+            try:
+                return substitute_env(value, self.env, f"{self.path}:{node.start_mark.line + 1}")
+            except ConfigError as exc:
+                self.problems.extend(exc.problems)
+        return value
+
+
+def load_text(text: str, path: str, *, env: Mapping[str, str] | None = None) -> list[Sourced]:
+    """Every document of a YAML text; ``env`` enables ``${VAR}`` substitution."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}{line}: invalid YAML: {problem}"]) from None
+    docs = []
+    for node in nodes:
+        if node is None:
+            continue
+        builder = _Builder(path, env)
+        data = builder.build(node, ())
+        if builder.problems:
+            raise ConfigError(builder.problems)
+        docs.append(Sourced(path, data, builder.lines))
+    return docs
+
+
+def load_file(path: str | Path, *, env: Mapping[str, str] | None = None) -> list[Sourced]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return load_text(text, str(path), env=os.environ if env is None else env)
+
+
+def validation_problems(exc: ValidationError, source: Sourced, prefix: Loc = ()) -> list[str]:
+    """``file:line: key.path: message`` for each error of a pydantic validation."""
+    out = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        full = (*prefix, *loc)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        out.append(f"{source.where(full)}: {format_loc(full)}: {message}")
+    return out
+
+
+def validate_source(
+    model: type[ModelT], source: Sourced, data: Any = None, prefix: Loc = ()
+) -> ModelT:
+    """Validate ``data`` (default: the whole document) with a model, or raise ConfigError."""
+    try:
+        return model.model_validate(source.data if data is None else data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, source, prefix)) from None
+
+
+def require_mapping(source: Sourced) -> Mapping[str, Any]:
+    if not isinstance(source.data, Mapping):
+        raise ConfigError([f"{source.where(())}: expected a mapping at the top level"])
+    return source.data
+
+
+def require_sequence(source: Sourced, loc: Loc) -> Sequence[Any]:
+    value: Any = source.data
+    for part in loc:
+        value = value[part]
+    if not isinstance(value, list):
+        raise ConfigError([f"{source.where(loc)}: {format_loc(loc)}: expected a list"])
+    return value
