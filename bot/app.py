@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from bot import api, keys
+from bot.actions import IncidentActions
+from bot.alertmanager import AlertmanagerClient
 from bot.clock import Clock, SystemClock
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
 from bot.incidents import TransitionError
@@ -15,6 +18,7 @@ from bot.ingest import alertmanager_webhook
 from bot.jobs import JobHandlers
 from bot.metrics import Metrics
 from bot.notify.log import LogNotifier
+from bot.prometheus import PrometheusClient
 from bot.settings import Settings
 from bot.store.sqlite import SqliteStore
 from bot.worker import InboxProcessor, JobRunner
@@ -73,6 +77,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.METRICS] = metrics
     app[keys.HANDLERS] = handlers
     app[keys.STORE] = store
+    app[keys.ACTIONS] = IncidentActions(store, clock)
     app[keys.INBOX] = InboxProcessor(
         store,
         store.inbox_signal,
@@ -94,9 +99,32 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/v1/incidents", api.list_incidents)
     app.router.add_get("/api/v1/incidents/{incident_id}", api.get_incident)
+    app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    # Features add their routes, job handlers and resources here, before the workers start.
     app.cleanup_ctx.append(_workers_ctx)
     return app
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": "alertpilot"}, raise_for_status=False, trust_env=False
+    )
+    app[keys.HTTP] = session
+    prom = settings.prometheus
+    app[keys.PROMETHEUS] = PrometheusClient(
+        session,
+        prom.url,
+        timeout=prom.timeout,
+        retries=prom.retries,
+        bearer_token=prom.bearer_token.get_secret_value() if prom.bearer_token else None,
+    )
+    app[keys.ALERTMANAGER] = AlertmanagerClient(
+        session, settings.alertmanager.url, timeout=settings.alertmanager.timeout
+    )
+    yield
+    await session.close()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

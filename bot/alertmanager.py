@@ -1,0 +1,109 @@
+"""An async Alertmanager API v2 client: silences (create, expire) and alert queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from bot.httpclient import HttpError, request
+from bot.matchers import Matcher
+
+
+class AlertmanagerError(Exception):
+    """Alertmanager could not do what was asked (down, refused, unexpected answer)."""
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class AlertmanagerClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = await request(
+                self.session,
+                method,
+                f"{self.base_url}{path}",
+                timeout=self.timeout,
+                retries=self.retries,
+                **kwargs,
+            )
+        except HttpError as exc:
+            raise AlertmanagerError(f"Alertmanager unavailable: {exc}") from None
+        if resp.status >= 400:
+            raise AlertmanagerError(f"Alertmanager answered HTTP {resp.status}: {resp.text[:300]}")
+        return resp.json() if resp.body else None
+
+    def silence_url(self, silence_id: str) -> str:
+        return f"{self.base_url}/#/silences/{quote(silence_id)}"
+
+    async def create_silence(
+        self,
+        matchers: Sequence[Matcher],
+        *,
+        duration: float,
+        created_by: str,
+        comment: str,
+        now: datetime | None = None,
+    ) -> str:
+        """Create a silence; return its id."""
+        if not matchers:
+            raise AlertmanagerError("a silence needs at least one matcher")
+        start = now or datetime.now(UTC)
+        body = {
+            "matchers": [m.to_alertmanager() for m in matchers],
+            "startsAt": _iso(start),
+            "endsAt": _iso(start + timedelta(seconds=duration)),
+            "createdBy": created_by,
+            "comment": comment,
+        }
+        answer = await self._call("POST", "/api/v2/silences", json=body)
+        if not isinstance(answer, dict) or not answer.get("silenceID"):
+            raise AlertmanagerError(f"unexpected answer to a silence: {answer!r}")
+        return str(answer["silenceID"])
+
+    async def expire_silence(self, silence_id: str) -> None:
+        try:
+            await self._call("DELETE", f"/api/v2/silence/{quote(silence_id)}")
+        except AlertmanagerError as exc:
+            if "HTTP 404" not in str(exc):  # already gone counts as expired
+                raise
+
+    async def silence(self, silence_id: str) -> dict[str, Any]:
+        answer = await self._call("GET", f"/api/v2/silence/{quote(silence_id)}")
+        return dict(answer)
+
+    async def alerts(
+        self,
+        matchers: Sequence[Matcher],
+        *,
+        active: bool = True,
+        silenced: bool = False,
+        inhibited: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Alerts Alertmanager knows, filtered by matchers."""
+        params: list[tuple[str, str]] = [("filter", str(m)) for m in matchers]
+        params += [
+            ("active", str(active).lower()),
+            ("silenced", str(silenced).lower()),
+            ("inhibited", str(inhibited).lower()),
+        ]
+        answer = await self._call("GET", "/api/v2/alerts", params=params)
+        return list(answer or [])

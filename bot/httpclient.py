@@ -1,0 +1,109 @@
+"""Outbound HTTP with a timeout on every call and bounded retries with backoff.
+
+One ``aiohttp.ClientSession`` per app (opened and closed in ``cleanup_ctx``) is shared
+by the Prometheus and Alertmanager clients and the HTTP steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class HttpError(Exception):
+    """An outbound call failed; ``status`` is None for network errors and timeouts."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        self.status = status
+        self.body = body
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    elapsed: float
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    retries: int = 0,
+    backoff: float = 0.5,
+    max_body: int = 8 * 1024 * 1024,
+    retry_statuses: frozenset[int] = RETRY_STATUSES,
+    **kwargs: Any,
+) -> HttpResponse:
+    """Send a request; retry network errors and ``retry_statuses`` up to ``retries`` times.
+
+    Returns the last response (whatever its status) or raises HttpError on a network
+    failure that outlived its retries.
+    """
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        started = loop.time()
+        try:
+            async with session.request(
+                method, url, timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+            ) as resp:
+                body = await resp.content.read(max_body + 1)
+                if len(body) > max_body:
+                    raise HttpError(f"{method} {url}: answer larger than {max_body} bytes")
+                result = HttpResponse(resp.status, body, dict(resp.headers), loop.time() - started)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = (
+                "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            )
+            if attempt >= retries:
+                raise HttpError(f"{method} {_safe(url)}: {reason}") from None
+        else:
+            if result.status not in retry_statuses or attempt >= retries:
+                return result
+            reason = f"HTTP {result.status}"
+        delay = backoff * 2**attempt * random.uniform(0.8, 1.2)
+        log.info(
+            "%s %s: %s, retry %d/%d in %.2fs",
+            method,
+            _safe(url),
+            reason,
+            attempt + 1,
+            retries,
+            delay,
+        )
+        attempt += 1
+        await asyncio.sleep(delay)
+
+
+def _safe(url: str) -> str:
+    """The URL without credentials or query string, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

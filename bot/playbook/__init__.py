@@ -1,0 +1,1 @@
+"""Playbooks: YAML runbooks that match alerts and run diagnostics and guarded remediations."""

@@ -1,0 +1,113 @@
+"""Templating that cannot be escaped: Jinja2's sandbox, strict about undefined names.
+
+Templates see ``labels`` and ``annotations`` (of the incident's first firing alert),
+``common_labels`` and ``common_annotations`` (the group's), ``alerts`` (every alert's
+labels and annotations) and ``incident`` (id, key, severity, status, title).
+
+Label values are data. Where they reach PromQL, the ``promql`` filter turns a value
+into a complete string literal (``{{ labels.service | promql }}`` -> ``"checkout"``) and
+``promql_re`` into a literal for ``=~`` that matches the value exactly. Where they reach
+a matcher (silences, alert queries), ``quote`` does the same for Alertmanager's syntax.
+Command arguments are checked against their own pattern after rendering.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.incidents import Incident
+from bot.matchers import promql_regex_literal, promql_string
+
+MAX_OUTPUT = 64 * 1024
+
+
+class RenderError(Exception):
+    """A template failed to render (undefined name, sandbox violation, output too large)."""
+
+
+def _quote(value: object) -> str:
+    """A double-quoted value for Alertmanager matchers (Go escaping)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+    env.filters["promql"] = promql_string
+    env.filters["promql_re"] = promql_regex_literal
+    env.filters["quote"] = _quote
+    return env
+
+
+def context(incident: Incident) -> dict[str, Any]:
+    alerts = incident.firing or list(incident.alerts)
+    first = alerts[0] if alerts else None
+    return {
+        "labels": dict(first.labels) if first else dict(incident.common_labels),
+        "annotations": dict(first.annotations) if first else dict(incident.common_annotations),
+        "common_labels": dict(incident.common_labels),
+        "common_annotations": dict(incident.common_annotations),
+        "alerts": [
+            {"labels": dict(a.labels), "annotations": dict(a.annotations), "status": a.status}
+            for a in incident.alerts
+        ],
+        "incident": {
+            "id": incident.id,
+            "key": incident.key,
+            "severity": incident.severity.value,
+            "status": incident.status.value,
+            "title": incident.title,
+        },
+    }
+
+
+def sample_context(labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A context for checking templates at load time; every label lookup has a value."""
+    from collections import defaultdict
+
+    def values(base: Mapping[str, str] | None) -> defaultdict[str, str]:
+        out: defaultdict[str, str] = defaultdict(lambda: "example")
+        out.update(base or {})
+        return out
+
+    return {
+        "labels": values(labels),
+        "annotations": values(None),
+        "common_labels": values(labels),
+        "common_annotations": values(None),
+        "alerts": [{"labels": values(labels), "annotations": values(None), "status": "firing"}],
+        "incident": {
+            "id": 1,
+            "key": "example",
+            "severity": "P2",
+            "status": "triggered",
+            "title": "example",
+        },
+    }
+
+
+def render(env: SandboxedEnvironment, source: str, ctx: Mapping[str, Any]) -> str:
+    try:
+        out = env.from_string(source).render(ctx)
+    except TemplateError as exc:
+        raise RenderError(f"template error: {exc}") from None
+    if len(out) > MAX_OUTPUT:
+        raise RenderError(f"template output is larger than {MAX_OUTPUT} characters")
+    return out
+
+
+def render_value(env: SandboxedEnvironment, value: Any, ctx: Mapping[str, Any]) -> Any:
+    """Render every string inside a JSON-like value (a webhook body), leaving structure alone."""
+    if isinstance(value, str):
+        return render(env, value, ctx)
+    if isinstance(value, list):
+        return [render_value(env, item, ctx) for item in value]
+    if isinstance(value, dict):
+        return {key: render_value(env, item, ctx) for key, item in value.items()}
+    return value

@@ -1,0 +1,137 @@
+"""An async Prometheus HTTP API client (instant and range queries), on aiohttp.
+
+Timeouts on every call; 5xx and network errors are retried with backoff; Prometheus's
+``bad_data`` (a query that does not parse or is invalid) is never retried and comes
+back as ``PrometheusQueryError`` naming the query.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bot.httpclient import HttpError, request
+
+
+class PrometheusError(Exception):
+    """Prometheus could not answer (down, slow, 5xx after retries)."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus refused the query itself (``bad_data``): retrying cannot help."""
+
+    def __init__(self, query: str, message: str) -> None:
+        self.query = query
+        super().__init__(f"query rejected by Prometheus: {message} (query: {query})")
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict[str, str]
+    points: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return math.nan
+
+
+class PrometheusClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        bearer_token: str | None = None,
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+
+    async def _api(self, path: str, params: dict[str, str], timeout: float | None) -> Any:
+        limit = timeout or self.timeout
+        params = {**params, "timeout": f"{max(1.0, limit - 0.5):g}s"}
+        try:
+            resp = await request(
+                self.session,
+                "POST",
+                f"{self.base_url}{path}",
+                data=params,
+                timeout=limit,
+                retries=self.retries,
+                headers=self._headers,
+            )
+        except HttpError as exc:
+            raise PrometheusError(f"Prometheus unavailable: {exc}") from None
+        try:
+            answer = resp.json()
+        except ValueError:
+            raise PrometheusError(f"Prometheus answered HTTP {resp.status}, not JSON") from None
+        if not isinstance(answer, dict):
+            raise PrometheusError(f"Prometheus answered HTTP {resp.status} with unexpected JSON")
+        if answer.get("status") == "success":
+            return answer.get("data")
+        error_type, error = answer.get("errorType", ""), answer.get("error", "unknown error")
+        if error_type == "bad_data" or resp.status == 400:
+            raise PrometheusQueryError(params.get("query", ""), str(error))
+        raise PrometheusError(f"Prometheus error ({error_type or resp.status}): {error}")
+
+    async def query(
+        self, promql: str, *, at: float | None = None, timeout: float | None = None
+    ) -> list[Sample]:
+        """An instant query; scalars come back as one sample with no labels."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = await self._api("/api/v1/query", params, timeout)
+        kind, result = data.get("resultType"), data.get("result")
+        if kind in ("scalar", "string"):
+            return [Sample({}, _float(result[1]))]
+        if kind == "vector":
+            return [Sample(dict(item["metric"]), _float(item["value"][1])) for item in result]
+        if kind == "matrix":  # an instant query of a range selector: take the last point
+            return [
+                Sample(dict(item["metric"]), _float(item["values"][-1][1]))
+                for item in result
+                if item["values"]
+            ]
+        raise PrometheusError(f"unexpected result type {kind!r}")
+
+    async def query_range(
+        self, promql: str, *, start: float, end: float, step: float, timeout: float | None = None
+    ) -> list[Series]:
+        params = {
+            "query": promql,
+            "start": f"{start:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{step:g}",
+        }
+        data = await self._api("/api/v1/query_range", params, timeout)
+        if data.get("resultType") != "matrix":
+            raise PrometheusError(f"unexpected result type {data.get('resultType')!r}")
+        return [
+            Series(dict(item["metric"]), [(float(t), _float(v)) for t, v in item["values"]])
+            for item in data["result"]
+        ]
+
+    async def ready(self) -> bool:
+        try:
+            resp = await request(self.session, "GET", f"{self.base_url}/-/ready", timeout=3.0)
+        except HttpError:
+            return False
+        return resp.status == 200
