@@ -36,10 +36,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     registry = app[keys.METRICS]
+    workers_alive = app[keys.INBOX].alive and app[keys.RUNNER].alive
     try:
         registry.observe_stats(await app[keys.STORE].stats(), app[keys.CLOCK].now())
+        registry.ready.set(1 if workers_alive else 0)
     except StoreError:
         registry.store_errors.labels("stats").inc()
+        registry.ready.set(0)
     body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -42,6 +42,7 @@ class InboxProcessor:
         self.clock = clock
         self.poll_interval = poll_interval
         self._stopping = False
+        self._lock = asyncio.Lock()  # one drain at a time: payloads apply in arrival order
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -59,6 +60,10 @@ class InboxProcessor:
 
     async def drain(self) -> int:
         """Process everything pending now; return how many payloads were handled."""
+        async with self._lock:
+            return await self._drain()
+
+    async def _drain(self) -> int:
         handled = 0
         while not self._stopping:
             batch = await self.store.pending_payloads(100)

@@ -2,4 +2,41 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import Settings
+
 pytest_plugins = ["fakes.fixtures"]
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def payload(name: str) -> dict[str, Any]:
+    """A captured Alertmanager payload: ``captured-firing``, ``captured-resolved``, ..."""
+    path = FIXTURES / "alertmanager" / f"{name}.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def make_settings(tmp_path: Path, **sections: Any) -> Settings:
+    """Settings for a test: a private SQLite file, fast workers, and any overrides."""
+    base: dict[str, Any] = {
+        "store": {"url": f"sqlite:///{tmp_path}/alertpilot.db"},
+        "workers": {"poll_interval": 0.05, "backoff_base": 0.01, "backoff_max": 0.05},
+        "prometheus": {"url": "http://127.0.0.1:9", "timeout": 1, "retries": 0},
+        "alertmanager": {"url": "http://127.0.0.1:9", "timeout": 1},
+        "playbooks": {"paths": []},
+    }
+    for name, value in sections.items():
+        base[name] = {**base.get(name, {}), **value} if isinstance(value, dict) else value
+    return Settings.model_validate(base)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)

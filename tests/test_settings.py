@@ -1,0 +1,132 @@
+"""Config: env substitution, unknown keys, errors with file, line and key path, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.settings import DEFAULT_CONFIG, RemediationMode, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "alertpilot.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_default_config_is_valid() -> None:
+    settings = load_settings(DEFAULT_CONFIG, env={})
+    assert settings.store.url == "sqlite:///var/alertpilot.db"
+    assert settings.llm.provider == "template"
+    assert settings.slack is None and settings.pagerduty is None
+    assert settings.server.webhook_token is None  # ${VAR:-} means "not set"
+    assert settings.remediation.mode is RemediationMode.APPROVAL
+
+
+def test_env_substitution_with_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "server:\n"
+        "  listen: ${LISTEN:-0.0.0.0:9000}\n"
+        "  webhook_token: ${TOKEN}\n"
+        "prometheus:\n"
+        "  url: http://${PROM_HOST:-prom}:9090\n"
+        "  timeout: ${PROM_TIMEOUT:-15s}\n"
+        "alertmanager:\n"
+        "  url: $${literal}\n",
+    )
+    settings = load_settings(path, env={"TOKEN": "tok-123456", "PROM_HOST": "p1"})
+    assert settings.server.port == 9000
+    assert settings.server.webhook_token is not None
+    assert settings.server.webhook_token.get_secret_value() == "tok-123456"
+    assert settings.prometheus.url == "http://p1:9090"
+    assert settings.prometheus.timeout == 15.0
+    assert settings.alertmanager.url == "${literal}"
+
+
+def test_missing_env_var_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  listen: 127.0.0.1:1\n  webhook_token: ${NOPE}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:3: environment variable NOPE is not set (use ${{NOPE:-default}})"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("server:\n  listen: x\n  bogus: 1\n", ":3: server.bogus: unknown key"),
+        ("server:\n  listen: nope\n", ":2: server.listen: Value error, expected HOST:PORT"),
+        ("slack:\n  bot_token: x\n", ":1: slack.signing_secret: Field required"),
+        (
+            "slack:\n  bot_token: x\n  signing_secret: y\n  default_channel: c\n"
+            "  routes:\n    - match: ['a=\"b\"']\n      chanel: x\n",
+            ":7: slack.routes[0].chanel: unknown key",
+        ),
+        ("remediation:\n  mode: yolo\n", ":2: remediation.mode: Input should be"),
+        (
+            "workers:\n  poll_interval: soon\n",
+            ":2: workers.poll_interval: Value error, not a duration",
+        ),
+        ("store:\n  url: postgres://x\n", ":2: store.url: Value error, only sqlite"),
+        ("server: [1, 2\n", ":2: invalid YAML"),
+        ("server:\n  listen: a:1\nserver:\n  listen: b:2\n", ":3: server: duplicate key"),
+        ("- 1\n- 2\n", ":1: expected a mapping at the top level"),
+    ],
+)
+def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert any(expected in problem for problem in err.value.problems), err.value.problems
+    assert all(problem.startswith(str(path)) for problem in err.value.problems)
+
+
+def test_secrets_never_show_in_errors_or_repr(tmp_path: Path) -> None:
+    secret = "xoxb-very-secret-token"
+    path = write(
+        tmp_path,
+        f"slack:\n  bot_token: {secret}\n  signing_secret: {secret}\n  default_channel: 7\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert secret not in str(err.value)
+    ok = write(
+        tmp_path, f"slack:\n  bot_token: {secret}\n  signing_secret: s\n  default_channel: c\n"
+    )
+    settings = load_settings(ok, env={})
+    assert secret not in repr(settings) and secret not in settings.model_dump_json()
+    assert secret in settings.secret_values()
+
+
+def test_every_design_contract_key_exists() -> None:
+    from bot.settings import (
+        LlmSettings,
+        PagerDutySettings,
+        RemediationSettings,
+        Settings,
+        SlackSettings,
+    )
+
+    contract = {
+        "server": {"listen", "public_url", "webhook_token", "api_token"},
+        "store": {"url"},
+        "prometheus": {"url"},
+        "alertmanager": {"url"},
+        "playbooks": {"paths"},
+    }
+    for section, names in contract.items():
+        model = Settings.model_fields[section].annotation
+        assert model is not None
+        assert names <= set(model.model_fields), section  # type: ignore[union-attr]
+    assert {"provider", "base_url", "api_key", "model", "max_prompt_tokens"} <= set(
+        LlmSettings.model_fields
+    )
+    assert {"bot_token", "signing_secret", "api_url", "default_channel", "app_token", "routes",
+            "approvers"} <= set(SlackSettings.model_fields)  # fmt: skip
+    assert {"routing_key", "events_url", "api_token", "api_url", "webhook_secret",
+            "ca_file"} <= set(PagerDutySettings.model_fields)  # fmt: skip
+    assert {"mode", "allowed_urls", "allowed_commands"} <= set(RemediationSettings.model_fields)

@@ -1,0 +1,184 @@
+"""The job runner: subscribers see every event once, in order; retries, failures, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_settings, payload
+
+from bot.actions import IncidentActions
+from bot.alerts import parse_group
+from bot.clock import ManualClock
+from bot.errors import PermanentFailure, RetryLater
+from bot.incidents import Status, TransitionError
+from bot.jobs import JobHandlers
+from bot.metrics import Metrics
+from bot.settings import Severity
+from bot.store.base import Job
+from bot.store.sqlite import SqliteStore
+from bot.worker import JobRunner
+
+
+async def open_store(tmp_path: Path, clock: ManualClock, subscribers: list[str]) -> SqliteStore:
+    store = SqliteStore(str(tmp_path / "s.db"), subscribers=subscribers, clock=clock.now)
+    await store.open()
+    return store
+
+
+async def incident(store: SqliteStore, clock: ManualClock) -> int:
+    group = parse_group(json.dumps(payload("captured-firing")))
+    inbox = await store.enqueue_payload("alertmanager", json.dumps(payload("captured-firing")))
+    result = await store.apply_group(inbox, group, Severity.P1, clock.now())
+    assert result.incident_id is not None
+    return result.incident_id
+
+
+def runner(store: SqliteStore, handlers: JobHandlers, clock: ManualClock) -> JobRunner:
+    settings = make_settings(Path("/tmp"), workers={"max_attempts": 3, "backoff_base": 10})
+    return JobRunner(store, store.job_signal, handlers, settings.workers, Metrics(), clock)
+
+
+async def test_subscriber_sees_each_event_once_in_order(tmp_path: Path) -> None:
+    clock = ManualClock()
+    seen: list[str] = []
+    handlers = JobHandlers()
+
+    async def record(job: Job) -> None:
+        seen.append(str(job.payload["kind"]))
+
+    handlers.register("notify.test", record, subscribe=True)
+    store = await open_store(tmp_path, clock, handlers.subscribers)
+    try:
+        incident_id = await incident(store, clock)
+        actions = IncidentActions(store, clock)
+        await actions.acknowledge(incident_id, actor="ana", source="slack")
+        await actions.acknowledge(incident_id, actor="ana", source="slack")  # no-op
+        await actions.resolve(incident_id, actor="bo", source="api")
+        work = runner(store, handlers, clock)
+        assert await work.run_due() == 3
+        assert await work.run_due() == 0
+        assert seen == ["incident.opened", "incident.acknowledged", "incident.resolved"]
+        found = await store.get_incident(incident_id)
+        assert found.status is Status.RESOLVED
+        assert found.acknowledged_by == "ana"
+        assert [e.message for e in found.timeline][1:] == [
+            "acknowledged by ana in Slack",
+            "resolved by bo in the API",
+        ]
+        with pytest.raises(TransitionError):
+            await store.transition(incident_id, Status.ACKNOWLEDGED, actor="x", message="", now=1)
+    finally:
+        await store.close()
+
+
+async def test_retry_later_keeps_order_and_gives_up_after_max_attempts(tmp_path: Path) -> None:
+    clock = ManualClock()
+    calls: list[tuple[str, int]] = []
+    handlers = JobHandlers()
+
+    async def flaky(job: Job) -> None:
+        calls.append((str(job.payload["kind"]), job.attempts))
+        if job.payload["kind"] == "incident.opened":
+            raise RetryLater("Slack is down", delay=30)
+
+    handlers.register("notify.flaky", flaky, subscribe=True)
+    store = await open_store(tmp_path, clock, handlers.subscribers)
+    try:
+        incident_id = await incident(store, clock)
+        await IncidentActions(store, clock).acknowledge(incident_id, actor="a", source="cli")
+        work = runner(store, handlers, clock)
+        await work.run_due()
+        # the ack waits behind the post it would update
+        assert calls == [("incident.opened", 1)]
+        clock.advance(31)
+        await work.run_due()
+        clock.advance(31)
+        await work.run_due()
+        assert calls[-1] == ("incident.acknowledged", 1)  # after the post gave up
+        assert [c for c in calls if c[0] == "incident.opened"] == [
+            ("incident.opened", 1), ("incident.opened", 2), ("incident.opened", 3)
+        ]  # fmt: skip
+        stats = await store.stats()
+        assert stats.jobs_failed == 1
+        timeline = (await store.get_incident(incident_id)).timeline
+        assert timeline[-1].kind == "job.failed"
+        assert "gave up after 3 attempts: Slack is down" in timeline[-1].message
+    finally:
+        await store.close()
+
+
+async def test_permanent_failure_and_crashing_handler(tmp_path: Path) -> None:
+    clock = ManualClock()
+    handlers = JobHandlers()
+
+    async def refuse(job: Job) -> None:
+        raise PermanentFailure("HTTP 400: invalid event")
+
+    async def crash(job: Job) -> None:
+        raise ZeroDivisionError("bug")
+
+    handlers.register("a", refuse, subscribe=True)
+    handlers.register("b", crash, subscribe=True)
+    store = await open_store(tmp_path, clock, handlers.subscribers)
+    try:
+        incident_id = await incident(store, clock)
+        work = runner(store, handlers, clock)
+        await work.run_due()
+        messages = [e.message for e in (await store.get_incident(incident_id)).timeline]
+        assert "a failed: HTTP 400: invalid event" in messages
+        assert (await store.stats()).jobs_pending == 1  # the crash is retried with backoff
+    finally:
+        await store.close()
+
+
+async def test_running_jobs_resume_after_restart(tmp_path: Path) -> None:
+    clock = ManualClock()
+    handlers = JobHandlers()
+    started = asyncio.Event()
+    done: list[int] = []
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    handlers.register("slow", slow, subscribe=True)
+    store = await open_store(tmp_path, clock, handlers.subscribers)
+    incident_id = await incident(store, clock)
+    work = runner(store, handlers, clock)
+    task = asyncio.create_task(work.run_due())
+    await started.wait()
+    task.cancel()  # the process "dies" mid-job
+    await asyncio.gather(task, return_exceptions=True)
+    await store.close()
+
+    handlers2 = JobHandlers()
+
+    async def quick(job: Job) -> None:
+        done.append(job.id)
+
+    handlers2.register("slow", quick, subscribe=True)
+    store2 = await open_store(tmp_path, clock, handlers2.subscribers)
+    try:
+        await store2.release_running_jobs()
+        assert await runner(store2, handlers2, clock).run_due() == 1
+        assert len(done) == 1
+        assert (await store2.get_incident(incident_id)).id == incident_id
+    finally:
+        await store2.close()
+
+
+async def test_enqueue_job_is_idempotent_by_key(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, [])
+    try:
+        assert await store.enqueue_job("timer", "escalate:1", due_at=clock.now() + 300)
+        assert not await store.enqueue_job("timer", "escalate:1", due_at=clock.now() + 300)
+        assert await store.claim_jobs(clock.now(), 10, ["timer"]) == []
+        clock.advance(301)
+        [job] = await store.claim_jobs(clock.now(), 10, ["timer"])
+        assert job.key == "escalate:1"
+    finally:
+        await store.close()
