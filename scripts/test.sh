@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up everything the tests need (Python packages, Debian's prometheus and
+# prometheus-alertmanager) and run the checks: ruff, mypy, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/venv.sh test
+scripts/install-test-deps.sh
+.venv/bin/ruff check bot tests bench
+.venv/bin/ruff format --check bot tests bench
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"
