@@ -13,7 +13,6 @@ from bot.settings import Settings
 pytest_plugins = ["fakes.fixtures"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 def payload(name: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, SHARED_FIXTURES
+from conftest import FIXTURES
 
 from bot.cli import main
 
@@ -60,7 +60,7 @@ async def seed(tmp_path: Path) -> None:
 
     store = SqliteStore(str(tmp_path / "a.db"), clock=SystemClock().now)
     await store.open()
-    body = (SHARED_FIXTURES / "alertmanager" / "firing-1-alert.json").read_text()
+    body = (FIXTURES / "alertmanager" / "firing-1-alert.json").read_text()
     inbox = await store.enqueue_payload("alertmanager", body)
     await store.apply_group(inbox, parse_group(body), Severity.P1, 1.0)
     await store.close()

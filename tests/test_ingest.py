@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import SHARED_FIXTURES, make_settings, payload
+from conftest import FIXTURES, make_settings, payload
 
 from bot import keys
 from bot.app import create_app
@@ -48,7 +48,7 @@ async def test_shared_fixture_payload_makes_an_incident(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     client = await start(aiohttp_client, make_settings(tmp_path))
-    body = (SHARED_FIXTURES / "alertmanager" / "firing-1-alert.json").read_bytes()
+    body = (FIXTURES / "alertmanager" / "firing-1-alert.json").read_bytes()
     resp = await client.post("/alertmanager", data=body)
     assert resp.status == 200
     assert (await resp.json())["status"] == "accepted"
