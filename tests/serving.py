@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+
 from stack import free_port
 
 

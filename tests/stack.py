@@ -300,7 +300,7 @@ class Prometheus(_Process):
         self,
         promql: str,
         predicate: Callable[[Json], bool],
-        timeout: float = 30.0,  # noqa: ASYNC109
+        timeout: float = 30.0,
     ) -> Json:
         """Poll ``query(promql)`` until ``predicate(data)`` holds; returns that data."""
         deadline = time.monotonic() + timeout

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import make_settings
-from stack import Alertmanager
 
 from bot import keys
 from bot.app import create_app
 from bot.incidents import Incident, Status
 from bot.store.base import Store
+from conftest import make_settings
+from stack import Alertmanager
 
 pytestmark = pytest.mark.integration
 

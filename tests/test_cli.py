@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
 from bot.cli import main
+from conftest import FIXTURES
 
 
 def config(tmp_path: Path, extra: str = "") -> Path:

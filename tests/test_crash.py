@@ -9,11 +9,11 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
-from conftest import make_settings, payload
-from serving import ServeProcess
 
 from bot.clock import SystemClock
 from bot.store.sqlite import SqliteStore
+from conftest import make_settings, payload
+from serving import ServeProcess
 
 
 def group(i: int) -> dict[str, object]:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import FIXTURES, make_settings, payload
 
 from bot import keys
 from bot.app import create_app
 from bot.incidents import Status
 from bot.settings import Settings
+from conftest import FIXTURES, make_settings, payload
 
 TOKEN = "webhook-token-0123456789"
 

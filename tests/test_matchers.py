@@ -14,7 +14,6 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
-from stack import require_binary
 
 from bot.matchers import (
     Matcher,
@@ -28,6 +27,7 @@ from bot.matchers import (
     promql_regex_literal,
     promql_string,
 )
+from stack import require_binary
 
 EQ, NE, RE, NRE = MatchOp.EQ, MatchOp.NE, MatchOp.RE, MatchOp.NRE
 label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]*", fullmatch=True)

@@ -52,7 +52,7 @@ class WebhookRecorder(LoopbackApp):
     async def wait_for(
         self,
         predicate: Callable[[Payload], bool],
-        timeout: float = 15.0,  # noqa: ASYNC109
+        timeout: float = 15.0,
     ) -> Received:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_settings, payload
 
 from bot.actions import IncidentActions
 from bot.alerts import parse_group
@@ -20,6 +19,7 @@ from bot.settings import Severity
 from bot.store.base import Job
 from bot.store.sqlite import SqliteStore
 from bot.worker import JobRunner
+from conftest import make_settings, payload
 
 
 async def open_store(tmp_path: Path, clock: ManualClock, subscribers: list[str]) -> SqliteStore:
