@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/venv.sh test
 scripts/install-test-deps.sh
-.venv/bin/ruff check bot tests bench
-.venv/bin/ruff format --check bot tests bench
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"
