@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
         }
         out |= {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
