@@ -34,6 +34,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     except UnicodeDecodeError:  # parse_group accepted it, so this cannot happen; be explicit
         raise PayloadError("body is not UTF-8") from None
     inbox_id = await app[keys.STORE].enqueue_payload("alertmanager", text)
+    app[keys.INBOX].remember(inbox_id, group)
     firing = sum(alert.status == "firing" for alert in group.alerts)
     metrics.alerts_ingested.labels("firing").inc(firing)
     metrics.alerts_ingested.labels("resolved").inc(len(group.alerts) - firing)

@@ -13,14 +13,14 @@ import contextlib
 import logging
 import random
 
-from bot.alerts import parse_group
+from bot.alerts import AlertGroup, parse_group
 from bot.clock import Clock
 from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError
 from bot.incidents import EventKind, severity_of
 from bot.jobs import JobHandlers
 from bot.metrics import Metrics
 from bot.settings import IncidentSettings, WorkerSettings
-from bot.store.base import Job, Store
+from bot.store.base import InboxItem, Job, Store
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class InboxProcessor:
         self.metrics = metrics
         self.clock = clock
         self.poll_interval = poll_interval
+        self.batch_size = 200
+        self._parsed: dict[int, AlertGroup] = {}  # handed over by ingest, saves a re-parse
+        self._done_upto = 0
         self._stopping = False
         self._lock = asyncio.Lock()  # one drain at a time: payloads apply in arrival order
         self.task: asyncio.Task[None] | None = None
@@ -51,6 +54,11 @@ class InboxProcessor:
     @property
     def alive(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def remember(self, inbox_id: int, group: AlertGroup) -> None:
+        """Keep the group ingest already parsed for this committed row (bounded)."""
+        if inbox_id > self._done_upto and len(self._parsed) < 10_000:
+            self._parsed[inbox_id] = group
 
     async def stop(self) -> None:
         self._stopping = True
@@ -66,37 +74,39 @@ class InboxProcessor:
     async def _drain(self) -> int:
         handled = 0
         while not self._stopping:
-            batch = await self.store.pending_payloads(100)
+            batch = await self.store.pending_payloads(self.batch_size)
             if not batch:
                 break
-            for item in batch:
-                if self._stopping:
-                    break
-                await self._process(item.id, item.body, item.received_at)
-                handled += 1
+            await self._process(batch)
+            handled += len(batch)
         return handled
 
-    async def _process(self, inbox_id: int, body: str, received_at: float) -> None:
+    async def _process(self, batch: list[InboxItem]) -> None:
+        """Apply a batch of payloads in arrival order, in one transaction."""
         now = self.clock.now()
-        try:
-            group = parse_group(body)
-        except PayloadError as exc:  # validated before it was stored; only a bug lands here
-            log.error("inbox #%d: stored payload no longer parses: %s", inbox_id, exc)
-            await self.store.reject_payload(inbox_id, str(exc), now)
-            return
-        result = await self.store.apply_group(
-            inbox_id, group, severity_of(group, self.incidents), now
+        parsed: list[tuple[InboxItem, AlertGroup]] = []
+        for item in batch:
+            try:
+                group = self._parsed.pop(item.id, None)
+                parsed.append((item, group or parse_group(item.body)))
+            except PayloadError as exc:  # validated before it was stored; only a bug lands here
+                log.error("inbox #%d: stored payload no longer parses: %s", item.id, exc)
+                await self.store.reject_payload(item.id, str(exc), now)
+        results = await self.store.apply_groups(
+            [(item.id, group, severity_of(group, self.incidents)) for item, group in parsed], now
         )
-        self.metrics.processing_lag.observe(max(0.0, now - received_at))
-        if result.duplicate:
-            self.metrics.duplicates.inc()
-        log.info(
-            "inbox #%d: %s -> incident %s%s",
-            inbox_id,
-            group.groupKey,
-            result.incident_id,
-            " (new)" if result.created else (" (repeat)" if result.duplicate else ""),
-        )
+        self._done_upto = max(self._done_upto, batch[-1].id)
+        for (item, group), result in zip(parsed, results, strict=True):
+            self.metrics.processing_lag.observe(max(0.0, now - item.received_at))
+            if result.duplicate:
+                self.metrics.duplicates.inc()
+            log.debug(
+                "inbox #%d: %s -> incident %s%s",
+                item.id,
+                group.groupKey,
+                result.incident_id,
+                " (new)" if result.created else (" (repeat)" if result.duplicate else ""),
+            )
 
     async def _loop(self) -> None:
         while not self._stopping:

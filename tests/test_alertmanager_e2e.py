@@ -61,14 +61,14 @@ async def test_real_alertmanager_opens_and_resolves_incidents(
         assert incident.receiver == "bot"
         assert incident.group_labels == {"alertname": "HighErrorRate", "service": "checkout"}
         assert {a.labels["instance"] for a in incident.alerts} == {"pod-a", "pod-b", "pod-c"}
-        assert incident.timeline[0].kind == "incident.opened"
+        assert incident.timeline[0].kind == "incident.opened"  # first, whatever follows
 
         await am.resolve_alerts(ALERTS)
         [incident] = await wait_for_incidents(
             store, lambda found: found and found[0].status is Status.RESOLVED
         )
         assert {a.status for a in incident.alerts} == {"resolved"}
-        assert incident.timeline[-1].kind == "incident.resolved"
+        assert "incident.resolved" in [event.kind for event in incident.timeline]
         assert incident.resolved_at is not None
 
 

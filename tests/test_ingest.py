@@ -71,7 +71,9 @@ async def test_every_webhook_twice_gives_one_incident_and_one_set_of_events(
     assert len(incidents) == 1
     incident = await (await client.get(f"/api/v1/incidents/{incidents[0]['id']}")).json()
     assert incident["status"] == "resolved"
-    kinds = [event["kind"] for event in incident["timeline"]]
+    kinds = [
+        e["kind"] for e in incident["timeline"] if e["kind"].startswith(("incident.", "alert."))
+    ]
     assert kinds == ["incident.opened"] + ["alert.resolved"] * 3 + ["incident.resolved"]
     assert {a["status"] for a in incident["alerts"]} == {"resolved"}
     metrics = await (await client.get("/metrics")).text()

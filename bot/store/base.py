@@ -9,7 +9,7 @@ Jobs are the outbox: every side effect is a job with a unique key, so a repeat i
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,50 @@ class Job:
 
 
 @dataclass(frozen=True)
+class NewEvent:
+    """A timeline event to record as part of an incident change."""
+
+    actor: str
+    kind: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to enqueue (unless its ``key`` exists) as part of an incident change.
+
+    ``attach`` ties it to the incident: it then runs after earlier jobs of its kind for
+    that incident, and a final failure is recorded on the timeline. Timers that must not
+    hold up other jobs of their kind leave it off.
+    """
+
+    kind: str
+    key: str
+    due_at: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    attach: bool = True
+
+
+@dataclass(frozen=True)
+class IncidentChange:
+    """What ``Store.change_incident`` writes: top-level ``data`` keys replaced, events, jobs."""
+
+    data: Mapping[str, Any] = field(default_factory=dict)
+    events: Sequence[NewEvent] = ()
+    jobs: Sequence[NewJob] = ()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` entries in ``bucket`` within the last ``window`` seconds."""
+
+    bucket: str
+    limit: int
+    window: float
+
+
+@dataclass(frozen=True)
 class Stats:
     inbox_depth: int
     oldest_pending_at: float | None
@@ -81,6 +125,12 @@ class Store(abc.ABC):
         self, inbox_id: int, group: AlertGroup, severity: Severity, now: float
     ) -> ApplyResult:
         """Apply an alert group to its incident and mark the inbox row done, atomically."""
+
+    @abc.abstractmethod
+    async def apply_groups(
+        self, items: Sequence[tuple[int, AlertGroup, Severity]], now: float
+    ) -> list[ApplyResult]:
+        """``apply_group`` for several inbox rows, in order, in one transaction."""
 
     @abc.abstractmethod
     async def reject_payload(self, inbox_id: int, reason: str, now: float) -> None: ...
@@ -140,6 +190,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def events(self, incident_id: int, *, after: int = 0) -> list[Event]: ...
 
+    @abc.abstractmethod
+    async def change_incident(
+        self, incident_id: int, change: Callable[[Incident], IncidentChange], *, now: float
+    ) -> list[Event]:
+        """Read the incident (no timeline) and write ``change(incident)`` in one transaction.
+
+        The change's ``data`` keys replace the incident's, its events are appended (every
+        subscriber gets a job) and its jobs enqueued. ``change`` runs inside the
+        transaction, so it sees no concurrent write: keep it pure and quick. If it raises,
+        nothing is written and the exception propagates. Raise NotFound for no incident.
+        """
+
     # jobs: the outbox and every timer
     @abc.abstractmethod
     async def enqueue_job(
@@ -180,6 +242,15 @@ class Store(abc.ABC):
     async def kv_set(
         self, key: str, value: str, *, now: float, ttl: float | None = None
     ) -> None: ...
+
+    @abc.abstractmethod
+    async def take_rate_slot(self, limits: Sequence[RateLimit], *, now: float) -> RateLimit | None:
+        """Atomically: when every limit has room, record one entry in each bucket and return
+        None; otherwise record nothing and return the first limit that is full."""
+
+    @abc.abstractmethod
+    async def rate_entries(self, bucket: str, *, since: float, now: float) -> list[float]:
+        """Times of the entries in ``bucket`` after ``since``, oldest first (read only)."""
 
     @abc.abstractmethod
     async def stats(self) -> Stats: ...

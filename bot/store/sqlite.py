@@ -9,11 +9,11 @@ which keeps durable acks cheap under load.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,9 +21,19 @@ from bot.alerts import AlertGroup
 from bot.errors import NotFound, StoreError, StoreUnavailable
 from bot.incidents import Event, EventKind, Incident, Status, check_transition
 from bot.settings import Severity
+from bot.store import sqlite_changes as changes
 from bot.store import sqlite_incidents as inc
-from bot.store.base import ApplyResult, InboxItem, Job, Stats, Store
+from bot.store.base import (
+    ApplyResult,
+    InboxItem,
+    IncidentChange,
+    Job,
+    RateLimit,
+    Stats,
+    Store,
+)
 from bot.store.migrations import MIGRATIONS
+from bot.store.thread import NORMAL, URGENT, StoreThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,35 +52,53 @@ class SqliteStore(Store):
         *,
         subscribers: Sequence[str] = (),
         busy_timeout: float = 5.0,
-        synchronous: str = "FULL",
         clock: Callable[[], float],
     ) -> None:
         self.path = path
         self.subscribers = list(subscribers)
         self._busy_timeout = busy_timeout
-        self._synchronous = synchronous
         self._clock = clock
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[str, str, float, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
         self.job_signal = asyncio.Event()
 
     # plumbing ---------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise StoreUnavailable("store is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn, args)
+        return await self._submit(NORMAL, lambda: self._call(fn, args))
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    async def _submit(self, priority: int, work: Callable[[], T]) -> T:
+        if self._thread is None:
+            raise StoreUnavailable("store is closed")
+        try:
+            future = self._thread.submit(priority, work)
+        except RuntimeError:
+            raise StoreUnavailable("store is closed") from None
+        return await asyncio.wrap_future(future)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], durable: bool = False) -> T:
+        """Run ``fn`` in one transaction: commit on success, roll back on error.
+
+        Webhook payloads are committed with ``synchronous=FULL`` (on disk before the ack,
+        even across a power loss); everything else with ``NORMAL``, which in WAL mode
+        survives a process crash and costs no fsync. Losing such a write to a power cut
+        only means redoing idempotent work from the inbox.
+        """
         conn = self._conn
         if conn is None:
             raise StoreUnavailable("store is closed")
         try:
-            with conn:  # one transaction: commit on success, roll back on error
-                return fn(conn, *args)
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with conn:
+                    return fn(conn, *args)
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"store cannot commit: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -87,8 +115,11 @@ class SqliteStore(Store):
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Checkpoints run on their own connection (see _checkpoints), never inside a commit
+        # that an ack is waiting for.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: schema version {version} is newer than this alertpilot")
@@ -98,33 +129,51 @@ class SqliteStore(Store):
         self._conn = conn
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="alertpilot-store")
-        loop = asyncio.get_running_loop()
+        self._thread = StoreThread()
         try:
-            await loop.run_in_executor(self._executor, self._connect)
+            await self._submit(URGENT, self._connect)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
+        if self.path != ":memory:":
+            self._checkpointer = asyncio.create_task(self._checkpoints(), name="store-checkpoint")
+
+    async def _checkpoints(self, every: float = 1.0) -> None:
+        """Copy the WAL into the database in the background (PASSIVE: writers go on)."""
+        conn = await asyncio.to_thread(
+            sqlite3.connect, self.path, timeout=self._busy_timeout, check_same_thread=False
+        )
+        try:
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("store: checkpoint failed: %s", exc)
+        finally:
+            await asyncio.to_thread(conn.close)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
-        if self._executor is None:
+        if self._thread is None:
             return
         conn, self._conn = self._conn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+            await self._submit(NORMAL, conn.close)
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(thread.shutdown)
 
     async def ping(self) -> None:
-        await self._run(
-            lambda c, now: c.execute(
-                "INSERT INTO kv (key, value) VALUES ('ping', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(now),),
-            ),
-            self._clock(),
+        sql = (
+            "INSERT INTO kv (key, value) VALUES ('ping', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
+        now = self._clock()
+        await self._submit(URGENT, lambda: self._call(lambda c: c.execute(sql, (str(now),)), ()))
 
     # inbox ------------------------------------------------------------------
     async def enqueue_payload(self, source: str, body: str) -> int:
@@ -135,11 +184,16 @@ class SqliteStore(Store):
         return await future
 
     async def _flush(self) -> None:
+        # Let the loop finish the requests that are already readable, so they share this
+        # commit: group commit without a fixed delay.
+        await asyncio.sleep(0)
         while self._pending:
             batch, self._pending = self._pending, []
             rows = [(source, body, at) for source, body, at, _ in batch]
             try:
-                ids = await self._run(_insert_inbox, rows)
+                ids = await self._submit(
+                    URGENT, functools.partial(self._call, _insert_inbox, (rows,), True)
+                )
             except StoreError as exc:
                 for *_, future in batch:
                     if not future.done():
@@ -173,6 +227,23 @@ class SqliteStore(Store):
         if result.events:
             self.job_signal.set()
         return result
+
+    async def apply_groups(
+        self, items: Sequence[tuple[int, AlertGroup, Severity]], now: float
+    ) -> list[ApplyResult]:
+        def apply(conn: sqlite3.Connection) -> list[ApplyResult]:
+            results = []
+            for inbox_id, group, severity in items:
+                result = inc.apply_group(conn, self.subscribers, group, severity, now)
+                outcome = result.note or ("duplicate" if result.duplicate else "applied")
+                _mark_processed(conn, inbox_id, now, outcome, result.incident_id)
+                results.append(result)
+            return results
+
+        results = await self._run(apply)
+        if any(result.events for result in results):
+            self.job_signal.set()
+        return results
 
     async def reject_payload(self, inbox_id: int, reason: str, now: float) -> None:
         await self._run(_mark_processed, inbox_id, now, f"rejected: {reason}", None)
@@ -218,6 +289,7 @@ class SqliteStore(Store):
         data: Mapping[str, Any] | None = None,
     ) -> Incident:
         def change(conn: sqlite3.Connection) -> Incident:
+            changes.write_lock(conn)  # the check must see the status it changes
             row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no incident #{incident_id}")
@@ -261,6 +333,7 @@ class SqliteStore(Store):
         data: Mapping[str, Any] | None = None,
     ) -> Incident:
         def change(conn: sqlite3.Connection) -> Incident:
+            changes.write_lock(conn)  # the merge must read what it overwrites
             row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no incident #{incident_id}")
@@ -301,6 +374,15 @@ class SqliteStore(Store):
 
     async def events(self, incident_id: int, *, after: int = 0) -> list[Event]:
         return await self._run(inc.read_events, incident_id, after)
+
+    async def change_incident(
+        self, incident_id: int, change: Callable[[Incident], IncidentChange], *, now: float
+    ) -> list[Event]:
+        events = await self._run(
+            changes.change_incident, self.subscribers, incident_id, change, now
+        )
+        self.job_signal.set()
+        return events
 
     # jobs ---------------------------------------------------------------------
     async def enqueue_job(
@@ -407,6 +489,12 @@ class SqliteStore(Store):
             )
         )
 
+    async def take_rate_slot(self, limits: Sequence[RateLimit], *, now: float) -> RateLimit | None:
+        return await self._run(changes.take_rate_slot, limits, now)
+
+    async def rate_entries(self, bucket: str, *, since: float, now: float) -> list[float]:
+        return await self._run(changes.rate_entries, bucket, since, now)
+
     async def stats(self) -> Stats:
         def read(conn: sqlite3.Connection) -> Stats:
             depth, oldest = conn.execute(
@@ -443,11 +531,10 @@ class SqliteStore(Store):
 
 
 def _insert_inbox(conn: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> list[int]:
-    ids = []
-    for row in rows:
-        cur = conn.execute("INSERT INTO inbox (source, body, received_at) VALUES (?,?,?)", row)
-        ids.append(int(cur.lastrowid or 0))
-    return ids
+    # One writer: rowids of one multi-row insert are consecutive, ending at last_insert_rowid.
+    conn.executemany("INSERT INTO inbox (source, body, received_at) VALUES (?,?,?)", rows)
+    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def _mark_processed(

@@ -1,0 +1,127 @@
+"""Ack latency of POST /alertmanager under an open-loop load of 200 requests/s.
+
+Latency is measured from each request's scheduled send time (no coordinated omission).
+Run twice: with every dependency absent, and with Slack, PagerDuty, the LLM and
+Prometheus all hanging (they accept connections and never answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from common import PAYLOAD, alertpilot
+from hang import hanging_server
+
+RATE = 200
+P99_GOAL_MS = 5.0
+MAX_GOAL_MS = 1000.0
+
+
+def bodies(count: int) -> list[bytes]:
+    """Distinct groups, so every payload opens an incident and exercises the pipeline."""
+    base = json.loads(PAYLOAD.read_text())
+    out = []
+    for i in range(count):
+        body = copy.deepcopy(base)
+        service = f"svc-{i % 500}"
+        body["groupKey"] = f'{{}}:{{alertname="HighErrorRate", service="{service}"}}'
+        body["groupLabels"]["service"] = service
+        for alert in body["alerts"]:
+            alert["labels"]["service"] = service
+            alert["fingerprint"] = f"{i:08x}{alert['fingerprint'][8:]}"
+        out.append(json.dumps(body).encode())
+    return out
+
+
+async def open_loop(url: str, seconds: float) -> list[float]:
+    payloads = bodies(int(RATE * seconds))
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send(body: bytes, scheduled: float) -> None:
+            async with session.post(
+                f"{url}/alertmanager", data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}")
+            latencies.append(time.perf_counter() - scheduled)
+
+        start = time.perf_counter() + 0.2
+        tasks = []
+        for i, body in enumerate(payloads):
+            scheduled = start + i / RATE
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(body, scheduled)))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(url: str, seconds: float) -> dict[str, float]:
+    latencies = asyncio.run(open_loop(url, seconds))
+    return {
+        "p50": statistics.median(latencies) * 1000,
+        "p99": percentile(latencies, 0.99) * 1000,
+        "max": max(latencies) * 1000,
+    }
+
+
+def hanging_config(hang: str) -> dict[str, Any]:
+    return {
+        "prometheus": {"url": hang, "timeout": 30},
+        "alertmanager": {"url": hang, "timeout": 30},
+        "llm": {"provider": "openai", "base_url": f"{hang}/v1", "api_key": "sk-bench"},
+        "slack": {"bot_token": "xoxb-bench", "signing_secret": "bench-secret",
+                  "api_url": f"{hang}/api/", "default_channel": "C0BENCH"},
+        "pagerduty": {"routing_key": "R" * 32, "events_url": f"{hang}/v2/enqueue",
+                      "api_url": hang},
+    }
+
+
+def run(seconds: float = 10.0) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with alertpilot(Path(tmp)) as (url, _):
+            quiet = measure(url, seconds)
+    with hanging_server() as hang, tempfile.TemporaryDirectory() as tmp:
+        with alertpilot(Path(tmp), **hanging_config(hang)) as (url, _):
+            hung = measure(url, seconds)
+    rows.append({
+        "benchmark": f"ack latency p99, {RATE} req/s open loop",
+        "measured": f"{quiet['p99']:.2f} ms (p50 {quiet['p50']:.2f} ms)",
+        "baseline": f"goal {P99_GOAL_MS} ms",
+        "ratio": f"{quiet['p99'] / P99_GOAL_MS:.2f} of goal",
+        "goal": f"<= {P99_GOAL_MS} ms",
+        "met": quiet["p99"] <= P99_GOAL_MS,
+    })
+    rows.append({
+        "benchmark": "ack latency max, Slack/PagerDuty/LLM/Prometheus hanging",
+        "measured": f"{hung['max']:.1f} ms (p99 {hung['p99']:.2f} ms)",
+        "baseline": f"{quiet['max']:.1f} ms with nothing hanging",
+        "ratio": f"{hung['max'] / max(quiet['max'], 0.001):.2f}",
+        "goal": f"< {MAX_GOAL_MS:.0f} ms",
+        "met": hung["max"] < MAX_GOAL_MS,
+    })
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0):
+        print(row)

@@ -1,0 +1,42 @@
+"""Ingest throughput: POST /alertmanager (durable commit before the ack) against a bare
+aiohttp handler that parses the same JSON, with the same load tool and concurrency."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import alertpilot, baseline, payload_bytes, wrk
+
+GOAL = 0.65
+
+
+def run(seconds: int = 10) -> list[dict[str, Any]]:
+    body = payload_bytes()
+    rows = []
+    for connections in (16, 64):
+        with tempfile.TemporaryDirectory() as tmp:
+            with baseline(Path(tmp)) as (url, _):
+                wrk(f"{url}/alertmanager", body, connections=connections, seconds=2)  # warm up
+                base = wrk(f"{url}/alertmanager", body, connections=connections, seconds=seconds)
+        with tempfile.TemporaryDirectory() as tmp:
+            with alertpilot(Path(tmp)) as (url, _):
+                wrk(f"{url}/alertmanager", body, connections=connections, seconds=2)
+                ours = wrk(f"{url}/alertmanager", body, connections=connections, seconds=seconds)
+        ratio = ours / base
+        rows.append({
+            "benchmark": f"ingest throughput, concurrency {connections}",
+            "measured": f"{ours:,.0f} req/s",
+            "baseline": f"{base:,.0f} req/s (bare aiohttp handler)",
+            "ratio": f"{ratio:.2f}",
+            "goal": f">= {GOAL}",
+            "met": ratio >= GOAL,
+        })
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run(int(sys.argv[1]) if len(sys.argv) > 1 else 10):
+        print(row)

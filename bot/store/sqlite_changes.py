@@ -1,0 +1,103 @@
+"""Feature changes on a SQLite connection: an incident's data with its events and jobs in
+one transaction, and rate windows kept in the key-value table.
+
+Run on the store thread inside a transaction (``SqliteStore._run``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from bot.errors import NotFound
+from bot.incidents import Event, Incident
+from bot.store import sqlite_incidents as inc
+from bot.store.base import IncidentChange, RateLimit
+
+_RATE_PREFIX = "rate:"
+
+
+def write_lock(conn: sqlite3.Connection) -> None:
+    """Begin the transaction holding the write lock, so what it reads is still current when
+    it writes: another process (``alertpilot approve``) may write the same file."""
+    if not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")
+
+
+def change_incident(
+    conn: sqlite3.Connection,
+    subscribers: Sequence[str],
+    incident_id: int,
+    change: Callable[[Incident], IncidentChange],
+    now: float,
+) -> list[Event]:
+    write_lock(conn)
+    row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no incident #{incident_id}")
+    result = change(inc.read_incident(conn, row, False))
+    if result.data:
+        merged = json.loads(row["data"]) | dict(result.data)
+        conn.execute(
+            "UPDATE incidents SET data = ?, updated_at = ? WHERE id = ?",
+            (inc.dumps(merged), now, incident_id),
+        )
+    events = [
+        inc.add_event(conn, subscribers, incident_id, e.actor, e.kind, e.message, now, e.data, True)
+        for e in result.events
+    ]
+    conn.executemany(
+        "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"
+        " updated_at) VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                job.kind,
+                job.key,
+                incident_id if job.attach else None,
+                inc.dumps(dict(job.payload)),
+                job.due_at,
+                now,
+                now,
+            )
+            for job in result.jobs
+        ],
+    )
+    return events
+
+
+def _entries(conn: sqlite3.Connection, bucket: str, now: float) -> list[float]:
+    row = conn.execute(
+        "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        (_RATE_PREFIX + bucket, now),
+    ).fetchone()
+    if row is None:
+        return []
+    try:
+        values = json.loads(row[0])
+    except ValueError:
+        return []
+    return sorted(float(v) for v in values if isinstance(v, int | float))
+
+
+def take_rate_slot(
+    conn: sqlite3.Connection, limits: Sequence[RateLimit], now: float
+) -> RateLimit | None:
+    write_lock(conn)
+    kept: list[tuple[RateLimit, list[float]]] = []
+    for limit in limits:
+        recent = [at for at in _entries(conn, limit.bucket, now) if at > now - limit.window]
+        if len(recent) >= limit.limit:
+            return limit
+        kept.append((limit, recent))
+    for limit, recent in kept:
+        conn.execute(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?,?,?) ON CONFLICT (key) "
+            "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            (_RATE_PREFIX + limit.bucket, json.dumps([*recent, now]), now + limit.window),
+        )
+    return None
+
+
+def rate_entries(conn: sqlite3.Connection, bucket: str, since: float, now: float) -> list[float]:
+    return [at for at in _entries(conn, bucket, now) if at > since]
