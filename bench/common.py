@@ -36,7 +36,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0)
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:
                 if resp.status == 200:
                     return
         time.sleep(0.05)
@@ -46,7 +46,9 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0)
 @contextlib.contextmanager
 def process(argv: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     try:
         wait_healthy(url, proc)
         yield proc
@@ -107,7 +109,9 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: int, threads: int =
         )
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw error answers:\n{out}")

@@ -17,23 +17,23 @@ def run(seconds: int = 10) -> list[dict[str, Any]]:
     body = payload_bytes()
     rows = []
     for connections in (16, 64):
-        with tempfile.TemporaryDirectory() as tmp:
-            with baseline(Path(tmp)) as (url, _):
-                wrk(f"{url}/alertmanager", body, connections=connections, seconds=2)  # warm up
-                base = wrk(f"{url}/alertmanager", body, connections=connections, seconds=seconds)
-        with tempfile.TemporaryDirectory() as tmp:
-            with alertpilot(Path(tmp)) as (url, _):
-                wrk(f"{url}/alertmanager", body, connections=connections, seconds=2)
-                ours = wrk(f"{url}/alertmanager", body, connections=connections, seconds=seconds)
+        with tempfile.TemporaryDirectory() as tmp, baseline(Path(tmp)) as (url, _):
+            wrk(f"{url}/alertmanager", body, connections=connections, seconds=2)  # warm up
+            base = wrk(f"{url}/alertmanager", body, connections=connections, seconds=seconds)
+        with tempfile.TemporaryDirectory() as tmp, alertpilot(Path(tmp)) as (url, _):
+            wrk(f"{url}/alertmanager", body, connections=connections, seconds=2)
+            ours = wrk(f"{url}/alertmanager", body, connections=connections, seconds=seconds)
         ratio = ours / base
-        rows.append({
-            "benchmark": f"ingest throughput, concurrency {connections}",
-            "measured": f"{ours:,.0f} req/s",
-            "baseline": f"{base:,.0f} req/s (bare aiohttp handler)",
-            "ratio": f"{ratio:.2f}",
-            "goal": f">= {GOAL}",
-            "met": ratio >= GOAL,
-        })
+        rows.append(
+            {
+                "benchmark": f"ingest throughput, concurrency {connections}",
+                "measured": f"{ours:,.0f} req/s",
+                "baseline": f"{base:,.0f} req/s (bare aiohttp handler)",
+                "ratio": f"{ratio:.2f}",
+                "goal": f">= {GOAL}",
+                "met": ratio >= GOAL,
+            }
+        )
     return rows
 
 
