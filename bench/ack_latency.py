@@ -102,9 +102,12 @@ def run(seconds: float = 10.0) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, alertpilot(Path(tmp)) as (url, _):
         quiet = measure(url, seconds)
-    with hanging_server() as hang, tempfile.TemporaryDirectory() as tmp:
-        with alertpilot(Path(tmp), **hanging_config(hang)) as (url, _):
-            hung = measure(url, seconds)
+    with (
+        hanging_server() as hang,
+        tempfile.TemporaryDirectory() as tmp,
+        alertpilot(Path(tmp), **hanging_config(hang)) as (url, _),
+    ):
+        hung = measure(url, seconds)
     rows.append(
         {
             "benchmark": f"ack latency p99, {RATE} req/s open loop",

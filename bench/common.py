@@ -35,10 +35,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp,
+        ):
+            if resp.status == 200:
+                return
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not become healthy")
 
