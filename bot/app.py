@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from bot import api, keys
+from bot import api, keys, narrative, paging, pipeline, remediation
 from bot.actions import IncidentActions
 from bot.alertmanager import AlertmanagerClient
+from bot.chat import setup as slack_feature
 from bot.clock import Clock, SystemClock
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
 from bot.incidents import TransitionError
@@ -102,6 +103,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_store_ctx)
     # Features add their routes, job handlers and resources here, before the workers start.
+    pipeline.setup(app)
+    remediation.setup(app)
+    narrative.setup(app)
+    if settings.pagerduty is not None:
+        paging.setup(app)
+    if settings.slack is not None:
+        slack_feature.setup(app)
     app.cleanup_ctx.append(_workers_ctx)
     return app
 

@@ -1,4 +1,4 @@
-"""The ``alertpilot`` command: serve, check, simulate, incidents."""
+"""The ``alertpilot`` command: serve, check, simulate, incidents, approve, reject."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from bot import logs
 from bot.alerts import parse_group
 from bot.clock import SystemClock
 from bot.errors import ConfigError, PayloadError, StoreError
-from bot.incidents import Status, alert_line, severity_of, summary_of, title_of
+from bot.incidents import Status
+from bot.narrative.commands import add_commands as add_narrative_commands
+from bot.remediation.commands import add_commands as add_remediation_commands
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
 from bot.store.sqlite import SqliteStore
 
@@ -42,10 +44,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    print(f"{args.config}: ok")
-    for warning in risky(settings):
-        print(f"warning: {warning}")
+    from bot.check import check_config, find_promtool
+
+    report = check_config(args.config, promtool=find_promtool())
+    if report.settings is not None:
+        for warning in risky(report.settings):
+            print(f"warning: {warning}")
+    if report.problems:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(report.problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: ok ({report.playbooks} playbook(s) in {report.playbook_files} "
+        f"file(s), {report.prompt_files} prompt template(s))"
+    )
     return 0
 
 
@@ -59,10 +72,15 @@ def risky(settings: Settings) -> list[str]:
         )
     if settings.server.api_token is None:
         out.append("server.api_token is not set: the incident API is open")
+    from bot.check import risky_remediation
+
+    out.extend(risky_remediation(settings))
     return out
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from bot.simulate import simulate, text_lines
+
     settings = _settings(args)
     try:
         group = parse_group(Path(args.payload).read_bytes())
@@ -72,25 +90,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except PayloadError as exc:
         print(f"{args.payload}: {exc}", file=sys.stderr)
         return 2
-    firing = [a for a in group.alerts if a.status == "firing"]
-    incident = {
-        "title": title_of(group),
-        "summary": summary_of(group),
-        "severity": severity_of(group, settings.incidents).value,
-        "status": (Status.TRIGGERED if firing else Status.RESOLVED).value,
-        "alerts": [f"{a.status}: {alert_line(a)}" for a in group.alerts],
-    }
+    plan = asyncio.run(simulate(settings, group))
     if args.json:
-        group_info = {"receiver": group.receiver, "groupKey": group.groupKey}
-        plan = {"group": group_info, "incident": incident, "side_effects": "none (simulation)"}
         print(json.dumps(plan, indent=2, ensure_ascii=False))
-        return 0
-    print(f"group     {group.receiver} / {group.groupKey}")
-    print(f"incident  [{incident['severity']}] {incident['title']} ({incident['status']})")
-    print(f"summary   {incident['summary']}")
-    for line in incident["alerts"]:
-        print(f"  - {line}")
-    print("side effects: none (simulation)")
+    else:
+        print("\n".join(text_lines(plan)))
     return 0
 
 
@@ -133,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("serve", "run the webhook server and workers").set_defaults(func=cmd_serve)
-    command("check", "validate the config").set_defaults(func=cmd_check)
+    command("check", "validate the config, playbooks and prompt templates").set_defaults(
+        func=cmd_check
+    )
     p = command("simulate", "show what an Alertmanager payload would do, with no side effects")
     p.add_argument("payload", help="Alertmanager webhook payload (JSON file)")
     p.add_argument("--json", action="store_true")
@@ -143,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_incidents)
+    add_remediation_commands(command)
+    add_narrative_commands(command)
     return parser
 
 

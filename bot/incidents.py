@@ -62,6 +62,7 @@ class EventKind(StrEnum):
     REMEDIATION = "remediation"
     APPROVAL = "approval"
     NARRATIVE = "narrative"
+    NARRATIVE_BUDGET = "narrative.budget"
     NOTIFY = "notify"
     PAGE = "page"
     NOTE = "note"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import aiohttp
 from aiohttp import web
 
@@ -16,6 +18,15 @@ from bot.settings import Settings
 from bot.store.base import Store
 from bot.worker import InboxProcessor, JobRunner
 
+if TYPE_CHECKING:  # bot.pipeline imports this module
+    from bot.chat.state import SlackState
+    from bot.narrative.narrator import Narrator
+    from bot.narrative.ratelimit import RateLimiter
+    from bot.notify.pagerduty import PagerDutyFeature
+    from bot.oncall import OnCallDirectory
+    from bot.pipeline import Pipeline
+    from bot.remediation.engine import RemediationEngine
+
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
@@ -28,3 +39,10 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
 ALERTMANAGER = web.AppKey("alertmanager", AlertmanagerClient)
 PLAYBOOKS = web.AppKey("playbooks", PlaybookSet)
+PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
+REMEDIATION: web.AppKey[RemediationEngine] = web.AppKey("remediation")
+NARRATIVES: web.AppKey[Narrator] = web.AppKey("narratives")
+NARRATIVE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("narrative_limiter")
+PAGERDUTY: web.AppKey[PagerDutyFeature] = web.AppKey("pagerduty")
+ONCALL: web.AppKey[OnCallDirectory] = web.AppKey("oncall")
+SLACK: web.AppKey[SlackState] = web.AppKey("slack")

@@ -65,7 +65,8 @@ class PrometheusClient:
 
     async def _api(self, path: str, params: dict[str, str], timeout: float | None) -> Any:
         limit = timeout or self.timeout
-        params = {**params, "timeout": f"{max(1.0, limit - 0.5):g}s"}
+        # whole milliseconds: Prometheus 2.x refuses fractional durations such as "9.5s"
+        params = {**params, "timeout": f"{max(1000, round((limit - 0.5) * 1000))}ms"}
         try:
             resp = await request(
                 self.session,

@@ -8,15 +8,17 @@ Relative paths are relative to the working directory the process starts in.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot.durations import Duration
 from bot.errors import ConfigError
+from bot.matchers import MatcherStr
 from bot.yamlsource import load_file, require_mapping, validate_source
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alertpilot.yaml"
@@ -112,6 +114,12 @@ class PlaybookSettings(Strict):
     paths: list[str] = Field(default_factory=lambda: ["playbooks"])
 
 
+class DiagnosticsSettings(Strict):
+    """``http`` diagnostics GET only URLs on this list or on ``remediation.allowed_urls``."""
+
+    allowed_urls: list[str] = Field(default_factory=list)
+
+
 class IncidentSettings(Strict):
     severity_label: str = "severity"
     severity_map: dict[str, Severity] = Field(
@@ -149,13 +157,44 @@ class LlmSettings(Strict):
     daily_token_budget: int = Field(default=2_000_000, ge=0)
     concurrency: int = Field(default=2, ge=1)
     redact_patterns: list[str] = Field(default_factory=list)
+    # narratives (bot/narrative): retries, breaker, storm mode, API rate limit, timing
+    max_attempts: int = Field(default=3, ge=1, le=3)
+    retry_backoff: Duration = 0.5
+    retry_after_max: Duration = 10.0
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    breaker_errors: int = Field(default=5, ge=1)
+    breaker_window: Duration = 30.0
+    breaker_cooldown: Duration = 120.0
+    storm_threshold: int = Field(default=10, ge=1)
+    storm_window: Duration = 300.0
+    storm_settle: Duration = 30.0
+    settle: Duration = 3.0
+    llm_fallback_delay: Duration = 120.0
+    api_rate_limit: int = Field(default=10, ge=1)
+    api_rate_window: Duration = 60.0
 
     _blank = field_validator("api_key", "base_url", mode="before")(_blank_to_none)
 
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for i, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"redact_patterns[{i}] is not a valid regex: {exc}") from None
+        return patterns
+
 
 class SlackRoute(Strict):
-    match: list[str]
-    channel: str
+    """Incidents whose common labels satisfy every matcher go to ``channel``."""
+
+    match: list[MatcherStr] = Field(min_length=1)
+    channel: str = Field(min_length=1)
+
+
+_SLACK_APPROVER = r"^[UWS][A-Z0-9]{2,}$"  # a user (U/W) or a user group (S)
+_SLACK_MENTION = r"^([UWS][A-Z0-9]{2,}|here|channel)$"
 
 
 class SlackSettings(Strict):
@@ -165,10 +204,28 @@ class SlackSettings(Strict):
     default_channel: str
     app_token: SecretStr | None = None
     routes: list[SlackRoute] = Field(default_factory=list)
-    approvers: list[str] = Field(default_factory=list)
-    command: str = "/alertpilot"
+    approvers: list[Annotated[str, Field(pattern=_SLACK_APPROVER)]] = Field(default_factory=list)
+    command: str = Field(default="/alertpilot", pattern=r"^/[a-z0-9_-]{1,31}$")
+    timeout: Duration = 10.0
+    channel_rate: float = Field(default=1.0, gt=0, le=50)  # posts per second, per channel
+    storm_threshold: int = Field(default=10, ge=1)
+    storm_window: Duration = 60.0
+    graphs: bool = True
+    # who a new incident's message mentions, by severity; P3 never mentions anyone
+    mentions: dict[Severity, list[Annotated[str, Field(pattern=_SLACK_MENTION)]]] = Field(
+        default_factory=dict
+    )
 
     _blank = field_validator("app_token", mode="before")(_blank_to_none)
+
+    @field_validator("mentions")
+    @classmethod
+    def _p3_is_quiet(
+        cls, value: dict[Severity, list[str]]
+    ) -> dict[Severity, list[str]]:
+        if value.get(Severity.P3):
+            raise ValueError("P3 incidents post without notifying anyone: remove mentions.P3")
+        return value
 
 
 class PagerDutySettings(Strict):
@@ -179,10 +236,25 @@ class PagerDutySettings(Strict):
     webhook_secret: SecretStr | None = None
     ca_file: str | None = None
     ack_silences: bool = False
+    ack_silence_duration: Duration = 86400.0  # upper bound; the silence is expired on resolve
+    timeout: Duration = 10.0  # per HTTP call to PagerDuty
+    retry_backoff: Duration = 30.0  # first retry after a 429/5xx/network error, then doubling
+    retry_backoff_max: Duration = 600.0
+    rate_limit_per_minute: int = Field(default=100, ge=1, le=10_000)  # per routing key
+    decision_timeout: Duration = 60.0  # wait this long for playbook.matched, then page by default
+    oncall_cache_ttl: Duration = 60.0
+    api_retry_delay: Duration = 1.0  # REST API (on-call list): pause before its one retry
 
     _blank = field_validator("api_token", "webhook_secret", "ca_file", mode="before")(
         _blank_to_none
     )
+
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key_set(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty: set it, or leave the pagerduty section out")
+        return value
 
 
 class RemediationMode(StrEnum):
@@ -207,6 +279,7 @@ class Settings(Strict):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
+    diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)

@@ -74,6 +74,7 @@ class DiagnosticBase(Strict):
     label: str | None = None  # human label, e.g. "5xx share of requests"
     expect: Expect | None = None
     timeout: Duration = 10.0
+    # what the query returns: ratio 0.123 and percent 12.3 both read "12.3%"
     unit: Literal["", "percent", "ratio", "seconds", "ms", "bytes", "per_second", "count"] = ""
     top_k: int = Field(default=5, ge=1, le=50)
     primary: bool = False  # the diagnostic to graph for this incident

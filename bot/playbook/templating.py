@@ -97,6 +97,8 @@ def render(env: SandboxedEnvironment, source: str, ctx: Mapping[str, Any]) -> st
         out = env.from_string(source).render(ctx)
     except TemplateError as exc:
         raise RenderError(f"template error: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:  # e.g. {{ "a" + 1 }}
+        raise RenderError(f"template error: {type(exc).__name__}: {exc}") from None
     if len(out) > MAX_OUTPUT:
         raise RenderError(f"template output is larger than {MAX_OUTPUT} characters")
     return out

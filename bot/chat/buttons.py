@@ -1,0 +1,99 @@
+"""The message's buttons: Acknowledge, Resolve, Escalate, Silence, Approve/Reject, Re-run.
+
+Slack gets its ack at once; the action runs afterwards and the presser hears back
+privately. What the press changed reaches the message through the timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot.chat import operations as ops
+from bot.chat.replies import BadArguments, Reply, actor_of, incident_id
+from bot.chat.silences import UNTIL_RESOLVED
+from bot.chat.state import SlackState
+from bot.durations import parse_duration
+
+log = logging.getLogger(__name__)
+
+ACTION_IDS = (
+    "ap_ack",
+    "ap_resolve",
+    "ap_escalate",
+    "ap_silence",
+    "ap_rerun",
+    "ap_approve",
+    "ap_reject",
+)
+
+
+def _split(value: str) -> tuple[int, str]:
+    ref, sep, rest = value.partition(":")
+    if not sep or not rest:
+        raise BadArguments(f"malformed button value {value!r}")
+    return incident_id(ref), rest
+
+
+async def on_action(
+    state: SlackState,
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond | None,
+) -> None:
+    user = body.get("user") or {}
+    reply = Reply(
+        state,
+        user_id=str(user.get("id", "")),
+        actor=actor_of(user),
+        channel_id=(body.get("channel") or {}).get("id"),
+        ack=ack,
+        respond=respond,
+    )
+    action_id = str(action.get("action_id", ""))
+    value = str(action.get("value") or (action.get("selected_option") or {}).get("value") or "")
+    log.info("slack button %s (%s) pressed by %s", action_id, value, reply.actor)
+    try:
+        work = _work(state, reply, action_id, value)
+    except BadArguments as exc:
+        await ack()
+        await reply.tell(f":warning: {exc}")
+        return
+    await reply.later(work(), f"slack-button-{action_id}")
+
+
+def _work(
+    state: SlackState, reply: Reply, action_id: str, value: str
+) -> Callable[[], Awaitable[str | None]]:
+    actor = reply.actor
+    if action_id in ("ap_approve", "ap_reject"):
+        ident, step = _split(value)
+        approve = action_id == "ap_approve"
+        return lambda: ops.decide(
+            state, ident, step, approve=approve, user_id=reply.user_id, actor=actor
+        )
+    if action_id == "ap_silence":
+        ident, choice = _split(value)
+        if choice == UNTIL_RESOLVED:
+            return lambda: ops.silence(state, ident, UNTIL_RESOLVED, actor)
+        try:
+            seconds = parse_duration(choice)
+        except ValueError:
+            raise BadArguments(f"unknown silence choice {choice!r}") from None
+        return lambda: ops.silence(state, ident, seconds, actor)
+    ident = incident_id(value)
+    simple = {
+        "ap_ack": ops.acknowledge,
+        "ap_resolve": ops.resolve,
+        "ap_escalate": ops.escalate,
+        "ap_rerun": ops.rerun,
+    }
+    operation = simple.get(action_id)
+    if operation is None:
+        raise BadArguments(f"unknown button {action_id!r}")
+    return lambda: operation(state, ident, actor)

@@ -1,0 +1,97 @@
+"""What a button press or a command does, the same from either: through IncidentActions,
+the silencer, the remediation engine or the pipeline, with the Slack user as the actor.
+
+Each returns the sentence the user is told; the incident's message changes through the
+timeline like for any other change.
+"""
+
+from __future__ import annotations
+
+from bot.chat.state import SlackState
+from bot.incidents import EventKind, Status
+from bot.notify.mrkdwn import escape
+from bot.notify.optional import maybe_await
+from bot.store.base import Store
+
+
+async def _status(store: Store, incident_id: int) -> tuple[Status, str | None]:
+    incident = await store.get_incident(incident_id, timeline=False)
+    return incident.status, incident.acknowledged_by
+
+
+async def acknowledge(state: SlackState, incident_id: int, actor: str) -> str:
+    status, by = await _status(state.store, incident_id)
+    if status is Status.ACKNOWLEDGED:
+        return f"#{incident_id} is already acknowledged by {escape(by or 'someone')}."
+    if status is Status.RESOLVED:
+        return f"#{incident_id} is resolved; there is nothing to acknowledge."
+    await state.actions.acknowledge(incident_id, actor=actor, source="slack")
+    return f":eyes: You acknowledged #{incident_id}."
+
+
+async def resolve(state: SlackState, incident_id: int, actor: str) -> str:
+    status, _ = await _status(state.store, incident_id)
+    if status is Status.RESOLVED:
+        return f"#{incident_id} is already resolved."
+    await state.actions.resolve(
+        incident_id, actor=actor, source="slack", reason="resolved in Slack"
+    )
+    return f":white_check_mark: You resolved #{incident_id}."
+
+
+async def escalate(state: SlackState, incident_id: int, actor: str) -> str:
+    status, _ = await _status(state.store, incident_id)
+    if status is Status.RESOLVED:
+        return f"#{incident_id} is resolved; there is nobody to page."
+    await state.actions.escalate(
+        incident_id, actor=actor, source="slack", reason="page requested in Slack"
+    )
+    if state.settings.pagerduty is None:
+        return (
+            f":rotating_light: Escalation of #{incident_id} is on the timeline, but PagerDuty "
+            "is not configured: nobody was paged."
+        )
+    return f":rotating_light: You escalated #{incident_id}: on-call is being paged."
+
+
+async def silence(state: SlackState, incident_id: int, choice: float | str, actor: str) -> str:
+    return await state.silencer.silence(incident_id, choice, actor=actor)
+
+
+async def decide(
+    state: SlackState, incident_id: int, step: str, *, approve: bool, user_id: str, actor: str
+) -> str:
+    verb = "approve" if approve else "reject"
+    engine = state.features.remediation
+    if engine is None or not state.features.can_approve():
+        return "Remediation is not configured here: there is nothing to approve or reject."
+    allowed, why = await state.approvers.check(user_id)
+    if not allowed:
+        await state.store.append_event(
+            incident_id,
+            actor=actor,
+            kind=EventKind.NOTE,
+            message=f"{actor} tried to {verb} {step!r} in Slack: refused ({why})",
+            now=state.clock.now(),
+            data={"source": "slack", "refused": verb, "step": step},
+            notify=False,
+        )
+        return f":no_entry: You cannot {verb} remediations: {why}."
+    await state.store.get_incident(incident_id, timeline=False)  # NotFound for a wrong id
+    method = engine.approve if approve else engine.reject
+    await maybe_await(method(incident_id, step, actor=actor, source="slack"))
+    done = "approved" if approve else "rejected"
+    return f"You {done} `{escape(step)}` on #{incident_id}."
+
+
+async def rerun(state: SlackState, incident_id: int, actor: str) -> str:
+    pipeline = state.features.pipeline
+    if pipeline is None or not state.features.can_rerun():
+        return "Diagnostics cannot be re-run here: the playbook pipeline is not configured."
+    await state.store.get_incident(incident_id, timeline=False)
+    run = await maybe_await(pipeline.rerun_diagnostics(incident_id, actor))
+    status = str(getattr(run, "status", "done"))
+    message = escape(str(getattr(run, "message", "") or ""))
+    if status != "done":
+        return f"Diagnostics did not run for #{incident_id}: {message or status}."
+    return f":mag: Diagnostics re-run for #{incident_id}: {message}. Details are in its thread."

@@ -1,0 +1,121 @@
+"""``alertpilot check``: the config, every playbook and the prompt templates, all problems
+at once, each as ``file:line: field: message``.
+
+PromQL templates get the full parser (``promtool check rules``) when ``promtool`` is
+installed, and the light check (strings terminate, brackets balance) otherwise.
+Prompt templates are the shipped ``configs/prompts`` and ``llm.prompts_dir``; each
+``*.j2`` file must parse, and the narrative's own check must find every template.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.errors import ConfigError
+from bot.playbook import allowlist
+from bot.playbook.checks import Allowlists
+from bot.playbook.loader import check_playbooks
+from bot.settings import Settings, load_settings
+
+PROMTOOL = "/usr/bin/promtool"
+
+
+@dataclass
+class CheckReport:
+    settings: Settings | None = None
+    problems: list[str] = field(default_factory=list)
+    playbooks: int = 0
+    playbook_files: int = 0
+    prompt_files: int = 0
+
+
+def find_promtool() -> str | None:
+    found = shutil.which("promtool")
+    if found is None and os.access(PROMTOOL, os.X_OK):
+        found = PROMTOOL
+    return found
+
+
+def prompt_problems(directories: Iterable[Path]) -> tuple[int, list[str]]:
+    """Parse every ``*.j2`` template (syntax only: filters belong to the narrative)."""
+    env = SandboxedEnvironment()
+    count, problems = 0, []
+    for directory in directories:
+        if not directory.is_dir():
+            problems.append(f"{directory}: llm.prompts_dir: no such directory")
+            continue
+        for path in sorted(directory.glob("*.j2")):
+            count += 1
+            try:
+                env.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            except TemplateSyntaxError as exc:
+                problems.append(f"{path}:{exc.lineno}: template syntax error: {exc.message}")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{path}: cannot read: {exc}")
+    return count, problems
+
+
+def _narrative_problems(settings: Settings, already: list[str]) -> list[str]:
+    from bot.narrative.templates import DEFAULT_DIR, PromptBook
+
+    where = settings.llm.prompts_dir or str(DEFAULT_DIR)
+    return [
+        f"{where}: {problem}"
+        for problem in PromptBook(settings.llm.prompts_dir).check()
+        if not any(f"/{problem.split(':', 1)[0]}:" in seen for seen in already)
+    ]
+
+
+def check_config(config: str | Path, *, promtool: str | None = None) -> CheckReport:
+    report = CheckReport()
+    try:
+        settings = report.settings = load_settings(config)
+    except ConfigError as exc:
+        report.problems.extend(exc.problems)
+        return report
+    loaded = check_playbooks(
+        settings.playbooks.paths, Allowlists.from_settings(settings), promtool=promtool
+    )
+    report.problems.extend(loaded.problems)
+    report.playbooks, report.playbook_files = len(loaded.playbooks), len(loaded.files)
+
+    from bot.narrative.templates import DEFAULT_DIR
+
+    directories = [DEFAULT_DIR] if DEFAULT_DIR.is_dir() else []
+    if settings.llm.prompts_dir:
+        directories.append(Path(settings.llm.prompts_dir))
+    report.prompt_files, problems = prompt_problems(directories)
+    report.problems.extend(problems)
+    report.problems.extend(_narrative_problems(settings, problems))
+    return report
+
+
+def risky_remediation(settings: Settings) -> list[str]:
+    """Remediation and approval settings that let more through than people expect."""
+    out = []
+    remediation = settings.remediation
+    if remediation.mode == "auto":
+        broad = [url for url in remediation.allowed_urls if allowlist.is_broad_url(url)]
+        if broad:
+            out.append(
+                "remediation.mode is auto and remediation.allowed_urls allows whole hosts "
+                f"({', '.join(broad)}): list the paths steps may call"
+            )
+    shells = [c for c in remediation.allowed_commands if allowlist.is_interpreter(c)]
+    if shells and remediation.mode != "off":
+        out.append(
+            f"remediation.allowed_commands holds an interpreter ({', '.join(shells)}): "
+            "a step can then run anything"
+        )
+    if settings.slack is not None and not settings.slack.approvers:
+        out.append(
+            "slack.approvers is empty: anyone in the Slack workspace can approve remediations"
+        )
+    return out

@@ -1,0 +1,93 @@
+"""The base of every diagnostic step: ``invoke()`` does timing, the timeout, logging and
+the expectation; each kind writes ``_invoke()`` and returns an ``Outcome``.
+
+A step never raises: a template that does not render, Prometheus refusing the query
+(``bad_data``, not retried), Prometheus or Alertmanager down, a URL off the allowlist,
+a timeout or a bug all come back as an ``error`` result that says which.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import aiohttp
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.alertmanager import AlertmanagerClient, AlertmanagerError
+from bot.clock import Clock
+from bot.diagnostics.judge import Outcome, judge
+from bot.diagnostics.result import DiagnosticResult
+from bot.httpclient import HttpError
+from bot.playbook.model import DiagnosticBase
+from bot.playbook.templating import RenderError, render
+from bot.prometheus import PrometheusClient, PrometheusError
+
+log = logging.getLogger(__name__)
+
+SpecT = TypeVar("SpecT", bound=DiagnosticBase)
+
+
+class StepError(Exception):
+    """A step cannot produce an answer; the message becomes the result's error."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where diagnostics read from; passed in so tests can point them anywhere."""
+
+    prometheus: PrometheusClient
+    alertmanager: AlertmanagerClient
+    http: aiohttp.ClientSession
+    allowed_urls: tuple[str, ...]
+    clock: Clock
+    env: SandboxedEnvironment
+
+
+@dataclass(frozen=True)
+class StepInput:
+    playbook: str
+    context: Mapping[str, Any]  # the template context of the incident
+    own_fingerprints: frozenset[str] = frozenset()  # the incident's alerts, not "related"
+
+
+class DiagnosticStep(abc.ABC, Generic[SpecT]):
+    kind: ClassVar[str]
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def render(self, template: str, step: StepInput) -> str:
+        return render(self.sources.env, template, step.context)
+
+    async def invoke(self, spec: SpecT, step: StepInput) -> DiagnosticResult:
+        clock = self.sources.clock
+        started = clock.monotonic()
+        try:
+            async with asyncio.timeout(spec.timeout):
+                outcome = await self._invoke(spec, step)
+        except TimeoutError:
+            outcome = Outcome.failed(f"timed out after {spec.timeout:g}s")
+        except (StepError, RenderError, PrometheusError, AlertmanagerError, HttpError) as exc:
+            outcome = Outcome.failed(str(exc))
+        except Exception as exc:  # a bug in one step must not sink the others; it is logged
+            log.exception("diagnostic %s/%s crashed", step.playbook, spec.name)
+            outcome = Outcome.failed(f"internal error: {type(exc).__name__}")
+        elapsed = clock.monotonic() - started
+        result = judge(spec, step.playbook, self.kind, outcome, elapsed)
+        log.info(
+            "diagnostic %s/%s (%s): %s in %.3fs",
+            step.playbook,
+            spec.name,
+            self.kind,
+            result.status.value,
+            elapsed,
+        )
+        return result
+
+    @abc.abstractmethod
+    async def _invoke(self, spec: SpecT, step: StepInput) -> Outcome: ...

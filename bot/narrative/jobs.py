@@ -1,0 +1,264 @@
+"""Narrative jobs: never on the ack path, always a narrative.
+
+    narrative        subscriber: every timeline event. On ``incident.opened`` the template
+                     narrative is stored at once (Slack announces it); when facts change
+                     (diagnostics done, a remediation outcome, resolved, no playbook) a
+                     ``narrative.llm`` job is asked for, or the template is re-rendered.
+                     Other kinds, including its own ``narrative`` events, are ignored.
+    narrative.llm    writes the LLM narrative (or the template, when the LLM cannot) and
+                     records a ``narrative`` event, so notifiers update the message.
+                     Debounced: one job covers every event before it runs.
+    narrative.storm  more than ``llm.storm_threshold`` incidents opened within
+                     ``llm.storm_window``: one summary, written to every incident of it.
+
+``incident.data["narrative"]`` holds text, source, audience, generated_at, model, tokens,
+``based_on`` (the last event id the narrative knew) and, in a storm, ``storm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bot.errors import PermanentFailure
+from bot.incidents import Event, EventKind, Incident, Status
+from bot.narrative.narrator import Narrative, Narrator
+from bot.narrative.storm import storm_facts
+from bot.narrative.templates import PromptTemplateError
+from bot.store.base import IncidentChange, Job, NewEvent
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER = "narrative"
+LLM_JOB = "narrative.llm"
+STORM_JOB = "narrative.storm"
+STORM_KEY = "narrative:storm:current"
+OUTCOMES = frozenset(
+    {
+        "succeeded", "success", "verified", "fixed", "done", "failed", "error", "not_fixed",
+        "verify_failed", "timed_out", "rolled_back", "rejected", "skipped", "expired",
+        "suggested", "dry_run", "cancelled",
+    }
+)  # fmt: skip
+
+
+def _changes_facts(event: Event) -> bool:
+    """Events after which the narrative has something new to say."""
+    if event.kind in (EventKind.DIAGNOSTICS_DONE, EventKind.RESOLVED):
+        return True
+    if event.kind == EventKind.PLAYBOOK:
+        return not event.data.get("playbooks")  # none matched: no diagnostics will come
+    if event.kind == EventKind.REMEDIATION:
+        state = event.data.get("state") or event.data.get("status")
+        return isinstance(state, str) and state.lower() in OUTCOMES
+    return event.kind == EventKind.ACKNOWLEDGED
+
+
+class NarrativeJobs:
+    def __init__(self, narrator: Narrator) -> None:
+        self.narrator = narrator
+        self.store = narrator.store
+        self.clock = narrator.clock
+        self.settings = narrator.settings
+        self._storm_lock = asyncio.Lock()
+
+    # the subscriber ----------------------------------------------------------------
+
+    async def on_event(self, job: Job) -> None:
+        kind, event_id = job.payload.get("kind"), job.payload.get("event_id")
+        if job.incident_id is None or not isinstance(event_id, int):
+            return
+        if kind == EventKind.OPENED:
+            await self._opened(job.incident_id, event_id)
+            return
+        if kind not in (
+            EventKind.DIAGNOSTICS_DONE,
+            EventKind.RESOLVED,
+            EventKind.PLAYBOOK,
+            EventKind.REMEDIATION,
+            EventKind.ACKNOWLEDGED,
+        ):
+            return
+        incident = await self.store.get_incident(job.incident_id)
+        event = next((e for e in incident.timeline if e.id == event_id), None)
+        if event is None or not _changes_facts(event):
+            return
+        current = incident.data.get("narrative")
+        if isinstance(current, Mapping) and current.get("storm"):
+            return  # the storm summary stands for this incident
+        if self.narrator.llm is None or event.kind == EventKind.ACKNOWLEDGED:
+            await self._refresh_template(incident, current)
+            return
+        await self.store.enqueue_job(
+            LLM_JOB,
+            f"{LLM_JOB}:{incident.id}:{event_id}",
+            due_at=self.clock.now() + self.settings.settle,
+            incident_id=incident.id,
+            payload={"after": event_id},
+        )
+
+    async def _opened(self, incident_id: int, event_id: int) -> None:
+        incident = await self.store.get_incident(incident_id)
+        storm = await self._join_storm(incident)
+        if storm is not None:
+            summary = await self.store.kv_get(f"narrative:storm:{storm['key']}", self.clock.now())
+            if summary is not None:  # a late arrival: the storm is already summarised
+                await self._save(incident.id, {**json.loads(summary), "storm": storm}, event_id)
+                return
+        narrative = await self._template(incident)
+        data = narrative.to_data()
+        if storm is not None:
+            data["storm"] = storm
+        await self._save(incident.id, data, event_id)
+        if storm is not None:
+            await self.store.enqueue_job(
+                STORM_JOB,
+                f"{STORM_JOB}:{storm['key']}",
+                due_at=self.clock.now() + self.settings.storm_settle,
+                payload={"storm": storm["key"], "since": storm["since"]},
+            )
+        elif self.narrator.llm is not None:
+            # A safety net for incidents whose pipeline never reports (no playbook feature,
+            # a stuck diagnostic): the LLM narrative comes after this delay at the latest.
+            # Not attached to the incident, so it holds up no earlier-due job of its kind.
+            await self.store.enqueue_job(
+                LLM_JOB,
+                f"{LLM_JOB}:{incident.id}:{event_id}",
+                due_at=self.clock.now() + self.settings.llm_fallback_delay,
+                payload={"incident": incident.id, "after": event_id},
+            )
+
+    async def _template(self, incident: Incident) -> Narrative:
+        try:
+            return await self.narrator.for_incident(incident, "engineer", use_llm=False)
+        except PromptTemplateError as exc:
+            raise PermanentFailure(f"narrative template: {exc}") from exc
+
+    async def _refresh_template(self, incident: Incident, current: object) -> None:
+        narrative = await self._template(incident)
+        old = current if isinstance(current, Mapping) else {}
+        if old.get("text") == narrative.text and old.get("source") == "template":
+            return
+        await self._save(incident.id, narrative.to_data(), _last_event(incident))
+
+    # the LLM narrative -------------------------------------------------------------
+
+    async def on_llm(self, job: Job) -> None:
+        incident_id = job.incident_id or job.payload.get("incident")
+        if not isinstance(incident_id, int):
+            return
+        incident = await self.store.get_incident(incident_id)
+        current = incident.data.get("narrative")
+        current = current if isinstance(current, Mapping) else {}
+        after = job.payload.get("after", 0)
+        if current.get("storm") or await self._in_storm(incident):
+            return
+        if current.get("source") == "llm" and int(current.get("based_on", 0)) >= int(after):
+            return  # an earlier job already wrote from a timeline that included this event
+        try:
+            narrative = await self.narrator.for_incident(incident, "engineer")
+        except PromptTemplateError as exc:
+            raise PermanentFailure(f"narrative template: {exc}") from exc
+        if narrative.text == current.get("text") and narrative.source == current.get("source"):
+            return
+        await self._save(incident.id, narrative.to_data(), _last_event(incident))
+
+    # storms ------------------------------------------------------------------------
+
+    async def _active_storm(self) -> dict[str, Any] | None:
+        raw = await self.store.kv_get(STORM_KEY, self.clock.now())
+        return json.loads(raw) if raw is not None else None
+
+    async def _in_storm(self, incident: Incident) -> bool:
+        storm = await self._active_storm()
+        return storm is not None and incident.opened_at >= float(storm["since"])
+
+    async def _join_storm(self, incident: Incident) -> dict[str, Any] | None:
+        """The storm this incident belongs to (starting one if it tips the count), or None."""
+        window, threshold = self.settings.storm_window, self.settings.storm_threshold
+        now = self.clock.now()
+        async with self._storm_lock:
+            storm = await self._active_storm()
+            if storm is None:
+                recent = await self.store.list_incidents(limit=threshold + 1)
+                within = [i for i in recent if i.opened_at >= incident.opened_at - window]
+                if len(within) <= threshold:
+                    return None
+                since = min(i.opened_at for i in within)
+                storm = {"key": str(incident.id), "since": since}
+                self.narrator.metrics.storms.inc()
+                log.warning(
+                    "alert storm: %d incidents opened within %.0fs; one summary for all",
+                    len(within),
+                    window,
+                )
+            # The storm lasts while incidents keep coming: each one extends it by a window.
+            await self.store.kv_set(STORM_KEY, json.dumps(storm), now=now, ttl=window)
+            return storm
+
+    async def on_storm(self, job: Job) -> None:
+        key, since = str(job.payload.get("storm", "")), float(job.payload.get("since", 0.0))
+        incidents = [
+            i
+            for i in await self.store.list_incidents(limit=1000)
+            if i.opened_at >= since and i.status is not Status.RESOLVED
+        ]
+        if not incidents:
+            return
+        facts = storm_facts(key, self.settings.storm_window, incidents)
+        try:
+            narrative = await self.narrator.for_storm(facts, [i.id for i in incidents])
+        except PromptTemplateError as exc:
+            raise PermanentFailure(f"storm template: {exc}") from exc
+        data = narrative.to_data()
+        await self.store.kv_set(
+            f"narrative:storm:{key}",
+            json.dumps(data),
+            now=self.clock.now(),
+            ttl=2 * self.settings.storm_window,
+        )
+        storm = {"key": key, "since": since, "incidents": len(incidents)}
+        for incident in incidents:
+            await self._save(incident.id, {**data, "storm": storm}, None)
+
+    # storing -----------------------------------------------------------------------
+
+    async def _save(self, incident_id: int, data: dict[str, Any], based_on: int | None) -> None:
+        """Store the narrative and its ``narrative`` event in one transaction.
+
+        An LLM narrative never replaces one written from a later timeline (two jobs that
+        raced); anything else replaces what is there.
+        """
+        if based_on is not None:
+            data = {**data, "based_on": based_on}
+        source, model = data.get("source"), data.get("model")
+        what = "storm summary" if data.get("storm") else "narrative"
+        by = f"{source}, {model}" if source == "llm" and model else str(source)
+        event = NewEvent(
+            actor="alertpilot",
+            kind=EventKind.NARRATIVE,
+            message=f"{what} updated ({by})",
+            data={
+                "source": source,
+                "audience": data.get("audience"),
+                "model": model,
+                "storm": bool(data.get("storm")),
+            },
+        )
+
+        def change(incident: Incident) -> IncidentChange:
+            current = incident.data.get("narrative")
+            if isinstance(current, Mapping) and based_on is not None:
+                newer = int(current.get("based_on") or 0) > based_on
+                if newer and current.get("source") == "llm" and not data.get("storm"):
+                    return IncidentChange()
+            return IncidentChange(data={"narrative": data}, events=[event])
+
+        await self.store.change_incident(incident_id, change, now=self.clock.now())
+
+
+def _last_event(incident: Incident) -> int | None:
+    return max((e.id for e in incident.timeline), default=None)

@@ -1,0 +1,276 @@
+"""The Narrator: one narrative for an incident, a storm or an RCA document.
+
+Always a narrative: the template writes one from the facts; with ``llm.provider: openai``
+the model writes it instead when it can, in this order of checks:
+
+    prompt fits the cap? -> budget left today? -> cached? -> breaker closed? -> semaphore
+    -> provider call (bounded attempts) -> clean -> spend tokens -> cache
+
+Any "no" or failure gives the template narrative, with the reason recorded. Both kinds
+of text are cleaned before anyone sees them (``clean.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bot.clock import Clock
+from bot.incidents import EventKind, Incident
+from bot.narrative.breaker import CircuitBreaker
+from bot.narrative.budget import TokenBudget
+from bot.narrative.cache import CachedAnswer, NarrativeCache, cache_key
+from bot.narrative.clean import clean, limit_words
+from bot.narrative.context import IncidentSubject, distinct_labels
+from bot.narrative.facts import from_incident
+from bot.narrative.llm import LlmClient, LlmError
+from bot.narrative.metrics import NarrativeMetrics
+from bot.narrative.prompt import (
+    STAKEHOLDER_WORDS,
+    Audience,
+    PromptBuilder,
+    PromptTooLarge,
+    Subject,
+)
+from bot.narrative.rca import RcaDocument, RcaSubject
+from bot.narrative.redact import Redactor
+from bot.narrative.storm import StormFacts, StormSubject, service_of
+from bot.narrative.templates import PromptBook, PromptTemplateError
+from bot.narrative.tokens import TokenCounter, default_counter
+from bot.settings import LlmSettings
+from bot.store.base import Store
+
+log = logging.getLogger(__name__)
+
+Source = Literal["template", "llm"]
+IMPACT = {"P0": "critical", "P1": "major", "P2": "minor", "P3": "low-priority"}
+
+
+@dataclass(frozen=True)
+class Narrative:
+    text: str
+    source: Source
+    audience: Audience
+    generated_at: float
+    model: str | None = None
+    tokens: int = 0  # used by this request (0 for templates and cache hits)
+    cached: bool = False
+    reason: str = ""  # why the template was used: provider, budget_exhausted, breaker_open, …
+    generation_ms: int = 0
+    encoding: str | None = None
+    prompt_tokens: int | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The shape kept in ``incident.data["narrative"]``."""
+        out: dict[str, Any] = {
+            "text": self.text,
+            "source": self.source,
+            "audience": self.audience,
+            "generated_at": self.generated_at,
+            "model": self.model,
+            "tokens": self.tokens,
+        }
+        if self.cached:
+            out["cached"] = True
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+class Narrator:
+    def __init__(
+        self,
+        settings: LlmSettings,
+        store: Store,
+        clock: Clock,
+        metrics: NarrativeMetrics,
+        *,
+        llm: LlmClient | None = None,
+        counter: TokenCounter | None = None,
+        allowed_url_prefixes: Sequence[str] = (),
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.llm = llm
+        self.book = PromptBook(settings.prompts_dir)
+        self.counter = counter or default_counter()
+        self.redactor = Redactor(settings.redact_patterns)
+        self.builder = PromptBuilder(
+            self.book, self.counter, self.redactor, settings.max_prompt_tokens
+        )
+        self.cache = NarrativeCache(store, settings.cache_ttl)
+        self.budget = TokenBudget(store, settings.daily_token_budget)
+        self.breaker = CircuitBreaker(
+            errors=settings.breaker_errors,
+            window=settings.breaker_window,
+            cooldown=settings.breaker_cooldown,
+            monotonic=clock.monotonic,
+            on_change=lambda is_open: metrics.breaker_open.set(1 if is_open else 0),
+        )
+        self.semaphore = asyncio.Semaphore(settings.concurrency)
+        self.allowed_url_prefixes = tuple(allowed_url_prefixes)
+
+    @property
+    def provider(self) -> str:
+        return self.settings.provider if self.llm is not None else "template"
+
+    # public ----------------------------------------------------------------------
+
+    async def explain(self, incident_id: int, audience: Audience = "engineer") -> Narrative:
+        """The narrative of a stored incident (raises NotFound)."""
+        incident = await self.store.get_incident(incident_id)
+        return await self.for_incident(incident, audience)
+
+    async def for_incident(
+        self, incident: Incident, audience: Audience, *, use_llm: bool = True
+    ) -> Narrative:
+        facts = from_incident(incident)
+        labels = {**incident.common_labels, **incident.group_labels}
+        values = {
+            "facts": facts,
+            "audience": audience,
+            "service": service_of(labels),
+            "impact": IMPACT.get(facts.severity, ""),
+            "firing_scopes": distinct_labels(facts.firing),
+        }
+
+        def template() -> str:
+            return self._render(f"narrative_{audience}.md.j2", values)
+
+        if not use_llm:
+            return self._template(template, audience, "deferred")
+        return await self._narrate(IncidentSubject(facts), audience, template, incident.id)
+
+    async def for_storm(self, facts: StormFacts, incident_ids: Sequence[int]) -> Narrative:
+        values = {"storm": facts, "audience": "engineer"}
+
+        def template() -> str:
+            return self._render("narrative_storm.md.j2", values)
+
+        first = incident_ids[0] if incident_ids else None
+        return await self._narrate(StormSubject(facts), "engineer", template, first)
+
+    async def for_rca(self, doc: RcaDocument, audience: Audience) -> Narrative:
+        values = {"doc": doc, "chains": doc.ranked_chains(), "audience": audience}
+
+        def template() -> str:
+            return self._render("narrative_rca.md.j2", values)
+
+        return await self._narrate(RcaSubject(doc), audience, template, None)
+
+    # the flow --------------------------------------------------------------------
+
+    def _render(self, name: str, values: dict[str, Any]) -> str:
+        """A template narrative; a broken template raises PromptTemplateError (no guessing)."""
+        return self.book.render(name, **values)
+
+    def _finish(self, text: str, audience: Audience) -> str:
+        text = clean(text, allowed_url_prefixes=self.allowed_url_prefixes)
+        return limit_words(text, STAKEHOLDER_WORDS) if audience == "stakeholder" else text
+
+    def _template(self, render: Callable[[], str], audience: Audience, reason: str) -> Narrative:
+        return Narrative(
+            text=self._finish(render(), audience),
+            source="template",
+            audience=audience,
+            generated_at=self.clock.now(),
+            reason=reason,
+        )
+
+    def _fallback(
+        self, render: Callable[[], str], audience: Audience, reason: str, status: str
+    ) -> Narrative:
+        self.metrics.requests.labels(self.provider, status).inc()
+        if status != "template":
+            self.metrics.errors.labels(reason).inc()
+        return self._template(render, audience, reason)
+
+    async def _narrate(
+        self,
+        subject: Subject,
+        audience: Audience,
+        template: Callable[[], str],
+        incident_id: int | None,
+    ) -> Narrative:
+        llm = self.llm
+        if llm is None:
+            return self._fallback(template, audience, "provider", "template")
+        now = self.clock.now()
+        try:
+            prompt = self.builder.build(subject, audience)
+        except PromptTooLarge as exc:
+            log.warning("narrative prompt: %s", exc)
+            return self._fallback(template, audience, "prompt_too_large", "skipped")
+        except PromptTemplateError as exc:
+            log.error("narrative prompt: %s", exc)
+            return self._fallback(template, audience, "prompt_template", "error")
+        budget = await self.budget.state(now)
+        self.metrics.budget_ratio.set(budget.ratio)
+        if budget.exhausted:
+            return self._fallback(template, audience, "budget_exhausted", "skipped")
+        key = cache_key(self.settings.provider, llm.model, prompt.rendered)
+        hit = await self.cache.get(key, now)
+        if hit is not None:
+            self.metrics.cache.labels("hit").inc()
+            self.metrics.requests.labels(self.provider, "cached").inc()
+            return Narrative(
+                hit.text, "llm", audience, now, hit.model, 0, cached=True,
+                encoding=prompt.encoding, prompt_tokens=prompt.tokens,
+            )  # fmt: skip
+        self.metrics.cache.labels("miss").inc()
+        if not self.breaker.allow():
+            return self._fallback(template, audience, "breaker_open", "skipped")
+        started = self.clock.monotonic()
+        async with self.semaphore:
+            try:
+                reply = await llm.complete(
+                    prompt.messages(),
+                    max_tokens=self.settings.max_tokens,
+                    on_attempt_error=lambda error: self.breaker.failure(),
+                )
+            except LlmError as exc:
+                return self._fallback(template, audience, exc.kind, "error")
+            except BaseException:
+                self.breaker.abandon()  # cancelled mid-call: let a later call be the trial
+                raise
+        self.breaker.success()
+        elapsed = self.clock.monotonic() - started
+        text = self._finish(reply.text, audience)
+        if not text:
+            return self._fallback(template, audience, "empty", "error")
+        self.metrics.requests.labels(self.provider, "success").inc()
+        self.metrics.seconds.observe(elapsed)
+        self.metrics.tokens.labels(self.provider, reply.model).inc(reply.tokens)
+        await self._spend(reply.tokens, incident_id)
+        generated_at = self.clock.now()
+        await self.cache.put(key, CachedAnswer(text, reply.model, reply.tokens, generated_at), now)
+        return Narrative(
+            text, "llm", audience, generated_at, reply.model, reply.tokens,
+            generation_ms=round(elapsed * 1000), encoding=prompt.encoding,
+            prompt_tokens=prompt.tokens,
+        )  # fmt: skip
+
+    async def _spend(self, tokens: int, incident_id: int | None) -> None:
+        now = self.clock.now()
+        state, crossed = await self.budget.spend(tokens, now)
+        self.metrics.budget_ratio.set(state.ratio)
+        for level in crossed:
+            message = f"LLM token budget {level}% used: {state.used:,} of {state.limit:,} today"
+            if level >= 100:
+                message += "; narratives use templates until tomorrow (UTC)"
+            log.warning("%s", message)
+            self.metrics.budget_warnings.labels(str(level)).inc()
+            if incident_id is not None:
+                await self.store.append_event(
+                    incident_id,
+                    actor="alertpilot",
+                    kind=EventKind.NARRATIVE_BUDGET,
+                    message=message,
+                    now=now,
+                    data={"level": level, "used": state.used, "limit": state.limit},
+                )

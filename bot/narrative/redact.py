@@ -1,0 +1,96 @@
+"""Redaction of everything that leaves for the LLM.
+
+Built-in patterns replace e-mail addresses, bearer tokens and API keys (OpenAI ``sk-…``,
+Slack ``xox?-…``/``xapp-…``, GitHub, AWS access keys, JWTs, ``password=…``-style pairs),
+IPv4 and IPv6 addresses, and card-like numbers (13-19 digits that pass the Luhn check).
+Configured regexes (``llm.redact_patterns``) run after them; their whole match is replaced.
+Redaction is applied to every string of the facts (not to keys), before encoding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_BEARER = re.compile(r"(?i)\b(bearer|authorization:\s*basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+_KEYS = re.compile(
+    r"\b(?:"
+    r"sk-[A-Za-z0-9_-]{16,}"  # OpenAI and look-alikes (sk-proj-…, sk-ant-…)
+    r"|xox[abposre]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|xapp-[A-Za-z0-9-]{10,}"  # Slack app-level tokens
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
+    r"|github_pat_[A-Za-z0-9_]{30,}"
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"  # JWTs
+    r")"
+)
+_PAIRS = re.compile(
+    r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|secret|password|passwd|pwd)"
+    r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+)
+_IPV4 = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?![\w.]*\d)"
+)
+_IPV6_CANDIDATE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        n = int(char)
+        if i % 2 == 1:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _ipv6(match: re.Match[str]) -> str:
+    text = match.group(0)
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return text
+    return "[ip]"
+
+
+def _card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return "[card]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else match.group(0)
+
+
+class Redactor:
+    """Replaces secrets and personal data in text; ``patterns`` are extra regexes."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.extra = [re.compile(p) for p in patterns]
+        self._steps: list[Callable[[str], str]] = [
+            lambda s: _KEYS.sub("[secret]", s),
+            lambda s: _BEARER.sub(r"\1\2[secret]", s),
+            lambda s: _PAIRS.sub(r"\1[secret]", s),
+            lambda s: _EMAIL.sub("[email]", s),
+            lambda s: _CARD_CANDIDATE.sub(_card, s),
+            lambda s: _IPV6_CANDIDATE.sub(_ipv6, s),
+            lambda s: _IPV4.sub("[ip]", s),
+        ]
+
+    def text(self, value: str) -> str:
+        for step in self._steps:
+            value = step(value)
+        for pattern in self.extra:
+            value = pattern.sub("[redacted]", value)
+        return value
+
+    def data(self, value: Any) -> Any:
+        """Redact every string inside a JSON-like value (dict keys are left alone)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {key: self.data(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.data(item) for item in value]
+        return value

@@ -1,0 +1,50 @@
+"""Wiring the narrative feature into the app: ``setup(app)`` from ``create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot import keys
+from bot.narrative.api import post_narratives
+from bot.narrative.jobs import LLM_JOB, STORM_JOB, SUBSCRIBER, NarrativeJobs
+from bot.narrative.llm import LlmClient
+from bot.narrative.metrics import NarrativeMetrics
+from bot.narrative.narrator import Narrator
+from bot.narrative.ratelimit import RateLimiter
+
+
+def setup(app: web.Application) -> None:
+    settings, clock = app[keys.SETTINGS], app[keys.CLOCK]
+    llm_settings = settings.llm
+    llm = LlmClient(llm_settings) if llm_settings.provider == "openai" else None
+    public = settings.server.public_url
+    narrator = Narrator(
+        llm_settings,
+        app[keys.STORE],
+        clock,
+        NarrativeMetrics(app[keys.METRICS].registry),
+        llm=llm,
+        allowed_url_prefixes=[public] if public else [],
+    )
+    app[keys.NARRATIVES] = narrator
+    app[keys.NARRATIVE_LIMITER] = RateLimiter(
+        llm_settings.api_rate_limit, llm_settings.api_rate_window, clock.now
+    )
+    jobs = NarrativeJobs(narrator)
+    handlers = app[keys.HANDLERS]
+    handlers.register(SUBSCRIBER, jobs.on_event, subscribe=True)
+    handlers.register(LLM_JOB, jobs.on_llm)
+    handlers.register(STORM_JOB, jobs.on_storm)
+    app.router.add_post("/api/v1/narratives", post_narratives)
+    app.cleanup_ctx.append(_llm_ctx)
+
+
+async def _llm_ctx(app: web.Application) -> AsyncIterator[None]:
+    llm = app[keys.NARRATIVES].llm
+    if llm is not None:
+        llm.open()
+    yield
+    if llm is not None:
+        await llm.close()

@@ -1,0 +1,189 @@
+"""``notify.pagerduty``: the timeline subscriber that keeps PagerDuty in step.
+
+It sees every timeline event once, in order per incident, and decides per event::
+
+    incident.opened / playbook.matched   escalation decision (bot.escalation)
+    incident.severity                    decide again, only towards paging sooner
+    incident.escalated                   trigger now (Escalate button, failed verify)
+    incident.acknowledged                acknowledge, unless PagerDuty itself acked
+    incident.unacknowledged              an if_unacked page the ack stopped waits again
+    incident.resolved                    resolve, unless PagerDuty itself resolved
+    anything else                        nothing
+
+Acknowledge and resolve go out only for a trigger that was sent. ``build`` assembles
+the feature from explicit dependencies; ``bot.paging.setup`` wires it into the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from bot.actions import IncidentActions
+from bot.alertmanager import AlertmanagerClient
+from bot.clock import Clock
+from bot.errors import ConfigError
+from bot.escalation import DECIDE_KIND, TIMER_KIND, EscalationPolicy
+from bot.incidents import Event, EventKind
+from bot.jobs import JobHandlers
+from bot.notify.pagerduty_client import EventsClient, ssl_context
+from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics
+from bot.notify.pagerduty_silences import KIND as SILENCE_KIND
+from bot.notify.pagerduty_silences import AckSilencer
+from bot.oncall import OnCallDirectory
+from bot.pdwebhooks import PagerDutyWebhooks
+from bot.playbook.registry import PlaybookSet
+from bot.settings import PagerDutySettings
+from bot.store.base import Job, Store
+
+log = logging.getLogger(__name__)
+
+
+class PagerDutyNotifier:
+    kind = "notify.pagerduty"
+
+    def __init__(
+        self, store: Store, pager: Pager, policy: EscalationPolicy, *, ack_silences: bool
+    ) -> None:
+        self.store = store
+        self.pager = pager
+        self.policy = policy
+        self.ack_silences = ack_silences
+
+    async def __call__(self, job: Job) -> None:
+        if job.incident_id is None:
+            return
+        event = await self._event(job.incident_id, int(job.payload.get("event_id", 0)))
+        if event is None:
+            return
+        incident_id = event.incident_id
+        from_pagerduty = event.data.get("source") == "pagerduty"
+        kind = event.kind
+        if kind == EventKind.OPENED:
+            await self.policy.on_opened(job, incident_id)
+        elif kind == EventKind.PLAYBOOK:
+            names = event.data.get("playbooks")
+            matched: Sequence[str] = (
+                [str(n) for n in names if isinstance(n, str)] if isinstance(names, list) else ()
+            )
+            await self.policy.decide(job, incident_id, names=matched)
+        elif kind == EventKind.SEVERITY:
+            await self.policy.on_severity(job, incident_id)
+        elif kind == EventKind.ESCALATED and not from_pagerduty:
+            reason = str(event.data.get("reason") or event.message)
+            await self.policy.escalate_now(job, incident_id, reason=f"{reason} (by {event.actor})")
+        elif kind == EventKind.ACKNOWLEDGED:
+            if self.ack_silences:
+                await self.store.enqueue_job(
+                    SILENCE_KIND,
+                    f"{SILENCE_KIND}:create:{event.id}",
+                    due_at=event.at,
+                    incident_id=incident_id,
+                    payload={"action": "create", "actor": event.actor},
+                )
+            if from_pagerduty:
+                await self.pager.observe(incident_id, "acknowledged")
+            else:
+                await self.pager.follow(job, incident_id, "acknowledge", reason=event.message)
+        elif kind == EventKind.UNACKNOWLEDGED:
+            if from_pagerduty:
+                await self.pager.observe(incident_id, "triggered")
+            await self.policy.on_unacknowledged(job, incident_id)
+        elif kind == EventKind.RESOLVED:
+            if self.ack_silences:
+                await self.store.enqueue_job(
+                    SILENCE_KIND,
+                    f"{SILENCE_KIND}:expire:{incident_id}",
+                    due_at=event.at,
+                    incident_id=incident_id,
+                    payload={"action": "expire"},
+                )
+            if from_pagerduty:
+                await self.pager.observe(incident_id, "resolved")
+            else:
+                await self.pager.follow(job, incident_id, "resolve", reason=event.message)
+
+    async def _event(self, incident_id: int, event_id: int) -> Event | None:
+        events = await self.store.events(incident_id, after=event_id - 1)
+        return next((e for e in events if e.id == event_id), None)
+
+
+@dataclass
+class PagerDutyFeature:
+    settings: PagerDutySettings
+    pager: Pager
+    policy: EscalationPolicy
+    notifier: PagerDutyNotifier
+    webhooks: PagerDutyWebhooks
+    silencer: AckSilencer | None
+    oncall: OnCallDirectory | None
+
+    def register(self, handlers: JobHandlers) -> None:
+        handlers.register(self.notifier.kind, self.notifier, subscribe=True)
+        handlers.register(TIMER_KIND, self.policy.run_timer)
+        handlers.register(DECIDE_KIND, self.policy.run_decide)
+        if self.silencer is not None:
+            handlers.register(SILENCE_KIND, self.silencer)
+
+
+def _ssl(settings: PagerDutySettings) -> ssl.SSLContext:
+    try:
+        return ssl_context(settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"pagerduty.ca_file: cannot load {settings.ca_file}: {exc}"]) from None
+
+
+def build(
+    settings: PagerDutySettings,
+    *,
+    store: Store,
+    clock: Clock,
+    actions: IncidentActions,
+    registry: CollectorRegistry,
+    http: Callable[[], aiohttp.ClientSession],
+    alertmanager: Callable[[], AlertmanagerClient],
+    playbooks: Callable[[], PlaybookSet | None],
+    pipeline_registered: Callable[[], bool],
+) -> PagerDutyFeature:
+    """The PagerDuty feature from explicit dependencies (providers are read at run time)."""
+    ctx = _ssl(settings)
+    metrics = PagerDutyMetrics(registry)
+    client = EventsClient(
+        http, settings.events_url, settings.routing_key, timeout=settings.timeout, ssl_ctx=ctx
+    )
+    pager = Pager(store, clock, client, settings, metrics, playbooks=playbooks)
+    policy = EscalationPolicy(
+        pager,
+        store,
+        clock,
+        pipeline_registered=pipeline_registered,
+        decision_timeout=settings.decision_timeout,
+    )
+    oncall = None
+    if settings.api_token is not None:
+        oncall = OnCallDirectory(
+            api_url=settings.api_url,
+            api_token=settings.api_token,
+            ssl_ctx=ctx,
+            clock=clock,
+            ttl=settings.oncall_cache_ttl,
+            timeout=settings.timeout,
+            retry_delay=settings.api_retry_delay,
+        )
+    silencer = None
+    if settings.ack_silences:
+        silencer = AckSilencer(store, clock, alertmanager, duration=settings.ack_silence_duration)
+    return PagerDutyFeature(
+        settings=settings,
+        pager=pager,
+        policy=policy,
+        notifier=PagerDutyNotifier(store, pager, policy, ack_silences=settings.ack_silences),
+        webhooks=PagerDutyWebhooks(store, clock, actions, pager, metrics),
+        silencer=silencer,
+        oncall=oncall,
+    )

@@ -1,0 +1,195 @@
+"""What alertpilot sends to the Events API v2: built from the incident, nothing else.
+
+A trigger carries the incident's stable key as ``dedup_key`` (so a repeat can never open a
+second PagerDuty incident), the severity mapped from P0-P3, a summary of at most 1,024
+characters, ``source``/``component``/``group``/``class`` from the alert labels,
+``custom_details`` (labels, firing alerts, diagnostic highlights, a narrative excerpt)
+and links (the Slack message, the Prometheus graph, the runbook).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.incidents import AlertRecord, Incident
+from bot.playbook.model import Playbook
+from bot.settings import Severity
+
+SEVERITY: dict[Severity, str] = {
+    Severity.P0: "critical",
+    Severity.P1: "error",
+    Severity.P2: "warning",
+    Severity.P3: "info",
+}
+MAX_SUMMARY = 1024
+MAX_DEDUP_KEY = 255
+MAX_LINKS = 10
+MAX_HIGHLIGHTS = 8
+MAX_NARRATIVE = 1000
+MAX_ALERTS = 20
+
+# Label names tried, in order, for each payload field PagerDuty groups and routes on.
+SOURCE_LABELS = ("instance", "pod", "host", "service", "job")
+COMPONENT_LABELS = ("service", "component", "app", "job")
+GROUP_LABELS = ("namespace", "cluster", "team", "env")
+
+
+def dedup_key(incident: Incident) -> str:
+    """The incident's key, shortened (keeping it unique) only if PagerDuty's limit needs it."""
+    if len(incident.key) <= MAX_DEDUP_KEY:
+        return incident.key
+    digest = hashlib.sha256(incident.key.encode()).hexdigest()
+    return f"{incident.key[: MAX_DEDUP_KEY - 65]}-{digest}"
+
+
+def clip(text: str, limit: int, *, one_line: bool = True) -> str:
+    """At most ``limit`` characters, cut at a word boundary when one is near."""
+    text = " ".join(text.split()) if one_line else text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if space > limit * 0.8:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def _first(labels: Mapping[str, str], names: Iterable[str]) -> str | None:
+    return next((labels[name] for name in names if labels.get(name)), None)
+
+
+def _alert_text(alert: AlertRecord) -> str:
+    name = alert.labels.get("alertname", "(no alertname)")
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k != "alertname")
+    return f"{name} {{{detail}}}" if detail else name
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def diagnostic_highlights(data: Mapping[str, Any]) -> list[str]:
+    """Failed and erroring diagnostics first, each as one line: ``FAIL 5xx share: 12%``."""
+    raw = data.get("diagnostics")
+    if not isinstance(raw, list):
+        return []
+    rows = [item for item in raw if isinstance(item, Mapping)]
+
+    def rank(item: Mapping[str, Any]) -> int:
+        if item.get("passed") is False:
+            return 0
+        return 1 if item.get("status") not in (None, "success", "ok") else 2
+
+    out = []
+    for item in sorted(rows, key=rank)[:MAX_HIGHLIGHTS]:
+        passed = item.get("passed")
+        mark = "FAIL" if passed is False else "ok" if passed is True else str(item.get("status"))
+        name = item.get("label") or item.get("name") or "diagnostic"
+        detail = item.get("text") or item.get("value")
+        line = f"{mark} {name}" + (f": {detail}" if detail not in (None, "") else "")
+        out.append(clip(line, 300))
+    return out
+
+
+def narrative_excerpt(data: Mapping[str, Any]) -> str | None:
+    narrative = data.get("narrative")
+    if not isinstance(narrative, Mapping):
+        return None
+    text = narrative.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return clip(text, MAX_NARRATIVE, one_line=False)
+
+
+def _http(url: object) -> bool:
+    return isinstance(url, str) and url.startswith(("https://", "http://"))
+
+
+def links_for(incident: Incident, playbooks: Sequence[Playbook]) -> list[dict[str, str]]:
+    """Slack message, Prometheus graph, runbook and playbook links; http(s) only, no repeats."""
+    found: list[tuple[str, str]] = []
+    slack = incident.data.get("slack")
+    if isinstance(slack, Mapping) and _http(slack.get("permalink")):
+        found.append((str(slack["permalink"]), "Slack thread"))
+    generator = next((a.generator_url for a in incident.alerts if _http(a.generator_url)), None)
+    if generator:
+        found.append((generator, "Prometheus graph"))
+    annotations = [incident.common_annotations, *(a.annotations for a in incident.alerts)]
+    runbook = next(
+        (a[k] for a in annotations for k in ("runbook_url", "runbook") if _http(a.get(k))), None
+    )
+    if runbook:
+        found.append((runbook, "Runbook"))
+    for playbook in playbooks:
+        found += [(link.url, link.title) for link in playbook.links if _http(link.url)]
+    if _http(incident.external_url):
+        found.append((incident.external_url, "Alertmanager"))
+    seen: set[str] = set()
+    out = []
+    for href, text in found:
+        if href not in seen:
+            seen.add(href)
+            out.append({"href": href, "text": clip(text, 100)})
+    return out[:MAX_LINKS]
+
+
+def trigger_event(
+    incident: Incident, *, playbooks: Sequence[Playbook], reason: str
+) -> dict[str, Any]:
+    """The Events API v2 trigger for ``incident`` (routing key added by the client)."""
+    labels = dict(incident.common_labels)
+    firing = incident.firing or list(incident.alerts)
+    for alert in firing[:1]:  # common labels may be sparse: fall back on the first alert's
+        labels = {**alert.labels, **labels}
+    title = incident.title
+    summary = f"[{incident.severity.value}] {title}"
+    if incident.summary and incident.summary != title:
+        summary += f": {incident.summary}"
+    details: dict[str, Any] = {
+        "incident": f"#{incident.id}",
+        "severity": incident.severity.value,
+        "status": incident.status.value,
+        "why_paged": reason,
+        "labels": dict(incident.common_labels),
+        "firing": [_alert_text(a) for a in incident.firing[:MAX_ALERTS]],
+    }
+    if incident.playbook:
+        details["playbook"] = incident.playbook
+    description = incident.common_annotations.get("description")
+    if description:
+        details["description"] = clip(description, MAX_NARRATIVE)
+    if highlights := diagnostic_highlights(incident.data):
+        details["diagnostics"] = highlights
+    if narrative := narrative_excerpt(incident.data):
+        details["narrative"] = narrative
+    payload: dict[str, Any] = {
+        "summary": clip(summary, MAX_SUMMARY),
+        "source": _first(labels, SOURCE_LABELS) or incident.receiver or "alertpilot",
+        "severity": SEVERITY[incident.severity],
+        "timestamp": _iso(incident.opened_at),
+        "custom_details": details,
+    }
+    for field, value in (
+        ("component", _first(labels, COMPONENT_LABELS)),
+        ("group", _first(labels, GROUP_LABELS)),
+        ("class", labels.get("alertname")),
+    ):
+        if value:
+            payload[field] = clip(value, 255)
+    event: dict[str, Any] = {
+        "event_action": "trigger",
+        "dedup_key": dedup_key(incident),
+        "payload": payload,
+        "client": "alertpilot",
+    }
+    if links := links_for(incident, playbooks):
+        event["links"] = links
+    return event
+
+
+def follow_event(incident: Incident, action: str) -> dict[str, Any]:
+    """An ``acknowledge`` or ``resolve`` event for the alert the trigger opened."""
+    return {"event_action": action, "dedup_key": dedup_key(incident)}

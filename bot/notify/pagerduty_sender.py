@@ -1,0 +1,322 @@
+"""The one place that sends an incident's events to PagerDuty, and what it remembers.
+
+State lives in ``incident.data["pagerduty"]`` (``PageState``) and every read-change-write
+of it happens under that incident's lock, so the escalation timer, the timeline
+subscriber and the webhook never interleave. One trigger per incident: once PagerDuty
+holds the alert, a trigger is never sent again; acknowledge and resolve follow only a
+trigger that was sent. Sends are at least once: a crash between PagerDuty's 202 and
+the state write resends the same event, which the ``dedup_key`` makes harmless.
+
+    Events API answer        what happens
+    202                      state written, ``page`` event on the timeline
+    429 / 5xx / no answer    RetryLater(backoff; at least Retry-After for a 429)
+    other 4xx (400 ...)      ``page`` event "rejected", PermanentFailure (not retried)
+    over the rate limit      RetryLater(until its reserved slot), nothing sent
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.clock import Clock
+from bot.errors import PermanentFailure, RetryLater
+from bot.incidents import EventKind, Incident, Status
+from bot.notify.pagerduty_client import EventsApiError, EventsClient, RateLimiter
+from bot.notify.pagerduty_payload import SEVERITY, follow_event, trigger_event
+from bot.playbook.model import Playbook
+from bot.playbook.registry import PlaybookSet
+from bot.settings import PagerDutySettings
+from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
+
+log = logging.getLogger(__name__)
+
+Action = Literal["trigger", "acknowledge", "resolve"]
+AlertState = Literal["none", "triggered", "acknowledged", "resolved"]
+MAX_SENT = 20
+
+
+class SentEvent(BaseModel):
+    action: Action
+    at: float
+    reason: str = ""
+
+
+class PdIncident(BaseModel):
+    """PagerDuty's incident for ours, learned from its webhooks."""
+
+    id: str
+    number: int | None = None
+    html_url: str | None = None
+
+
+class PageState(BaseModel):
+    """``incident.data["pagerduty"]``: the escalation decision and what PagerDuty holds."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    dedup_key: str | None = None
+    alert: AlertState = "none"  # PagerDuty's alert, as far as alertpilot knows
+    escalation: Literal["undecided", "scheduled", "paged", "not_paged", "rejected"] = "undecided"
+    policy: Literal["immediately", "if_unacked", "never"] | None = None
+    policy_after: float = 0.0
+    policy_source: str | None = None
+    playbooks: list[str] = Field(default_factory=list)
+    decided_at: float | None = None
+    escalate_at: float | None = None
+    triggered_at: float | None = None
+    trigger_reason: str | None = None
+    last_action: Action | None = None
+    last_sent_at: float | None = None
+    note: str | None = None
+    sent: list[SentEvent] = Field(default_factory=list)
+    pd_incident: PdIncident | None = None
+    html_url: str | None = None  # PagerDuty's incident page (the Slack message links it)
+
+
+class TriggerOutcome(StrEnum):
+    SENT = "sent"
+    ALREADY = "already paged"
+    RESOLVED = "incident resolved"
+    ACKNOWLEDGED = "incident acknowledged"
+
+
+class PagerDutyMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "alertpilot_pagerduty_events",
+            "Events API v2 sends by action and outcome (sent, queued, retry, rejected).",
+            ["action", "outcome"],
+            registry=registry,
+        )
+        self.webhooks = Counter(
+            "alertpilot_pagerduty_webhooks",
+            "PagerDuty webhook events by type and outcome.",
+            ["event_type", "outcome"],
+            registry=registry,
+        )
+
+
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def __call__(self, key: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Pager:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        client: EventsClient,
+        settings: PagerDutySettings,
+        metrics: PagerDutyMetrics,
+        *,
+        playbooks: Callable[[], PlaybookSet | None],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self.playbook_set = playbooks
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.locks = KeyedLocks()
+        # the limiter's bucket: a digest, so the routing key itself is kept nowhere else
+        self._bucket = hashlib.sha256(settings.routing_key.get_secret_value().encode()).hexdigest()
+
+    # state --------------------------------------------------------------------------
+    async def load(self, incident_id: int) -> tuple[Incident, PageState]:
+        """The incident and its PagerDuty state. Call it holding ``locks(incident_id)``."""
+        incident = await self.store.get_incident(incident_id, timeline=False)
+        raw = incident.data.get("pagerduty") or {}
+        try:
+            return incident, PageState.model_validate(raw)
+        except ValidationError as exc:
+            log.warning(
+                "incident #%d: unreadable PagerDuty state, starting over: %s", incident_id, exc
+            )
+            return incident, PageState()
+
+    async def save(
+        self,
+        incident_id: int,
+        state: PageState,
+        *,
+        events: Sequence[NewEvent] = (),
+        jobs: Sequence[NewJob] = (),
+    ) -> None:
+        """Write the state with its timeline events and jobs, in one transaction."""
+        change = IncidentChange(
+            data={"pagerduty": state.model_dump(mode="json")}, events=events, jobs=jobs
+        )
+        await self.store.change_incident(incident_id, lambda _: change, now=self.clock.now())
+
+    def playbooks_for(self, incident: Incident, names: list[str]) -> list[Playbook]:
+        registry = self.playbook_set()
+        if registry is None:
+            return []
+        wanted = names or ([incident.playbook] if incident.playbook else [])
+        return [p for p in (registry.get(name) for name in wanted) if p is not None]
+
+    # sends --------------------------------------------------------------------------
+    async def trigger(
+        self, job: Job, incident_id: int, *, reason: str, unless_acknowledged: bool = False
+    ) -> TriggerOutcome:
+        """Page for the incident unless PagerDuty already holds it or it is over.
+
+        ``unless_acknowledged``: the if_unacked timer; an acknowledgement anywhere (Slack,
+        the API, PagerDuty) before it is due means nobody needs waking.
+        """
+        async with self.locks(incident_id):
+            incident, state = await self.load(incident_id)
+            if state.alert != "none":
+                return TriggerOutcome.ALREADY
+            if incident.status is Status.RESOLVED:
+                if state.escalation == "scheduled":
+                    state.escalation, state.note = "not_paged", "resolved before the page was due"
+                    await self.save(incident_id, state)
+                return TriggerOutcome.RESOLVED
+            if unless_acknowledged and incident.status is Status.ACKNOWLEDGED:
+                who = incident.acknowledged_by or "someone"
+                state.escalation = "not_paged"
+                state.note = f"acknowledged by {who} before the page was due"
+                skipped = NewEvent(
+                    actor="alertpilot",
+                    kind=EventKind.PAGE,
+                    message=f"no page: {state.note}",
+                    data={"action": "trigger", "outcome": "skipped"},
+                )
+                await self.save(incident_id, state, events=[skipped])
+                return TriggerOutcome.ACKNOWLEDGED
+            event = trigger_event(
+                incident, playbooks=self.playbooks_for(incident, state.playbooks), reason=reason
+            )
+            await self._send(job, incident, state, event, reason)
+            return TriggerOutcome.SENT
+
+    async def follow(self, job: Job, incident_id: int, action: Action, *, reason: str) -> bool:
+        """Acknowledge or resolve PagerDuty's alert, if a trigger opened it and it differs."""
+        async with self.locks(incident_id):
+            incident, state = await self.load(incident_id)
+            if state.alert == "none" or state.alert == "resolved":
+                return False
+            if action == "acknowledge" and state.alert != "triggered":
+                return False
+            await self._send(job, incident, state, follow_event(incident, action), reason)
+            return True
+
+    async def observe(self, incident_id: int, alert: AlertState) -> None:
+        """PagerDuty itself changed the alert (its webhook told us): remember, send nothing."""
+        async with self.locks(incident_id):
+            _, state = await self.load(incident_id)
+            if state.alert == "none" or state.alert == alert or state.alert == "resolved":
+                return
+            state.alert = alert
+            await self.save(incident_id, state)
+
+    async def remember_incident(self, incident_id: int, ref: PdIncident) -> None:
+        async with self.locks(incident_id):
+            _, state = await self.load(incident_id)
+            if state.pd_incident != ref:
+                state.pd_incident = ref
+                state.html_url = ref.html_url or state.html_url
+                await self.save(incident_id, state)
+
+    def backoff(self, attempts: int) -> float:
+        base = self.settings.retry_backoff * 2 ** max(0, attempts - 1)
+        return float(min(self.settings.retry_backoff_max, base))
+
+    async def _send(
+        self, job: Job, incident: Incident, state: PageState, event: dict[str, Any], reason: str
+    ) -> None:
+        action: Action = event["event_action"]
+        wait = self.limiter.acquire(self._bucket, job.key, self.clock.monotonic())
+        if wait > 0:
+            self.metrics.events.labels(action, "queued").inc()
+            raise RetryLater(
+                f"more than {self.settings.rate_limit_per_minute} events/min for this "
+                f"routing key: {action} queued for {wait:.1f}s",
+                delay=wait,
+            )
+        try:
+            await self.client.send(event)
+        except EventsApiError as exc:
+            if exc.transient:
+                delay = max(self.backoff(job.attempts), exc.retry_after or 0.0)
+                self.metrics.events.labels(action, "retry").inc()
+                raise RetryLater(f"{action}: {exc}", delay=delay) from None
+            await self._rejected(incident, state, action, exc)
+            raise PermanentFailure(f"PagerDuty rejected the {action}: {exc}") from None
+        now = self.clock.now()
+        state.dedup_key = event["dedup_key"]
+        state.last_action, state.last_sent_at = action, now
+        state.sent = [*state.sent, SentEvent(action=action, at=now, reason=reason)][-MAX_SENT:]
+        if action == "trigger":
+            state.alert, state.escalation = "triggered", "paged"
+            state.triggered_at, state.trigger_reason = now, reason
+            message = f"paged PagerDuty ({SEVERITY[incident.severity]}): {reason}"
+        elif action == "acknowledge":
+            state.alert = "acknowledged"
+            message = f"acknowledged the page in PagerDuty: {reason}"
+        else:
+            state.alert = "resolved"
+            message = f"resolved the page in PagerDuty: {reason}"
+        sent = NewEvent(
+            actor="alertpilot",
+            kind=EventKind.PAGE,
+            message=message,
+            data={
+                "action": action,
+                "outcome": "sent",
+                "dedup_key": state.dedup_key,
+                "reason": reason,
+            },
+        )
+        await self.save(incident.id, state, events=[sent])
+        self.metrics.events.labels(action, "sent").inc()
+        log.info("incident #%d: PagerDuty %s sent (%s)", incident.id, action, reason)
+
+    async def _rejected(
+        self, incident: Incident, state: PageState, action: Action, exc: EventsApiError
+    ) -> None:
+        self.metrics.events.labels(action, "rejected").inc()
+        if action == "trigger":
+            state.escalation = "rejected"
+        state.note = f"{action} rejected: {exc}"
+        rejected = NewEvent(
+            actor="alertpilot",
+            kind=EventKind.PAGE,
+            message=f"PagerDuty rejected the {action}, not retried: {exc}",
+            data={
+                "action": action,
+                "outcome": "rejected",
+                "status": exc.status,
+                "errors": exc.errors,
+            },
+        )
+        await self.save(incident.id, state, events=[rejected])
+        log.error("incident #%d: PagerDuty rejected the %s: %s", incident.id, action, exc)

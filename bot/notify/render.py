@@ -1,0 +1,343 @@
+"""Block Kit for an incident's Slack message: everything it shows comes from current state.
+
+The message is re-rendered from the incident (status, alerts, feature data) on every
+change and replaces itself in place, so it always tells the truth. Every string that
+came from an alert, a diagnostic, a narrative or a person goes through ``mrkdwn.escape``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.incidents import Incident, Status
+from bot.notify import mrkdwn
+from bot.notify.mrkdwn import clip, escape
+from bot.settings import Severity
+
+JsonDict = dict[str, Any]
+
+SEVERITY_ICON = {
+    Severity.P0: ":rotating_light:",
+    Severity.P1: ":red_circle:",
+    Severity.P2: ":large_orange_circle:",
+    Severity.P3: ":large_blue_circle:",
+}
+STATUS_TEXT = {
+    Status.TRIGGERED: "TRIGGERED",
+    Status.ACKNOWLEDGED: "ACKNOWLEDGED",
+    Status.RESOLVED: "RESOLVED",
+}
+_QUIET_LABELS = frozenset({"alertname", "severity"})
+_MAX_SECTION = 2900
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str  # the notification / fallback text
+    blocks: list[JsonDict]
+
+    def digest(self) -> str:
+        return json.dumps([self.text, self.blocks], sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What the message shows beyond the incident itself."""
+
+    mentions: Sequence[str] = ()
+    previous: tuple[int, str | None] | None = None  # (incident id, permalink) when reopened
+    playbook_links: Sequence[tuple[str, str]] = ()
+    can_rerun: bool = False
+    can_approve: bool = False
+    buttons: bool = True
+    extra_notes: Sequence[str] = field(default_factory=tuple)
+
+
+def section(text: str) -> JsonDict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, _MAX_SECTION)}}
+
+
+def context(parts: Sequence[str]) -> JsonDict:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": clip(p, 2000)} for p in parts[:10]],
+    }
+
+
+def headline(incident: Incident) -> str:
+    """``P1 TRIGGERED: #12 HighErrorRate (service=checkout)``, escaped."""
+    return (
+        f"{incident.severity.value} {STATUS_TEXT[incident.status]}: "
+        f"#{incident.id} {escape(clip(incident.title, 150))}"
+    )
+
+
+def incident_message(incident: Incident, extras: Extras) -> Rendered:
+    icon = SEVERITY_ICON[incident.severity]
+    title = f"#{incident.id} {escape(clip(incident.title, 200))}"
+    title = f"~{title}~" if incident.status is Status.RESOLVED else f"*{title}*"
+    top = f"{icon} *{incident.severity.value} · {STATUS_TEXT[incident.status]}*  {title}"
+    mentions = ""
+    if extras.mentions and incident.severity is not Severity.P3:
+        mentions = " ".join(mrkdwn.mention(m) for m in extras.mentions) + " "
+    lines = [mentions + top, escape(clip(incident.summary, 600))]
+    if incident.status is Status.ACKNOWLEDGED and incident.acknowledged_at is not None:
+        who = escape(incident.acknowledged_by or "someone")
+        lines.append(f":eyes: Acknowledged by {who} · {_when(incident.acknowledged_at)}")
+    if incident.status is Status.RESOLVED and incident.resolved_at is not None:
+        lines.append(f":white_check_mark: *Resolved* · {_when(incident.resolved_at)}")
+    if extras.previous is not None:
+        prev_id, permalink = extras.previous
+        target = mrkdwn.link(permalink, f"incident #{prev_id}") if permalink else f"#{prev_id}"
+        lines.append(f":repeat: Reopened: this group fired before as {target}")
+    blocks: list[JsonDict] = [section("\n".join(lines)), _facts(incident)]
+    labels = _labels(incident)
+    if labels:
+        blocks.append(context(labels))
+    for part in (
+        _diagnostics(incident.data.get("diagnostics")),
+        _remediations(incident.data.get("remediations")),
+        _narrative(incident.data.get("narrative")),
+        _silences(incident.data.get("silences")),
+    ):
+        if part:
+            blocks.append(part)
+    blocks.extend(section(note) for note in extras.extra_notes)
+    links = _links(incident, extras)
+    if links:
+        blocks.append(context([" · ".join(links)]))
+    if extras.buttons and incident.status is not Status.RESOLVED:
+        blocks.extend(_actions(incident, extras))
+    return Rendered(text=mentions + headline(incident), blocks=blocks[:50])
+
+
+def _when(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    fallback = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return mrkdwn.date(epoch, fallback)
+
+
+def _facts(incident: Incident) -> JsonDict:
+    firing = len(incident.firing)
+    fields = [
+        f"*Severity*\n{incident.severity.value}",
+        f"*Status*\n{incident.status.value}",
+        f"*Alerts*\n{firing} firing of {len(incident.alerts)}",
+        f"*Opened*\n{_when(incident.opened_at)}",
+    ]
+    if incident.playbook:
+        fields.append(f"*Playbook*\n{mrkdwn.code(incident.playbook, 80)}")
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
+
+
+def _labels(incident: Incident) -> list[str]:
+    """The labels that matter: the group's, the common ones, and what tells alerts apart."""
+    shown: dict[str, str] = {}
+    for source in (incident.group_labels, incident.common_labels):
+        for key, value in source.items():
+            if key not in _QUIET_LABELS:
+                shown.setdefault(key, value)
+    parts = [" ".join(mrkdwn.code(f"{k}={v}", 120) for k, v in list(shown.items())[:12])]
+    distinct: list[str] = []
+    for alert in incident.firing[:8]:
+        own = {k: v for k, v in alert.labels.items() if k not in incident.common_labels}
+        if own:
+            distinct.append(", ".join(f"{k}={v}" for k, v in sorted(own.items())[:3]))
+    if distinct:
+        more = len(incident.firing) - len(distinct)
+        tail = f" and {more} more" if more > 0 else ""
+        parts.append("Firing: " + " ".join(mrkdwn.code(d, 100) for d in distinct) + tail)
+    return [p for p in parts if p]
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return escape(value) if value is not None else "n/a"
+    if isinstance(value, int | float):
+        return f"{value:.4g}"
+    return escape(clip(str(value), 80))
+
+
+def _diagnostics(results: Any) -> JsonDict | None:
+    if not isinstance(results, list) or not results:
+        return None
+    lines = ["*Diagnostics*"]
+    for item in results[:10]:
+        if not isinstance(item, Mapping):
+            continue
+        passed, status = item.get("passed"), str(item.get("status", ""))
+        icon = (
+            ":white_check_mark:"
+            if passed is True
+            else ":x:"
+            if passed is False
+            else ":grey_question:"
+        )
+        if status == "error":
+            icon = ":warning:"
+        elif status == "no_data":
+            icon = ":heavy_minus_sign:"
+        name = escape(clip(str(item.get("label") or item.get("name") or "?"), 80))
+        line = f"{icon} *{name}*: {_number(item.get('value'))}"
+        if item.get("text"):
+            line += f" — {escape(clip(str(item['text']), 160))}"
+        lines.append(line)
+    if len(results) > 10:
+        lines.append(f"…and {len(results) - 10} more")
+    return section("\n".join(lines))
+
+
+def _steps(data: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """Remediation/approval data as (step, info) pairs, whether stored as a map or a list."""
+    if isinstance(data, Mapping):
+        return [(str(k), v) for k, v in data.items() if isinstance(v, Mapping)]
+    if isinstance(data, list):
+        out = []
+        for item in data:
+            if isinstance(item, Mapping):
+                out.append((str(item.get("step") or item.get("name") or "?"), item))
+        return out
+    return []
+
+
+_STATE_ICON = {
+    "proposed": ":bulb:",
+    "pending": ":hourglass_flowing_sand:",
+    "pending_approval": ":hourglass_flowing_sand:",
+    "queued": ":clock1:",
+    "verifying": ":mag:",
+    "suggested": ":bulb:",
+    "dry_run": ":test_tube:",
+    "approval_required": ":hourglass_flowing_sand:",
+    "approved": ":thumbsup:",
+    "rejected": ":no_entry_sign:",
+    "running": ":gear:",
+    "succeeded": ":heavy_check_mark:",
+    "verified": ":white_check_mark:",
+    "failed": ":x:",
+    "blocked": ":no_entry:",
+    "skipped": ":fast_forward:",
+}
+
+
+def _remediations(data: Any) -> JsonDict | None:
+    steps = _steps(data)
+    if not steps:
+        return None
+    lines = ["*Remediation*"]
+    for step, info in steps[:8]:
+        state = str(info.get("state") or info.get("status") or "unknown")
+        icon = _STATE_ICON.get(state, ":small_blue_diamond:")
+        line = f"{icon} {mrkdwn.code(step, 60)} {escape(state)}"
+        reason = info.get("reason") or info.get("guard")
+        if reason:
+            line += f" — {escape(clip(str(reason), 160))}"
+        lines.append(line)
+    return section("\n".join(lines))
+
+
+def pending_approvals(incident: Incident) -> list[str]:
+    """Steps waiting for a human decision, from the remediation feature's data."""
+    return [
+        step
+        for step, info in _steps(incident.data.get("approvals"))
+        if str(info.get("state") or info.get("status") or "pending") == "pending"
+    ]
+
+
+def _narrative(data: Any) -> JsonDict | None:
+    if not isinstance(data, Mapping) or not data.get("text"):
+        return None
+    source = "written by the LLM" if data.get("source") == "llm" else "from the template"
+    text = escape(clip(str(data["text"]), 2400))
+    return section(f"*What happened* _({source})_\n{text}")
+
+
+def _silences(data: Any) -> JsonDict | None:
+    if not isinstance(data, list) or not data:
+        return None
+    parts = []
+    for item in data[-5:]:
+        if not isinstance(item, Mapping) or not item.get("id") or item.get("expired_at"):
+            continue
+        label = (
+            "until resolved" if item.get("expire_on_resolve") else f"until {item.get('until', '?')}"
+        )
+        who = f" by {escape(item['by'])}" if item.get("by") else ""
+        parts.append(f"{mrkdwn.link(item.get('url'), 'silence')} {escape(label)}{who}")
+    return context([":mute: Silenced: " + "; ".join(parts)]) if parts else None
+
+
+def _links(incident: Incident, extras: Extras) -> list[str]:
+    links: list[str] = []
+    alerts = incident.firing or list(incident.alerts)
+    if alerts and alerts[0].generator_url:
+        links.append(mrkdwn.link(alerts[0].generator_url, "Prometheus graph"))
+    annotations = alerts[0].annotations if alerts else {}
+    runbook = incident.common_annotations.get("runbook_url") or annotations.get("runbook_url")
+    if runbook and mrkdwn.safe_url(runbook):
+        links.append(mrkdwn.link(runbook, "Runbook"))
+    for title, url in extras.playbook_links[:4]:
+        if mrkdwn.safe_url(url):
+            links.append(mrkdwn.link(url, clip(title, 40)))
+    if incident.external_url and mrkdwn.safe_url(incident.external_url):
+        links.append(mrkdwn.link(incident.external_url, "Alertmanager"))
+    pagerduty = incident.data.get("pagerduty")
+    if isinstance(pagerduty, Mapping):
+        pd_url = pagerduty.get("html_url") or pagerduty.get("incident_url")
+        if isinstance(pd_url, str) and mrkdwn.safe_url(pd_url):
+            links.append(mrkdwn.link(pd_url, "PagerDuty incident"))
+    return links
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None) -> JsonDict:
+    out: JsonDict = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": clip(text, 75)},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        out["style"] = style
+    return out
+
+
+SILENCE_CHOICES = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Until resolved"}
+
+
+def _actions(incident: Incident, extras: Extras) -> list[JsonDict]:
+    ref = str(incident.id)
+    row: list[JsonDict] = []
+    if incident.status is Status.TRIGGERED:
+        row.append(button("Acknowledge", "ap_ack", ref, "primary"))
+    row.append(button("Resolve", "ap_resolve", ref))
+    row.append(button("Escalate", "ap_escalate", ref, "danger"))
+    row.append(
+        {
+            "type": "static_select",
+            "action_id": "ap_silence",
+            "placeholder": {"type": "plain_text", "text": "Silence…"},
+            "options": [
+                {"text": {"type": "plain_text", "text": label}, "value": f"{ref}:{choice}"}
+                for choice, label in SILENCE_CHOICES.items()
+            ],
+        }
+    )
+    if extras.can_rerun:
+        row.append(button("Re-run diagnostics", "ap_rerun", ref))
+    blocks: list[JsonDict] = [{"type": "actions", "block_id": f"incident-{ref}", "elements": row}]
+    if extras.can_approve:
+        approvals: list[JsonDict] = []
+        for step in pending_approvals(incident)[:12]:
+            value = f"{ref}:{step}"
+            approvals.append(button(f"Approve {step}", "ap_approve", value, "primary"))
+            approvals.append(button(f"Reject {step}", "ap_reject", value, "danger"))
+        if approvals:
+            blocks.append(section("*Waiting for approval*"))
+            for start in range(0, len(approvals), 24):
+                blocks.append({"type": "actions", "elements": approvals[start : start + 24]})
+    return blocks

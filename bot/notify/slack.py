@@ -1,0 +1,310 @@
+"""The ``notify.slack`` job subscriber: one Slack message per incident, kept current.
+
+For every timeline event (in order, one job at a time per incident):
+
+1. no message yet: route the incident to a channel (``slack.routes``, first match wins,
+   ``slack.default_channel`` otherwise), count it for the storm roll-up, post the
+   message (in the roll-up's thread during a storm) and keep channel, ts and permalink
+   in ``incident.data["slack"]``;
+2. a message exists: reply in its thread when the event is worth reading there, then
+   re-render the message from the incident's current state and ``chat.update`` it
+   (skipped when it would not change).
+
+Each reply is recorded in the store once sent, so a retried job never repeats one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from bot.clock import Clock
+from bot.errors import NotFound, RetryLater
+from bot.incidents import Event, EventKind, Incident, Status
+from bot.matchers import matches_all
+from bot.notify.optional import AppFeatures
+from bot.notify.render import Extras, Rendered, incident_message
+from bot.notify.render_events import event_reply, rollup_message
+from bot.notify.slack_outbox import SlackOutbox
+from bot.notify.slack_storm import StormState, StormTracker
+from bot.settings import SlackSettings
+from bot.store.base import Job, Store
+
+log = logging.getLogger(__name__)
+
+KV_TTL = 30 * 86400.0
+GRAPH_KIND = "notify.slack.graph"
+ROLLUP_KIND = "notify.slack.rollup"
+UNSILENCE_KIND = "slack.unsilence"
+_ROLLUP_EVENTS = frozenset(
+    {EventKind.ACKNOWLEDGED, EventKind.UNACKNOWLEDGED, EventKind.RESOLVED, EventKind.SEVERITY}
+)
+
+
+class SlackRouter:
+    def __init__(self, settings: SlackSettings) -> None:
+        self.routes = settings.routes
+        self.default = settings.default_channel
+
+    def channel_for(self, incident: Incident) -> str:
+        labels = {**incident.group_labels, **incident.common_labels}
+        for route in self.routes:
+            if matches_all(route.match, labels):
+                return route.channel
+        return self.default
+
+
+class SlackNotifier:
+    kind = "notify.slack"
+
+    def __init__(
+        self,
+        store: Store,
+        outbox: SlackOutbox,
+        storms: StormTracker,
+        settings: SlackSettings,
+        features: AppFeatures,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.storms = storms
+        self.settings = settings
+        self.router = SlackRouter(settings)
+        self.features = features
+        self.clock = clock
+        self.rollup_debounce = max(5.0, 10.0 / settings.channel_rate)
+
+    async def __call__(self, job: Job) -> None:
+        await self._run(job, self._handle)
+
+    async def rollup_job(self, job: Job) -> None:
+        """The ``notify.slack.rollup`` job."""
+        await self._run(job, self.update_rollup)
+
+    async def _run(self, job: Job, step: Callable[[Job], Awaitable[None]]) -> None:
+        deferred = False
+        try:
+            await step(job)
+        except RetryLater:
+            deferred = True  # a paced send keeps its reserved slot for the retry
+            raise
+        finally:
+            if not deferred:
+                self.outbox.pacer.forget(job.id)
+
+    # -- the flow ------------------------------------------------------------------
+
+    async def _handle(self, job: Job) -> None:
+        if job.incident_id is None:
+            return
+        event_id = int(job.payload["event_id"])
+        incident = await self.store.get_incident(job.incident_id, timeline=False)
+        event = next(
+            (
+                e
+                for e in await self.store.events(incident.id, after=event_id - 1)
+                if e.id == event_id
+            ),
+            None,
+        )
+        if event is None:
+            return
+        state: dict[str, Any] = dict(incident.data.get("slack") or {})
+        if not state.get("ts"):
+            if incident.status is Status.RESOLVED:
+                return  # never announced; announcing it resolved helps nobody
+            await self._first_post(job, incident)
+            return
+        link = None
+        if event.kind == EventKind.REOPENED and event.data.get("new_incident_id"):
+            link = await self._permalink_of(int(event.data["new_incident_id"]))
+        reply = event_reply(event, incident, new_incident_link=link)
+        if reply:
+            await self._reply(job, incident, state, event, reply)
+        await self.refresh(incident, state, job_id=job.id)
+        await self._follow_up(incident, state, event)
+
+    async def _first_post(self, job: Job, incident: Incident) -> None:
+        channel = self.router.channel_for(incident)
+        thread_ts = None
+        async with self.storms.lock(channel):
+            admission = await self.storms.admit(channel, incident.id)
+            if admission.threaded:
+                thread_ts = await self._ensure_rollup(job, channel, admission.state)
+        rendered = await self.render(incident, rollup_ts=thread_ts)
+        answer = await self.outbox.post(
+            channel, text=rendered.text, blocks=rendered.blocks, thread_ts=thread_ts, job_id=job.id
+        )
+        channel_id, ts = str(answer.get("channel") or channel), str(answer["ts"])
+        state = {
+            "channel": channel_id,
+            "ts": ts,
+            "thread_ts": thread_ts or ts,
+            "rollup_ts": thread_ts,
+            "permalink": await self.outbox.permalink(channel_id, ts),
+            "posted_at": self.clock.now(),
+        }
+        updated = await self.store.update_incident(
+            incident.id, now=self.clock.now(), data={"slack": state}
+        )
+        await self._remember_digest(incident.id, rendered.digest())
+        log.info("incident #%d posted to Slack %s (%s)", incident.id, channel_id, ts)
+        if thread_ts:
+            await self.schedule_rollup(channel_id, thread_ts)
+        elif self.settings.graphs and self.features.pipeline is None:
+            await self._schedule_graph(updated)
+
+    async def _latest(self, incident: Incident) -> Incident:
+        return await self.store.get_incident(incident.id, timeline=False)
+
+    async def render(self, incident: Incident, *, rollup_ts: str | None = None) -> Rendered:
+        """The incident's message from its current state."""
+        slack = incident.data.get("slack")
+        if rollup_ts is None and isinstance(slack, Mapping):
+            rollup_ts = slack.get("rollup_ts")
+        previous = None
+        if incident.previous_id is not None:
+            previous = (incident.previous_id, await self._permalink_of(incident.previous_id))
+        mentions = self.settings.mentions.get(incident.severity, [])
+        extras = Extras(
+            mentions=() if rollup_ts else tuple(mentions),
+            previous=previous,
+            playbook_links=self.features.playbook_links(incident),
+            can_rerun=self.features.can_rerun(),
+            can_approve=self.features.can_approve(),
+        )
+        return incident_message(incident, extras)
+
+    async def refresh(
+        self, incident: Incident, state: Mapping[str, Any], *, job_id: int | None = None
+    ) -> None:
+        """Re-render the message from current state; skip the call when nothing changed."""
+        current = await self._latest(incident)
+        rendered = await self.render(current)
+        digest = hashlib.sha256(rendered.digest().encode()).hexdigest()
+        key = f"slack:digest:{incident.id}"
+        if await self.store.kv_get(key, self.clock.now()) == digest:
+            return
+        await self.outbox.update(
+            str(state["channel"]),
+            str(state["ts"]),
+            text=rendered.text,
+            blocks=rendered.blocks,
+            job_id=job_id,
+        )
+        await self.store.kv_set(key, digest, now=self.clock.now(), ttl=KV_TTL)
+
+    async def _remember_digest(self, incident_id: int, raw: str) -> None:
+        digest = hashlib.sha256(raw.encode()).hexdigest()
+        await self.store.kv_set(
+            f"slack:digest:{incident_id}", digest, now=self.clock.now(), ttl=KV_TTL
+        )
+
+    async def _reply(
+        self, job: Job, incident: Incident, state: Mapping[str, Any], event: Event, text: str
+    ) -> None:
+        key = f"slack:reply:{event.id}"
+        if await self.store.kv_get(key, self.clock.now()) is not None:
+            return
+        if state.get("rollup_ts"):
+            text = f"*#{incident.id}* · {text}"
+        answer = await self.outbox.post(
+            str(state["channel"]), text=text, thread_ts=str(state["thread_ts"]), job_id=job.id
+        )
+        await self.store.kv_set(key, str(answer.get("ts", "")), now=self.clock.now(), ttl=KV_TTL)
+
+    async def _follow_up(self, incident: Incident, state: Mapping[str, Any], event: Event) -> None:
+        if state.get("rollup_ts") and event.kind in _ROLLUP_EVENTS:
+            await self.schedule_rollup(str(state["channel"]), str(state["rollup_ts"]))
+        if event.kind == EventKind.PLAYBOOK and self.settings.graphs and not state.get("rollup_ts"):
+            await self._schedule_graph(incident)
+        if event.kind == EventKind.RESOLVED:
+            silences = incident.data.get("silences")
+            if isinstance(silences, list) and any(
+                isinstance(s, Mapping) and s.get("source") == "slack" and s.get("expire_on_resolve")
+                for s in silences
+            ):
+                await self.store.enqueue_job(
+                    UNSILENCE_KIND,
+                    f"{UNSILENCE_KIND}:{incident.id}:{event.id}",
+                    due_at=self.clock.now(),
+                    incident_id=incident.id,
+                )
+
+    async def _permalink_of(self, incident_id: int) -> str | None:
+        try:
+            other = await self.store.get_incident(incident_id, timeline=False)
+        except NotFound:
+            return None
+        slack = other.data.get("slack") or {}
+        link = slack.get("permalink") if isinstance(slack, Mapping) else None
+        return str(link) if link else None
+
+    async def _schedule_graph(self, incident: Incident) -> None:
+        await self.store.enqueue_job(
+            GRAPH_KIND,
+            f"{GRAPH_KIND}:{incident.id}",
+            due_at=self.clock.now(),
+            incident_id=incident.id,
+        )
+
+    # -- the storm roll-up -----------------------------------------------------------
+
+    async def _ensure_rollup(self, job: Job, channel: str, state: StormState) -> str:
+        """The roll-up's ts, posting it first if this storm has none yet (lock held)."""
+        if state.rollup_ts:
+            return state.rollup_ts
+        members = [await self.store.get_incident(i, timeline=False) for i in state.listed]
+        rendered = rollup_message(members, self._links_of(members), window=self.storms.window)
+        answer = await self.outbox.post(
+            channel, text=rendered.text, blocks=rendered.blocks, job_id=job.id
+        )
+        state.rollup_ts = str(answer["ts"])
+        state.rollup_channel = str(answer.get("channel") or channel)
+        await self.storms.save(channel, state)
+        log.warning(
+            "alert storm in %s: %d incidents within %gs, rolling up",
+            channel,
+            len(state.listed),
+            self.storms.window,
+        )
+        return state.rollup_ts
+
+    @staticmethod
+    def _links_of(incidents: list[Incident]) -> dict[int, str | None]:
+        out: dict[int, str | None] = {}
+        for incident in incidents:
+            slack = incident.data.get("slack")
+            out[incident.id] = slack.get("permalink") if isinstance(slack, Mapping) else None
+        return out
+
+    async def schedule_rollup(self, channel: str, rollup_ts: str) -> None:
+        """At most one roll-up update per ``rollup_debounce`` seconds."""
+        now = self.clock.now()
+        bucket = int(now // self.rollup_debounce)
+        await self.store.enqueue_job(
+            ROLLUP_KIND,
+            f"{ROLLUP_KIND}:{rollup_ts}:{bucket}",
+            due_at=(bucket + 1) * self.rollup_debounce,
+            payload={"channel": channel, "ts": rollup_ts},
+        )
+
+    async def update_rollup(self, job: Job) -> None:
+        """Re-render the roll-up's list in place."""
+        ts = str(job.payload["ts"])
+        channel, listed = await self.storms.rollup_members(ts)
+        if channel is None:
+            return
+        members = [await self.store.get_incident(i, timeline=False) for i in listed]
+        rendered = rollup_message(members, self._links_of(members), window=self.storms.window)
+        digest = hashlib.sha256(rendered.digest().encode()).hexdigest()
+        key = f"slack:digest:rollup:{ts}"
+        if await self.store.kv_get(key, self.clock.now()) == digest:
+            return
+        await self.outbox.update(
+            channel, ts, text=rendered.text, blocks=rendered.blocks, job_id=job.id
+        )
+        await self.store.kv_set(key, digest, now=self.clock.now(), ttl=KV_TTL)

@@ -1,0 +1,295 @@
+"""The pipeline: playbook match -> diagnostics -> hand-over to remediation.
+
+A timeline subscriber (job kind ``pipeline``) that acts on ``incident.opened`` only:
+
+1. Match playbooks (``PlaybookSet.matching``) on the incident's common labels merged
+   with its first firing alert's labels (the alert's win; they agree on common ones).
+   Set ``incident.playbook`` (the first match) and the severity override (the first
+   match that sets one), then record exactly one ``playbook.matched`` event with
+   ``{"playbooks": [...], "severity": "P1"}``, an empty list when none matched.
+2. Run every diagnostic of the matched playbooks concurrently, each under its own
+   timeout; store the results in ``incident.data["diagnostics"]``; record one
+   ``diagnostic.result`` event per step (``notify=False``: notifiers read the results
+   from the incident when the summary arrives) and one ``diagnostics.done`` event
+   (notified) with counts and a compact line per step.
+3. Hand over to remediation: ``plan(incident_id)`` of the engine under
+   ``keys.REMEDIATION``, when there is one.
+
+Nothing runs for a resolved incident: the match is still recorded (escalation decides
+on it), diagnostics and remediation are skipped. A retried job repeats no step whose
+event is already on the timeline. ``rerun_diagnostics`` (the Slack Re-run button) runs
+step 2 again, with the person who asked as the actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from bot import keys
+from bot.clock import Clock
+from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sources
+from bot.incidents import EventKind, Incident, Status
+from bot.playbook.checks import Allowlists
+from bot.playbook.loader import load_playbooks
+from bot.playbook.model import Playbook
+from bot.playbook.registry import PlaybookSet
+from bot.playbook.templating import environment
+from bot.store.base import Job, Store
+
+log = logging.getLogger(__name__)
+
+ACTOR = "alertpilot"
+
+
+class Planner(Protocol):
+    """What the pipeline needs of remediation (``RemediationEngine`` under keys.REMEDIATION)."""
+
+    async def plan(self, incident_id: int) -> object: ...
+
+
+class RunStatus(StrEnum):
+    DONE = "done"
+    RESOLVED = "resolved"  # the incident is resolved: nothing ran
+    NO_PLAYBOOK = "no_playbook"  # no playbook matched: nothing to run
+
+
+@dataclass(frozen=True)
+class DiagnosticsRun:
+    status: RunStatus
+    results: tuple[DiagnosticResult, ...] = ()
+    message: str = ""
+
+
+def match_labels(incident: Incident) -> dict[str, str]:
+    """What playbooks match on: common labels, then the first firing alert's labels."""
+    firing = incident.firing or list(incident.alerts)
+    return {**incident.common_labels, **(firing[0].labels if firing else {})}
+
+
+def summarise(results: Sequence[DiagnosticResult]) -> tuple[str, dict[str, Any]]:
+    """The ``diagnostics.done`` message and data."""
+    counts = {status.value: 0 for status in DiagnosticStatus}
+    for result in results:
+        counts[result.status.value] += 1
+    failed = [r.name for r in results if r.passed is False]
+    passed = [r.name for r in results if r.passed is True]
+    errors = [r.name for r in results if r.status is DiagnosticStatus.ERROR]
+    parts = [f"{len(results)} run"]
+    if passed:
+        parts.append(f"{len(passed)} passed")
+    if failed:
+        parts.append(f"{len(failed)} FAILED ({', '.join(failed)})")
+    if counts["no_data"]:
+        parts.append(f"{counts['no_data']} no data")
+    if errors:
+        parts.append(f"{len(errors)} error ({', '.join(errors)})")
+    data = {
+        "counts": counts,
+        "failed": failed,
+        "passed": passed,
+        "errors": errors,
+        "results": [
+            {"playbook": r.playbook, "name": r.name, "status": r.status.value,
+             "passed": r.passed, "text": r.text}
+            for r in results
+        ],
+    }  # fmt: skip
+    return "diagnostics: " + ", ".join(parts), data
+
+
+class Pipeline:
+    kind = "pipeline"
+
+    def __init__(
+        self,
+        store: Store,
+        playbooks: PlaybookSet,
+        diagnostics: Diagnostics,
+        clock: Clock,
+        remediation: Callable[[], Planner | None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.playbooks = playbooks
+        self.diagnostics = diagnostics
+        self.clock = clock
+        self.remediation = remediation
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, incident_id: int) -> asyncio.Lock:
+        lock = self._locks.get(incident_id)
+        if lock is None:
+            lock = self._locks[incident_id] = asyncio.Lock()
+        return lock
+
+    async def __call__(self, job: Job) -> None:
+        """The job handler: every timeline event arrives here; only ``incident.opened`` acts."""
+        if job.incident_id is None or job.payload.get("kind") != EventKind.OPENED:
+            return
+        await self.run(job.incident_id)
+
+    async def run(self, incident_id: int) -> None:
+        async with self._lock(incident_id):
+            incident = await self.store.get_incident(incident_id)
+            matched = await self._match(incident)
+            incident = await self.store.get_incident(incident_id)
+            if incident.status is Status.RESOLVED:
+                await self._state(incident_id, "skipped: the incident is resolved")
+                return
+            if not matched:
+                await self._state(incident_id, "done: no playbook")
+                return
+            if not any(e.kind == EventKind.DIAGNOSTICS_DONE for e in incident.timeline):
+                await self._diagnose(incident, matched, actor=ACTOR, run="initial")
+            incident = await self.store.get_incident(incident_id, timeline=False)
+            if incident.status is Status.RESOLVED:
+                await self._state(incident_id, "skipped remediation: the incident is resolved")
+                return
+            planner = self.remediation()
+            if planner is not None:
+                await planner.plan(incident_id)
+            await self._state(incident_id, "done")
+
+    async def _match(self, incident: Incident) -> list[Playbook]:
+        """Match, set playbook and severity, and record ``playbook.matched`` exactly once."""
+        recorded = next((e for e in incident.timeline if e.kind == EventKind.PLAYBOOK), None)
+        if recorded is not None:  # a retried job: keep what was decided
+            names = [str(n) for n in recorded.data.get("playbooks", [])]
+            return [p for n in names if (p := self.playbooks.get(n)) is not None]
+        matched = self.playbooks.matching(match_labels(incident))
+        names = [p.name for p in matched]
+        override = next((p.severity for p in matched if p.severity is not None), None)
+        severity = override or incident.severity
+        now = self.clock.now()
+        await self.store.update_incident(
+            incident.id,
+            now=now,
+            playbook=names[0] if names else None,
+            severity=severity,
+            data={"pipeline": {"playbooks": names, "state": "matched"}},
+        )
+        if names:
+            message = f"playbook {', '.join(names)} matched"
+            if severity is not incident.severity:
+                message += f"; severity {incident.severity.value} -> {severity.value}"
+        else:
+            message = "no playbook matched"
+        await self.store.append_event(
+            incident.id,
+            actor=ACTOR,
+            kind=EventKind.PLAYBOOK,
+            message=message,
+            now=now,
+            data={"playbooks": names, "severity": severity.value},
+        )
+        log.info("incident #%d: %s", incident.id, message)
+        return matched
+
+    async def _diagnose(
+        self, incident: Incident, playbooks: Sequence[Playbook], *, actor: str, run: str
+    ) -> list[DiagnosticResult]:
+        results = await self.diagnostics.for_incident(playbooks, incident)
+        now = self.clock.now()
+        await self.store.update_incident(
+            incident.id,
+            now=now,
+            data={
+                "diagnostics": [r.to_json() for r in results],
+                "pipeline": {
+                    "playbooks": [p.name for p in playbooks],
+                    "state": "diagnosed",
+                    "diagnosed_at": now,
+                },
+            },
+        )
+        for result in results:
+            await self.store.append_event(
+                incident.id,
+                actor=actor,
+                kind=EventKind.DIAGNOSTIC,
+                message=result.text,
+                now=now,
+                data=result.to_json(),
+                notify=False,
+            )
+        message, data = summarise(results)
+        if actor != ACTOR:
+            message = message.replace("diagnostics:", f"diagnostics re-run by {actor}:", 1)
+        await self.store.append_event(
+            incident.id,
+            actor=actor,
+            kind=EventKind.DIAGNOSTICS_DONE,
+            message=message,
+            now=now,
+            data={"run": run, **data},
+        )
+        return results
+
+    async def _state(self, incident_id: int, state: str) -> None:
+        incident = await self.store.get_incident(incident_id, timeline=False)
+        current: Mapping[str, Any] = incident.data.get("pipeline") or {}
+        await self.store.update_incident(
+            incident_id, now=self.clock.now(), data={"pipeline": {**current, "state": state}}
+        )
+
+    async def rerun_diagnostics(self, incident_id: int, actor: str) -> DiagnosticsRun:
+        """Run the incident's diagnostics again (the Re-run button); never when resolved."""
+        async with self._lock(incident_id):
+            incident = await self.store.get_incident(incident_id, timeline=False)
+            if incident.status is Status.RESOLVED:
+                return DiagnosticsRun(
+                    RunStatus.RESOLVED, message=f"incident #{incident_id} is resolved"
+                )
+            state: Mapping[str, Any] = incident.data.get("pipeline") or {}
+            names = [str(n) for n in state.get("playbooks") or []] or (
+                [incident.playbook] if incident.playbook else []
+            )
+            playbooks = [p for n in names if (p := self.playbooks.get(n)) is not None]
+            if not playbooks:
+                return DiagnosticsRun(
+                    RunStatus.NO_PLAYBOOK, message=f"incident #{incident_id} has no playbook"
+                )
+            results = await self._diagnose(incident, playbooks, actor=actor, run="rerun")
+            message, _ = summarise(results)
+            return DiagnosticsRun(
+                RunStatus.DONE, tuple(results), message.removeprefix("diagnostics: ")
+            )
+
+
+def setup(app: web.Application) -> None:
+    """Load the playbooks, register the ``pipeline`` subscriber, build it at startup."""
+    settings = app[keys.SETTINGS]
+    app[keys.PLAYBOOKS] = load_playbooks(settings)
+
+    async def handle(job: Job) -> None:
+        await app[keys.PIPELINE](job)
+
+    app[keys.HANDLERS].register(Pipeline.kind, handle, subscribe=True)
+    app.cleanup_ctx.append(_pipeline_ctx)
+
+
+async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    sources = Sources(
+        prometheus=app[keys.PROMETHEUS],
+        alertmanager=app[keys.ALERTMANAGER],
+        http=app[keys.HTTP],
+        allowed_urls=Allowlists.from_settings(settings).diagnostic_urls,
+        clock=app[keys.CLOCK],
+        env=environment(),
+    )
+
+    def remediation() -> Planner | None:  # looked up per run: remediation may be off
+        return app.get(keys.REMEDIATION)
+
+    app[keys.PIPELINE] = Pipeline(
+        app[keys.STORE], app[keys.PLAYBOOKS], Diagnostics(sources), app[keys.CLOCK], remediation
+    )
+    yield

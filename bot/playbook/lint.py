@@ -1,0 +1,138 @@
+"""Static checks on playbook templates: unquoted values, and PromQL that does not parse.
+
+``unquoted_outputs`` walks a template's Jinja AST: in a PromQL template every printed
+expression that reads a variable (``labels.*``, ``annotations.*``, a ``set`` or loop
+variable, ...) must end with the ``promql`` or ``promql_re`` filter, in a matcher template
+with ``quote``. Printing a value any other way lets a label value write PromQL or matchers.
+
+``promql_problem`` is a light check of a rendered query: string literals terminate and
+brackets balance. ``promtool_problems`` asks ``promtool check rules`` to parse many
+queries at once, when the binary is there (``alertpilot check`` uses it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import yaml
+from jinja2 import nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+log = logging.getLogger(__name__)
+
+PROMQL_FILTERS = frozenset({"promql", "promql_re"})
+MATCHER_FILTERS = frozenset({"quote"})
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_PROMTOOL_ERROR = re.compile(r'group "q(\d+)", rule \d+, "q\d+": (.*)$')
+
+
+def _describe(node: nodes.Node) -> str:
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        return f"{_describe(node.node)}.{node.attr}"
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return f"{_describe(node.node)}[{node.arg.value!r}]"
+    if isinstance(node, nodes.Filter) and node.node is not None:
+        return f"{_describe(node.node)} | {node.name}"
+    return "an expression"
+
+
+def unquoted_outputs(env: SandboxedEnvironment, source: str, filters: Iterable[str]) -> list[str]:
+    """Printed expressions that read variables without ending in one of ``filters``."""
+    allowed = frozenset(filters)
+    found: list[str] = []
+    for output in env.parse(source).find_all(nodes.Output):
+        for node in output.nodes:
+            if isinstance(node, nodes.TemplateData | nodes.Const):
+                continue
+            if isinstance(node, nodes.Filter) and node.name in allowed:
+                continue
+            if not isinstance(node, nodes.Name) and next(node.find_all(nodes.Name), None) is None:
+                continue  # a constant expression such as {{ 60 * 5 }}
+            found.append(_describe(node))
+    return found
+
+
+def promql_problem(query: str) -> str | None:
+    """None if string literals terminate and brackets balance, else what is wrong."""
+    if not query.strip():
+        return "the query is empty"
+    stack: list[tuple[str, int]] = []
+    i, n = 0, len(query)
+    while i < n:
+        ch = query[i]
+        if ch in "\"'":
+            j = i + 1
+            while j < n and query[j] != ch:
+                if query[j] == "\n":
+                    return f"string literal at offset {i} runs past the end of the line"
+                j += 2 if query[j] == "\\" else 1
+            if j >= n:
+                return f"string literal at offset {i} is not terminated"
+            i = j + 1
+            continue
+        if ch == "`":
+            j = query.find("`", i + 1)
+            if j < 0:
+                return f"raw string at offset {i} is not terminated"
+            i = j + 1
+            continue
+        if ch == "#":
+            j = query.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if ch in "([{":
+            stack.append((ch, i))
+        elif ch in _CLOSERS:
+            if not stack or stack[-1][0] != _CLOSERS[ch]:
+                return f"unexpected {ch!r} at offset {i}"
+            stack.pop()
+        i += 1
+    if stack:
+        opener, at = stack[-1]
+        return f"{opener!r} at offset {at} is never closed"
+    return None
+
+
+def promtool_problems(
+    queries: Sequence[str], promtool: str, *, timeout: float = 30.0
+) -> dict[int, str]:
+    """Parse every query with ``promtool check rules``; map query index -> parse error.
+
+    A promtool that cannot run, or answers in a way this does not understand, yields
+    no problems (the light check still applies) and a warning in the log.
+    """
+    if not queries:
+        return {}
+    groups = [
+        {"name": f"q{i}", "rules": [{"record": f"q{i}", "expr": query}]}
+        for i, query in enumerate(queries)
+    ]
+    with tempfile.TemporaryDirectory(prefix="alertpilot-check-") as tmp:
+        path = Path(tmp) / "queries.yml"
+        path.write_text(yaml.safe_dump({"groups": groups}, allow_unicode=True))
+        try:
+            done = subprocess.run(
+                [promtool, "check", "rules", "--lint=none", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("promtool could not check the queries: %s", exc)
+            return {}
+    found: dict[int, str] = {}
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        match = _PROMTOOL_ERROR.search(line)
+        if match:
+            found[int(match.group(1))] = match.group(2).removeprefix("could not parse expression: ")
+    if done.returncode != 0 and not found:
+        log.warning("promtool failed without naming a query: %s", done.stderr.strip()[:500])
+    return found

@@ -1,0 +1,229 @@
+"""Planning: which steps of the matched playbooks are proposed, and how.
+
+Each step gets its effective mode (the lower of its own and ``remediation.mode``) and
+its call, rendered and checked. Then, in one transaction with the incident as it is
+now: a stopped step is recorded as skipped with the guard and reason; ``suggest``
+records a suggestion; ``approval`` stores a pending approval with its expiry (and the
+timer that expires it); ``auto`` and ``dry_run`` queue the run job. Planning twice
+changes nothing: a step already on the incident is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.durations import format_duration
+from bot.errors import StoreError
+from bot.incidents import Incident
+from bot.playbook.model import Playbook, Remediation
+from bot.remediation import guard
+from bot.remediation.deps import EXPIRE, Deps, run_job
+from bot.remediation.records import (
+    ApprovalRecord,
+    StepPreview,
+    StepRecord,
+    StepState,
+    approval_event,
+    approvals_of,
+    dump,
+    step_event,
+    steps_of,
+)
+from bot.remediation.results import Refused, Stop
+from bot.settings import RemediationMode
+from bot.store.base import IncidentChange, NewEvent, NewJob
+
+log = logging.getLogger(__name__)
+
+_WAITS = {
+    RemediationMode.DRY_RUN: "dry run: what would run is recorded, nothing runs",
+    RemediationMode.SUGGEST: "suggested to people; alertpilot does not run it",
+    RemediationMode.APPROVAL: "runs when a person approves it",
+    RemediationMode.AUTO: "runs automatically",
+}
+
+
+@dataclass(frozen=True)
+class _Draft:
+    playbook: str
+    spec: Remediation
+    mode: RemediationMode
+    call: dict[str, object] | None
+    stop: Stop | None
+
+
+class Planner:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def matched(self, incident: Incident) -> list[Playbook]:
+        """The playbooks the pipeline matched (``data.pipeline.playbooks``, else ``playbook``)."""
+        playbooks = self.deps.connections().playbooks
+        pipeline = incident.data.get("pipeline")
+        names = pipeline.get("playbooks") if isinstance(pipeline, dict) else None
+        if not isinstance(names, list):
+            names = [incident.playbook] if incident.playbook else []
+        found = []
+        for name in names:
+            playbook = playbooks.get(str(name)) if playbooks is not None else None
+            if playbook is None:
+                log.warning("incident #%d: playbook %r is not loaded", incident.id, name)
+            else:
+                found.append(playbook)
+        return found
+
+    def _draft(self, playbook: Playbook, spec: Remediation, incident: Incident) -> _Draft:
+        mode = guard.effective_mode(spec.mode, self.deps.settings.mode)
+        stop = guard.mode_stop(mode)
+        call = None
+        if stop is None:
+            try:
+                prepared = self.deps.registry.prepare(
+                    spec.action, self.deps.context(incident, spec.name)
+                )
+                call = prepared.display()
+            except Refused as exc:
+                stop = exc.stop
+        return _Draft(playbook.name, spec, mode, call, stop)
+
+    async def plan(
+        self, incident_id: int, playbooks: Sequence[Playbook] | None = None
+    ) -> list[StepRecord]:
+        incident = await self.deps.store.get_incident(incident_id, timeline=False)
+        books = list(playbooks) if playbooks is not None else self.matched(incident)
+        drafts = [self._draft(book, spec, incident) for book in books for spec in book.remediations]
+        if not drafts:
+            return []
+        now = self.deps.clock.now()
+        created: list[StepRecord] = []
+
+        def apply(current: Incident) -> IncidentChange:
+            created.clear()
+            steps, approvals = steps_of(current), approvals_of(current)
+            events: list[NewEvent] = []
+            jobs: list[NewJob] = []
+            for draft in drafts:
+                key = draft.spec.name
+                if key in steps and steps[key].playbook != draft.playbook:
+                    key = f"{draft.playbook}/{draft.spec.name}"
+                if key in steps:
+                    continue  # planned before
+                record = StepRecord(
+                    key=key,
+                    step=draft.spec.name,
+                    playbook=draft.playbook,
+                    kind=draft.spec.action.kind,
+                    description=draft.spec.description,
+                    mode=draft.mode,
+                    state=StepState.QUEUED,
+                    call=draft.call,
+                    spec=draft.spec.model_dump(mode="json"),
+                    planned_at=now,
+                    updated_at=now,
+                )
+                text = str((draft.call or {}).get("text", ""))
+                stop = draft.stop or guard.resolved_stop(current)
+                if stop is not None:
+                    record.state, record.guard, record.reason = (
+                        StepState.SKIPPED,
+                        stop.guard,
+                        stop.reason,
+                    )
+                    events.append(step_event(record, f"not proposed: {stop.reason}"))
+                elif draft.mode is RemediationMode.SUGGEST:
+                    record.state = StepState.SUGGESTED
+                    events.append(step_event(record, f"suggested (not run by alertpilot): {text}"))
+                elif draft.mode is RemediationMode.APPROVAL:
+                    record.state = StepState.PENDING_APPROVAL
+                    ttl = self.deps.settings.approval_ttl
+                    approval = ApprovalRecord(
+                        step=key, attempt=record.attempt, requested_at=now, expires_at=now + ttl
+                    )
+                    approvals[key] = approval
+                    events.append(
+                        approval_event(
+                            approval,
+                            f"approval needed within {format_duration(ttl)}: {text}",
+                            state="requested",
+                            call=text,
+                            playbook=draft.playbook,
+                            description=draft.spec.description,
+                        )
+                    )
+                    jobs.append(
+                        NewJob(
+                            EXPIRE,
+                            f"{EXPIRE}:{current.id}:{key}:{record.attempt}",
+                            approval.expires_at,
+                            {"incident_id": current.id, "step": key, "attempt": record.attempt},
+                            attach=False,  # a long timer must not hold up other expiries
+                        )
+                    )
+                else:
+                    dry = draft.mode is RemediationMode.DRY_RUN
+                    events.append(
+                        step_event(
+                            record,
+                            f"proposed, dry run (nothing will run): {text}"
+                            if dry
+                            else f"proposed, runs automatically: {text}",
+                        )
+                    )
+                    jobs.append(run_job(current.id, key, record.attempt, now))
+                steps[key] = record
+                created.append(record)
+            if not created:
+                return IncidentChange()
+            data = {"remediations": dump(steps), "approvals": dump(approvals)}
+            return IncidentChange(data=data, events=events, jobs=jobs)
+
+        await self.deps.store.change_incident(incident_id, apply, now=now)
+        log.info("incident #%d: %d remediation step(s) planned", incident_id, len(created))
+        return list(created)
+
+    async def describe(self, playbook: Playbook, incident: Incident) -> list[StepPreview]:
+        """What each step would do now and which guard would stop it. Reads only."""
+        conns = self.deps.connections()
+        now = self.deps.clock.now()
+        out = []
+        for spec in playbook.remediations:
+            draft = self._draft(playbook, spec, incident)
+            stop = draft.stop or guard.resolved_stop(incident)
+            notes: list[str] = []
+            ctx = self.deps.context(incident, spec.name)
+            if stop is None and spec.when:
+                try:
+                    stop = await guard.precondition_stop(
+                        conns.prometheus, spec.when, ctx.env, ctx.values
+                    )
+                except guard.PreconditionUnavailable as exc:
+                    notes.append(f"precondition not checked ({exc}): {spec.when}")
+            if stop is None and draft.mode is not RemediationMode.SUGGEST:
+                try:
+                    stop = await guard.rate_stop(
+                        self.deps.store, playbook.name, spec, incident, now
+                    )
+                except StoreError as exc:
+                    notes.append(f"max_runs and cooldown not checked: {exc}")
+            if spec.verify is not None:
+                notes.append(
+                    f"verify: {spec.verify.query} {spec.verify.expect} "
+                    f"within {format_duration(spec.verify.within)}"
+                )
+            if spec.rollback is not None:
+                notes.append(f"rollback if verify fails: {spec.rollback.kind}")
+            out.append(
+                StepPreview(
+                    step=spec.name,
+                    playbook=playbook.name,
+                    kind=spec.action.kind,
+                    mode=draft.mode,
+                    call=str(draft.call["text"]) if draft.call else None,
+                    stopped_by=stop.guard if stop else None,
+                    reason=stop.reason if stop else _WAITS.get(draft.mode, ""),
+                    notes=notes,
+                )
+            )
+        return out

@@ -1,0 +1,250 @@
+"""What remediation keeps on an incident, and the timeline events it writes.
+
+``incident.data["remediations"]`` maps a step key (the step's name; ``playbook/name`` when
+two matched playbooks use one name) to a ``StepRecord``; ``incident.data["approvals"]``
+maps the same key to an ``ApprovalRecord``. Silences a step created are appended to the
+shared ``incident.data["silences"]`` list as ``{"id", "source": "remediation", "step",
+"expire_on_resolve", "created_at", "expired_at"}``.
+
+A step moves through these states::
+
+    planned ─▶ skipped (a guard stopped it: ``guard`` and ``reason`` say which and why)
+            ─▶ suggested (shown to people; alertpilot never runs it)
+            ─▶ pending_approval ─▶ approved ─▶ running ─▶ ...
+                                ─▶ rejected | expired | cancelled (incident resolved)
+            ─▶ queued (auto, or dry_run) ─▶ running ─▶ succeeded | failed
+                                                   ─▶ verifying ─▶ verified | failed
+                                         ─▶ dry_run (shadow: recorded, nothing ran)
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.incidents import EventKind, Incident
+from bot.remediation.results import Guard, StepResult, truncate
+from bot.settings import RemediationMode
+from bot.store.base import NewEvent
+
+ACTOR = "alertpilot"
+EXCERPT = 1000
+
+
+class StepState(StrEnum):
+    SKIPPED = "skipped"
+    SUGGESTED = "suggested"
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DRY_RUN = "dry_run"
+    SUCCEEDED = "succeeded"
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+RUNNABLE = frozenset({StepState.QUEUED, StepState.APPROVED})
+
+
+class ApprovalState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class VerifyState(StrEnum):
+    CHECKING = "checking"
+    HELD = "held"
+    FAILED = "failed"
+
+
+class RollbackState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SKIPPED = "skipped"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VerifyRecord(Record):
+    query: str  # rendered
+    expect: str
+    started_at: float
+    deadline: float
+    interval: float
+    state: VerifyState = VerifyState.CHECKING
+    checks: int = 0
+    last_value: float | None = None
+    last_error: str = ""
+
+
+class RollbackRecord(Record):
+    state: RollbackState
+    reason: str = ""
+    call: dict[str, Any] | None = None
+    result: StepResult | None = None
+
+
+class StepRecord(Record):
+    key: str
+    step: str
+    playbook: str
+    kind: str
+    description: str = ""
+    mode: RemediationMode  # effective: min(step mode, remediation.mode)
+    state: StepState
+    attempt: int = 1
+    guard: Guard | None = None
+    reason: str = ""
+    call: dict[str, Any] | None = None  # what it runs (or would), rendered and checked
+    result: StepResult | None = None
+    verify: VerifyRecord | None = None
+    rollback: RollbackRecord | None = None
+    spec: dict[str, Any]  # the step as proposed: what is approved is what runs
+    planned_at: float
+    updated_at: float
+
+
+class ApprovalRecord(Record):
+    step: str
+    attempt: int
+    state: ApprovalState = ApprovalState.PENDING
+    requested_at: float
+    expires_at: float
+    actor: str | None = None
+    source: str | None = None
+    decided_at: float | None = None
+    reason: str = ""
+
+
+class SilenceRecord(Record):
+    id: str
+    source: str = "remediation"
+    step: str
+    expire_on_resolve: bool
+    created_at: float
+    expired_at: float | None = None
+
+
+def steps_of(incident: Incident) -> dict[str, StepRecord]:
+    raw = incident.data.get("remediations") or {}
+    return {key: StepRecord.model_validate(value) for key, value in raw.items()}
+
+
+def approvals_of(incident: Incident) -> dict[str, ApprovalRecord]:
+    raw = incident.data.get("approvals") or {}
+    return {key: ApprovalRecord.model_validate(value) for key, value in raw.items()}
+
+
+def dump(records: dict[str, StepRecord] | dict[str, ApprovalRecord]) -> dict[str, Any]:
+    return {key: record.model_dump(mode="json") for key, record in records.items()}
+
+
+def silences_of(incident: Incident) -> list[dict[str, Any]]:
+    """The shared silences list as stored (entries of other features are kept as they are)."""
+    raw = incident.data.get("silences") or []
+    return [dict(item) for item in raw if isinstance(item, dict)]
+
+
+def finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def step_event(record: StepRecord, message: str, **extra: Any) -> NewEvent:
+    """A ``remediation`` timeline event with the step's state, guard, reason and output."""
+    data: dict[str, Any] = {
+        "step": record.key,
+        "playbook": record.playbook,
+        "kind": record.kind,
+        "mode": record.mode.value,
+        "state": record.state.value,
+        "attempt": record.attempt,
+    }
+    if record.guard is not None:
+        data["guard"] = record.guard.value
+    if record.reason:
+        data["reason"] = record.reason
+    if record.call is not None:
+        data["call"] = record.call.get("text", "")
+    if record.result is not None:
+        data |= {
+            "status": record.result.status.value,
+            "summary": record.result.summary,
+            "output": truncate(record.result.output, EXCERPT),
+            "exit_code": record.result.exit_code,
+            "http_status": record.result.http_status,
+            "duration": record.result.duration,
+        }
+        if record.result.silence_id:
+            data["silence_id"] = record.result.silence_id
+    data |= extra
+    return NewEvent(
+        actor=ACTOR, kind=EventKind.REMEDIATION, message=f"{record.key}: {message}", data=data
+    )
+
+
+def approval_event(
+    approval: ApprovalRecord, message: str, *, actor: str = ACTOR, **extra: Any
+) -> NewEvent:
+    data: dict[str, Any] = {
+        "step": approval.step,
+        "state": approval.state.value,
+        "attempt": approval.attempt,
+        "expires_at": approval.expires_at,
+    }
+    if approval.actor:
+        data |= {"actor": approval.actor, "source": approval.source}
+    if approval.reason:
+        data["reason"] = approval.reason
+    data |= extra
+    return NewEvent(
+        actor=actor, kind=EventKind.APPROVAL, message=f"{approval.step}: {message}", data=data
+    )
+
+
+class PendingApproval(Record):
+    """A step waiting for a person (for Slack buttons, the API and the CLI)."""
+
+    step: str
+    playbook: str
+    description: str
+    call: str
+    attempt: int
+    requested_at: float
+    expires_at: float
+
+
+class StepPreview(Record):
+    """What a step would do and which guard would stop it (for ``alertpilot simulate``)."""
+
+    step: str
+    playbook: str
+    kind: str
+    mode: RemediationMode
+    call: str | None = None
+    stopped_by: Guard | None = None
+    reason: str = ""
+    notes: list[str] = Field(default_factory=list)
+
+    def line(self) -> str:
+        what = self.call or "(no call)"
+        verdict = (
+            f"stopped by {self.stopped_by.value}: {self.reason}"
+            if self.stopped_by
+            else (self.reason or self.mode.value)
+        )
+        return f"{self.step} [{self.mode.value}] {what} -> {verdict}"

@@ -1,0 +1,199 @@
+"""Helpers for the remediation tests: an app with playbooks, alert groups, a receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bot import keys
+from bot.app import create_app
+from bot.clock import Clock
+from bot.incidents import Event, EventKind, Incident
+from bot.playbook.model import Playbook
+from bot.playbook.registry import PlaybookSet
+from bot.remediation.engine import RemediationEngine
+from bot.remediation.records import StepRecord, StepState, steps_of
+from bot.store.base import Store
+from conftest import make_settings
+from stack import LoopbackApp
+
+STARTS = "2026-05-01T10:00:00Z"
+ZERO = "0001-01-01T00:00:00Z"
+
+
+def group(
+    group_labels: Mapping[str, str],
+    *,
+    labels: Mapping[str, str] | None = None,
+    status: str = "firing",
+    fingerprint: str = "f0000001",
+) -> dict[str, Any]:
+    """An Alertmanager v4 payload: one alert, grouped by ``group_labels``."""
+    all_labels = {**group_labels, **(labels or {})}
+    key = "{}:{" + ",".join(f'{k}="{v}"' for k, v in sorted(group_labels.items())) + "}"
+    return {
+        "version": "4",
+        "groupKey": key,
+        "status": status,
+        "receiver": "bot",
+        "groupLabels": dict(group_labels),
+        "commonLabels": all_labels,
+        "commonAnnotations": {"summary": "test alert"},
+        "externalURL": "http://alertmanager.example",
+        "alerts": [
+            {
+                "status": status,
+                "labels": all_labels,
+                "annotations": {"summary": "test alert"},
+                "startsAt": STARTS,
+                "endsAt": ZERO if status == "firing" else "2026-05-01T10:30:00Z",
+                "generatorURL": "",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
+
+
+def playbook(*remediations: dict[str, Any], alertname: str = "CacheDown") -> dict[str, Any]:
+    return {
+        "name": "cache",
+        "match": [f'alertname="{alertname}"'],
+        "remediations": list(remediations),
+    }
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    tmp_path: Path
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.app
+
+    @property
+    def store(self) -> Store:
+        return self.app[keys.STORE]
+
+    @property
+    def engine(self) -> RemediationEngine:
+        return self.app[keys.REMEDIATION]
+
+    async def post(self, payload: Mapping[str, Any]) -> None:
+        resp = await self.client.post("/alertmanager", json=payload)
+        assert resp.status == 200, await resp.text()
+        await self.app[keys.INBOX].drain()
+
+    async def fire(self, group_labels: Mapping[str, str], **kwargs: Any) -> int:
+        """Post a firing group; return its open incident's id."""
+        await self.post(group(group_labels, **kwargs))
+        wanted = dict(group_labels)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the background inbox worker may hold the payload
+            incidents = await self.store.list_incidents(limit=500)
+            found = [i for i in incidents if dict(i.group_labels) == wanted]
+            if found:
+                return max(i.id for i in found)
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no incident for {wanted}")
+
+    async def settle(self) -> None:
+        """Run every due job now (for tests that stopped the background runner)."""
+        for _ in range(20):
+            if not await self.app[keys.RUNNER].run_due():
+                return
+
+    async def incident(self, incident_id: int) -> Incident:
+        return await self.store.get_incident(incident_id)
+
+    async def step(self, incident_id: int, key: str) -> StepRecord:
+        return steps_of(await self.store.get_incident(incident_id, timeline=False))[key]
+
+    async def wait_step(
+        self,
+        incident_id: int,
+        key: str,
+        states: Iterable[StepState],
+        timeout: float = 15.0,
+    ) -> StepRecord:
+        wanted = set(states)
+        deadline = time.monotonic() + timeout
+        last: StepRecord | None = None
+        while time.monotonic() < deadline:
+            incident = await self.store.get_incident(incident_id, timeline=False)
+            last = steps_of(incident).get(key)
+            if last is not None and last.state in wanted:
+                return last
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{key} not in {wanted} within {timeout}s; last: {last!r}")
+
+    async def events(self, incident_id: int, kind: str | None = None) -> list[Event]:
+        events = await self.store.events(incident_id)
+        return [e for e in events if kind is None or e.kind == kind]
+
+    async def remediation_events(self, incident_id: int, step: str) -> list[Event]:
+        return [
+            e
+            for e in await self.events(incident_id)
+            if e.kind in (EventKind.REMEDIATION, EventKind.APPROVAL) and e.data.get("step") == step
+        ]
+
+
+async def start(
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    playbooks: list[dict[str, Any]],
+    *,
+    clock: Clock | None = None,
+    background: bool = True,
+    **sections: Any,
+) -> Harness:
+    """An app with these playbooks. ``background=False`` stops the job runner: the test
+    runs due jobs itself with ``settle()``."""
+    settings = make_settings(tmp_path, **sections)
+    app = create_app(settings, clock=clock)
+    app[keys.PLAYBOOKS] = PlaybookSet([Playbook.model_validate(p) for p in playbooks])
+    client: TestClient = await aiohttp_client(app)
+    if not background:
+        await app[keys.RUNNER].stop()
+    return Harness(client, tmp_path)
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+class Receiver(LoopbackApp):
+    """Records every request; answers ``status``; runs ``on_request`` hooks first."""
+
+    def __init__(self, status: int = 200) -> None:
+        super().__init__()
+        self.status = status
+        self.received: list[Received] = []
+        self.on_request: Callable[[Received], None] | None = None
+        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.target}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body = json.loads(raw) if raw else None
+        item = Received(request.method, request.path, body, dict(request.headers))
+        self.received.append(item)
+        if self.on_request is not None:
+            self.on_request(item)
+        return web.json_response({"ok": self.status < 400}, status=self.status)

@@ -1,0 +1,163 @@
+"""Escaping of alert-derived text, the graph (PNG, threshold, files upload v2), Socket Mode."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot import keys
+from bot.notify import mrkdwn
+from bot.notify.graph import split_threshold
+from bot.notify.png import THRESHOLD, line_chart
+from conftest import payload
+from fakes import FakeSlack
+from slackkit import CHANNEL, message_text, settle, slack_settings, start
+from stack import LoopbackApp
+
+HOSTILE = "<!channel> <!here> <@U123> <http://evil.example|click> & <!subteam^S1>"
+CONTROL = re.compile(r"<(!channel|!here|!everyone|!subteam|@U|https?://)")
+MENTION = re.compile(r"<(!channel|!here|!everyone|!subteam|@)")
+LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")
+OUR_LABELS = {"Prometheus graph", "Runbook", "Alertmanager", "silence", "PagerDuty incident"}
+
+
+def assert_safe(text: str) -> None:
+    """No mention, and every link is one alertpilot made, with its own label."""
+    assert not MENTION.search(text), text
+    for target, label in LINK.findall(text):
+        if target.startswith("!date^"):
+            continue
+        assert label in OUR_LABELS or label.startswith("incident #"), (target, label)
+        assert target.startswith("http") and "evil.example|" not in target
+
+
+def test_escape_neutralises_mentions_and_links() -> None:
+    out = mrkdwn.escape(HOSTILE)
+    assert not CONTROL.search(out)
+    assert out.startswith("&lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt;")
+    assert "&amp;" in out
+    assert mrkdwn.link("javascript:alert(1)", "x") == "x"
+    assert mrkdwn.link("https://ok.example/a|b>c", "t|x") == "<https://ok.example/a%7Cb%3Ec|t¦x>"
+
+
+async def test_hostile_labels_and_annotations_reach_slack_escaped(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    client = await start(aiohttp_client, slack_settings(tmp_path, fake_slack, graphs=False))
+    body = payload("captured-firing")
+    body["groupLabels"]["service"] = HOSTILE
+    body["commonLabels"]["service"] = HOSTILE
+    body["commonAnnotations"]["runbook_url"] = "http://evil.example/|<!channel>"
+    for alert in body["alerts"]:
+        alert["labels"]["service"] = HOSTILE
+        alert["labels"]["instance"] = "<@U999> pod"
+        alert["annotations"]["summary"] = "<!here> click <http://evil.example|here>"
+    await client.post("/alertmanager", json=body)
+    await settle(client)
+    actions = client.app[keys.ACTIONS]
+    await actions.note(1, actor="<!channel>", source="api", text="see <http://evil.example|this>")
+    await settle(client)
+    sent = fake_slack.calls("chat.postMessage") + fake_slack.calls("chat.update")
+    assert len(sent) >= 2
+    for request in sent:
+        blocks = request.params.get("blocks", [])
+        assert_safe(message_text({"text": request.params.get("text"), "blocks": blocks}))
+    ts = (await client.app[keys.STORE].get_incident(1)).data["slack"]["ts"]
+    shown = message_text(fake_slack.messages[(CHANNEL, ts)])
+    assert "&lt;!channel&gt;" in shown and "&lt;@U999&gt; pod" in shown
+
+
+def _pixels(png: bytes) -> tuple[int, int, bytes]:
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", png[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + data) & 0xFFFFFFFF
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", data[:8])
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    rows = [raw[y * (width * 3 + 1) + 1 : (y + 1) * (width * 3 + 1)] for y in range(height)]
+    return width, height, b"".join(rows)
+
+
+def test_png_chart_draws_series_and_threshold() -> None:
+    start = 1_800_000_000.0
+    points = [(start + 60 * i, 0.02 + 0.001 * i) for i in range(61)]
+    png = line_chart([points], start=start, end=start + 3600, threshold=0.05)
+    width, height, pixels = _pixels(png)
+    assert (width, height) == (800, 320)
+    colors = {pixels[i : i + 3] for i in range(0, len(pixels), 3)}
+    assert bytes(THRESHOLD) in colors and bytes((31, 119, 180)) in colors
+
+
+def test_split_threshold() -> None:
+    expr = 'sum by (instance) (rate(http_requests_total{code=~"5..", x=">"}[5m])) > 0.05'
+    assert split_threshold(expr) == (expr.rsplit(" > ", 1)[0], 0.05)
+    assert split_threshold("up == bool 0") == ("up", 0.0)
+    assert split_threshold("1e3 < foo") == ("foo", 1000.0)
+    assert split_threshold("a > b") == ("a > b", None)
+
+
+class FakePrometheus(LoopbackApp):
+    """Prometheus's HTTP API, query_range only, over a real socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[dict[str, str]] = []
+        self.app.router.add_post("/api/v1/query_range", self._range)
+
+    async def _range(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        self.queries.append({k: str(v) for k, v in form.items()})
+        start, end, step = float(form["start"]), float(form["end"]), float(form["step"])
+        values = []
+        t = start
+        while t <= end:
+            values.append([t, str(0.03 + (t - start) / (end - start) * 0.1)])
+            t += step
+        result = [{"metric": {"instance": f"pod-{c}"}, "values": values} for c in "abc"]
+        return web.json_response(
+            {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        )
+
+
+async def test_graph_of_the_alert_expression_is_uploaded_to_the_thread(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    async with FakePrometheus() as prom:
+        settings = slack_settings(tmp_path, fake_slack)
+        settings = settings.model_copy(
+            update={"prometheus": settings.prometheus.model_copy(
+                update={"url": f"http://{prom.target}"})}
+        )  # fmt: skip
+        client = await start(aiohttp_client, settings)
+        await client.post("/alertmanager", json=payload("captured-firing"))
+        await settle(client)
+        query = prom.queries[0]
+        assert query["query"] == (
+            'sum by (instance) (rate(http_requests_total{service="checkout",code=~"5.."}[5m]))'
+        )
+        assert float(query["end"]) - float(query["start"]) == 3600
+    incident = await client.app[keys.STORE].get_incident(1)
+    ts = incident.data["slack"]["ts"]
+    [get_url] = fake_slack.calls("files.getUploadURLExternal")
+    [complete] = fake_slack.calls("files.completeUploadExternal")
+    assert get_url.params["filename"] == "incident-1.png"
+    assert complete.params["channel_id"] == CHANNEL and complete.params["thread_ts"] == ts
+    assert "threshold 0.05 (dashed red)" in complete.params["initial_comment"]
+    [uploaded] = fake_slack.files.values()
+    assert uploaded.completed and uploaded.data is not None
+    width, _, pixels = _pixels(uploaded.data)
+    assert width == 800 and bytes(THRESHOLD) in pixels
+    thread = fake_slack.thread(CHANNEL, ts)
+    assert any(m.get("files") for m in thread[1:])
