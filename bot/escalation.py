@@ -124,8 +124,9 @@ class EscalationPolicy:
         if rule.when == "immediately":
             await self.pager.trigger(job, incident_id, reason=f"{describe(rule)} ({source})")
 
-    async def on_unacknowledged(self, job: Job, incident_id: int) -> None:
-        """An acknowledgement that stopped an if_unacked page was withdrawn: start over."""
+    async def on_unacknowledged(self, job: Job, incident_id: int, *, at: float) -> None:
+        """An acknowledgement that stopped an if_unacked page was withdrawn (at ``at``):
+        wait the rule's DURATION again from then."""
         async with self.pager.locks(incident_id):
             incident, state = await self.pager.load(incident_id)
             if not (
@@ -135,7 +136,7 @@ class EscalationPolicy:
                 and incident.status is Status.TRIGGERED
             ):
                 return
-            due = self.clock.now() + state.policy_after
+            due = at + state.policy_after
             state.escalation, state.escalate_at = "scheduled", due
             state.note = "acknowledgement withdrawn: waiting again"
             timer = NewJob(

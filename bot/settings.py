@@ -220,9 +220,7 @@ class SlackSettings(Strict):
 
     @field_validator("mentions")
     @classmethod
-    def _p3_is_quiet(
-        cls, value: dict[Severity, list[str]]
-    ) -> dict[Severity, list[str]]:
+    def _p3_is_quiet(cls, value: dict[Severity, list[str]]) -> dict[Severity, list[str]]:
         if value.get(Severity.P3):
             raise ValueError("P3 incidents post without notifying anyone: remove mentions.P3")
         return value

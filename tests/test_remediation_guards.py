@@ -261,6 +261,8 @@ async def test_when_precondition_is_checked_right_before_running(
             webhook_step(receiver, "zero", when="vector(0)"),
             webhook_step(receiver, "empty", when='up{job="no-such-job"}'),
             webhook_step(receiver, "holds", when="vector(1) > 0"),
+            # a label value cannot write PromQL: it stays inside its string literal
+            webhook_step(receiver, "injected", when="up{job={{ labels.service | promql }}}"),
         ]
         h = await start(
             aiohttp_client,
@@ -270,7 +272,8 @@ async def test_when_precondition_is_checked_right_before_running(
             prometheus={"url": prom.url},
             **allow(receiver),
         )
-        incident_id = await h.fire({"alertname": "CacheDown", "service": "cart"})
+        service = 'cart"} or vector(1) #'
+        incident_id = await h.fire({"alertname": "CacheDown", "service": service})
         await h.settle()
         zero, empty = await h.step(incident_id, "zero"), await h.step(incident_id, "empty")
         assert (zero.state, zero.guard) == (StepState.SKIPPED, Guard.WHEN)
@@ -278,10 +281,13 @@ async def test_when_precondition_is_checked_right_before_running(
         assert (empty.state, empty.guard) == (StepState.SKIPPED, Guard.WHEN)
         assert "does not hold (an empty result)" in empty.reason
         assert (await h.step(incident_id, "holds")).state is StepState.SUCCEEDED
-        assert len(receiver.received) == 1
+        injected = await h.step(incident_id, "injected")
+        assert (injected.state, injected.guard) == (StepState.SKIPPED, Guard.WHEN)
+        assert 'up{job="cart\\"} or vector(1) #"}' in injected.reason
+        assert [r.body["service"] for r in receiver.received] == [service]
         reasons = [
             e.data.get("reason", "")
             for e in await h.events(incident_id, EventKind.REMEDIATION)
             if e.data.get("guard") == "when"
         ]
-        assert len(reasons) == 2
+        assert len(reasons) == 3

@@ -143,7 +143,7 @@ class Narrator:
             return self._render(f"narrative_{audience}.md.j2", values)
 
         if not use_llm:
-            return self._template(template, audience, "deferred")
+            return self._template(template, audience, "deferred" if self.llm else "provider")
         return await self._narrate(IncidentSubject(facts), audience, template, incident.id)
 
     async def for_storm(self, facts: StormFacts, incident_ids: Sequence[int]) -> Narrative:
@@ -219,7 +219,7 @@ class Narrator:
             self.metrics.cache.labels("hit").inc()
             self.metrics.requests.labels(self.provider, "cached").inc()
             return Narrative(
-                hit.text, "llm", audience, now, hit.model, 0, cached=True,
+                hit.text, "llm", audience, hit.generated_at, hit.model, 0, cached=True,
                 encoding=prompt.encoding, prompt_tokens=prompt.tokens,
             )  # fmt: skip
         self.metrics.cache.labels("miss").inc()

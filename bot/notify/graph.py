@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -213,7 +213,3 @@ class GraphUploader:
             )
         await self.store.kv_set(done_key, "done", now=self.clock.now(), ttl=30 * 86400.0)
         self.outbox.pacer.forget(job.id)
-
-
-def legend_lines(series: Sequence[Series]) -> list[str]:
-    return [_series_name(s.labels) for s in series]

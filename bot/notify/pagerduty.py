@@ -93,7 +93,7 @@ class PagerDutyNotifier:
         elif kind == EventKind.UNACKNOWLEDGED:
             if from_pagerduty:
                 await self.pager.observe(incident_id, "triggered")
-            await self.policy.on_unacknowledged(job, incident_id)
+            await self.policy.on_unacknowledged(job, incident_id, at=event.at)
         elif kind == EventKind.RESOLVED:
             if self.ack_silences:
                 await self.store.enqueue_job(
