@@ -309,7 +309,9 @@ async def test_command_timeout_kills_the_process() -> None:
     result = await run(kind, ["/bin/sleep", "30"], timeout=0.5)
     assert time.monotonic() - started < 5
     assert result.status is StepStatus.TIMED_OUT
-    assert result.exit_code == -9
+    # -9 is SIGKILL; under heavy load asyncio's child watcher can lose the status and
+    # report 255, which still means the process is gone
+    assert result.exit_code in (-9, 255)
     assert "killed after 0.5s" in result.summary
 
 
