@@ -7,26 +7,36 @@ transient failure and ``PermanentFailure`` when retrying cannot help.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
-from bot.store.base import Job
+from bot.store.base import Job, Subscriptions
 
 Handler = Callable[[Job], Awaitable[None]]
 
 
 class JobHandlers:
-    """Handlers by job kind. ``subscribers`` are kinds that receive every timeline event."""
+    """Handlers by job kind. Subscribers are kinds that get a job per timeline event,
+    for every event or only for the event kinds they name."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
-        self._subscribers: list[str] = []
+        self._subscribers = Subscriptions()
 
-    def register(self, kind: str, handler: Handler, *, subscribe: bool = False) -> None:
+    def register(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        subscribe: bool = False,
+        events: Iterable[str] | None = None,
+    ) -> None:
+        """Add a handler; with ``subscribe`` it gets a job for each timeline event (of the
+        kinds in ``events``, when given: the others would cost a job that does nothing)."""
         if kind in self._handlers:
             raise ValueError(f"job kind {kind!r} is registered twice")
         self._handlers[kind] = handler
         if subscribe:
-            self._subscribers.append(kind)
+            self._subscribers.add(kind, events)
 
     def get(self, kind: str) -> Handler | None:
         return self._handlers.get(kind)
@@ -36,8 +46,8 @@ class JobHandlers:
         return list(self._handlers)
 
     @property
-    def subscribers(self) -> list[str]:
-        return list(self._subscribers)
+    def subscribers(self) -> Subscriptions:
+        return self._subscribers
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._handlers)

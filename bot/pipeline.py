@@ -271,7 +271,7 @@ def setup(app: web.Application) -> None:
     async def handle(job: Job) -> None:
         await app[keys.PIPELINE](job)
 
-    app[keys.HANDLERS].register(Pipeline.kind, handle, subscribe=True)
+    app[keys.HANDLERS].register(Pipeline.kind, handle, subscribe=True, events=[EventKind.OPENED])
     app.cleanup_ctx.append(_pipeline_ctx)
 
 

@@ -13,7 +13,7 @@ from bot.clock import ManualClock
 from bot.errors import NotFound
 from bot.incidents import Incident
 from bot.settings import Severity
-from bot.store.base import IncidentChange, NewEvent, NewJob, RateLimit
+from bot.store.base import IncidentChange, NewEvent, NewJob, RateLimit, Subscriptions
 from bot.store.sqlite import SqliteStore
 from conftest import payload
 
@@ -21,7 +21,9 @@ from conftest import payload
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     clock = ManualClock()
-    store = SqliteStore(str(tmp_path / "s.db"), subscribers=["notify.test"], clock=clock.now)
+    subscribers = Subscriptions()
+    subscribers.add("notify.test")
+    store = SqliteStore(str(tmp_path / "s.db"), subscribers=subscribers, clock=clock.now)
     await store.open()
     yield store
     await store.close()

@@ -16,13 +16,13 @@ from bot.incidents import Status, TransitionError
 from bot.jobs import JobHandlers
 from bot.metrics import Metrics
 from bot.settings import Severity
-from bot.store.base import Job
+from bot.store.base import Job, Subscriptions
 from bot.store.sqlite import SqliteStore
 from bot.worker import JobRunner
 from conftest import make_settings, payload
 
 
-async def open_store(tmp_path: Path, clock: ManualClock, subscribers: list[str]) -> SqliteStore:
+async def open_store(tmp_path: Path, clock: ManualClock, subscribers: Subscriptions) -> SqliteStore:
     store = SqliteStore(str(tmp_path / "s.db"), subscribers=subscribers, clock=clock.now)
     await store.open()
     return store
@@ -172,7 +172,7 @@ async def test_running_jobs_resume_after_restart(tmp_path: Path) -> None:
 
 async def test_enqueue_job_is_idempotent_by_key(tmp_path: Path) -> None:
     clock = ManualClock()
-    store = await open_store(tmp_path, clock, [])
+    store = await open_store(tmp_path, clock, Subscriptions())
     try:
         assert await store.enqueue_job("timer", "escalate:1", due_at=clock.now() + 300)
         assert not await store.enqueue_job("timer", "escalate:1", due_at=clock.now() + 300)

@@ -57,6 +57,19 @@ def _changes_facts(event: Event) -> bool:
     return event.kind == EventKind.ACKNOWLEDGED
 
 
+EVENTS_OF_INTEREST = frozenset(
+    {
+        EventKind.OPENED,
+        EventKind.DIAGNOSTICS_DONE,
+        EventKind.RESOLVED,
+        EventKind.PLAYBOOK,
+        EventKind.REMEDIATION,
+        EventKind.ACKNOWLEDGED,
+    }
+)
+"""The timeline events a narrative is written or rewritten for."""
+
+
 class NarrativeJobs:
     def __init__(self, narrator: Narrator) -> None:
         self.narrator = narrator
@@ -74,13 +87,7 @@ class NarrativeJobs:
         if kind == EventKind.OPENED:
             await self._opened(job.incident_id, event_id)
             return
-        if kind not in (
-            EventKind.DIAGNOSTICS_DONE,
-            EventKind.RESOLVED,
-            EventKind.PLAYBOOK,
-            EventKind.REMEDIATION,
-            EventKind.ACKNOWLEDGED,
-        ):
+        if kind not in EVENTS_OF_INTEREST:
             return
         incident = await self.store.get_incident(job.incident_id)
         event = next((e for e in incident.timeline if e.id == event_id), None)

@@ -8,7 +8,13 @@ from aiohttp import web
 
 from bot import keys
 from bot.narrative.api import post_narratives
-from bot.narrative.jobs import LLM_JOB, STORM_JOB, SUBSCRIBER, NarrativeJobs
+from bot.narrative.jobs import (
+    EVENTS_OF_INTEREST,
+    LLM_JOB,
+    STORM_JOB,
+    SUBSCRIBER,
+    NarrativeJobs,
+)
 from bot.narrative.llm import LlmClient
 from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.narrator import Narrator
@@ -34,7 +40,7 @@ def setup(app: web.Application) -> None:
     )
     jobs = NarrativeJobs(narrator)
     handlers = app[keys.HANDLERS]
-    handlers.register(SUBSCRIBER, jobs.on_event, subscribe=True)
+    handlers.register(SUBSCRIBER, jobs.on_event, subscribe=True, events=EVENTS_OF_INTEREST)
     handlers.register(LLM_JOB, jobs.on_llm)
     handlers.register(STORM_JOB, jobs.on_storm)
     app.router.add_post("/api/v1/narratives", post_narratives)

@@ -46,6 +46,18 @@ log = logging.getLogger(__name__)
 
 class PagerDutyNotifier:
     kind = "notify.pagerduty"
+    EVENTS = frozenset(
+        {
+            EventKind.OPENED,
+            EventKind.PLAYBOOK,
+            EventKind.SEVERITY,
+            EventKind.ESCALATED,
+            EventKind.ACKNOWLEDGED,
+            EventKind.UNACKNOWLEDGED,
+            EventKind.RESOLVED,
+        }
+    )
+    """The timeline events that can send, hold or time a page."""
 
     def __init__(
         self, store: Store, pager: Pager, policy: EscalationPolicy, *, ack_silences: bool
@@ -124,7 +136,9 @@ class PagerDutyFeature:
     oncall: OnCallDirectory | None
 
     def register(self, handlers: JobHandlers) -> None:
-        handlers.register(self.notifier.kind, self.notifier, subscribe=True)
+        handlers.register(
+            self.notifier.kind, self.notifier, subscribe=True, events=PagerDutyNotifier.EVENTS
+        )
         handlers.register(TIMER_KIND, self.policy.run_timer)
         handlers.register(DECIDE_KIND, self.policy.run_decide)
         if self.silencer is not None:

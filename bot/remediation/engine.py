@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from bot.actions import IncidentActions, Source
 from bot.clock import Clock
-from bot.incidents import Incident
+from bot.incidents import EventKind, Incident
 from bot.jobs import JobHandlers
 from bot.playbook.model import Playbook
 from bot.remediation.actions import ActionRegistry, Connections
@@ -56,7 +56,7 @@ class RemediationEngine:
         handlers.register(RUN, self.run_job)
         handlers.register(VERIFY, self.verify_job)
         handlers.register(EXPIRE, self.expire_job)
-        handlers.register(EVENTS, self.on_event, subscribe=True)
+        handlers.register(EVENTS, self.on_event, subscribe=True, events=[EventKind.RESOLVED])
 
     async def plan(
         self, incident_id: int, playbooks: Sequence[Playbook] | None = None

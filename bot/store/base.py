@@ -9,13 +9,29 @@ Jobs are the outbox: every side effect is a job with a unique key, so a repeat i
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.alerts import AlertGroup
 from bot.incidents import Event, Incident, Status
 from bot.settings import Severity
+
+
+class Subscriptions:
+    """Which subscriber job kinds get a job for a timeline event of a given kind."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[str, frozenset[str] | None]] = []
+
+    def add(self, subscriber: str, events: Iterable[str] | None = None) -> None:
+        self._entries.append((subscriber, None if events is None else frozenset(events)))
+
+    def for_event(self, kind: str) -> list[str]:
+        return [name for name, wanted in self._entries if wanted is None or kind in wanted]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._entries)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from bot.store.base import (
     RateLimit,
     Stats,
     Store,
+    Subscriptions,
 )
 from bot.store.migrations import MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
@@ -50,12 +51,12 @@ class SqliteStore(Store):
         self,
         path: str,
         *,
-        subscribers: Sequence[str] = (),
+        subscribers: Subscriptions | None = None,
         busy_timeout: float = 5.0,
         clock: Callable[[], float],
     ) -> None:
         self.path = path
-        self.subscribers = list(subscribers)
+        self.subscribers = subscribers or Subscriptions()
         self._busy_timeout = busy_timeout
         self._clock = clock
         self._thread: StoreThread | None = None

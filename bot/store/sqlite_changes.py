@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from bot.errors import NotFound
 from bot.incidents import Event, Incident
 from bot.store import sqlite_incidents as inc
-from bot.store.base import IncidentChange, RateLimit
+from bot.store.base import IncidentChange, RateLimit, Subscriptions
 
 _RATE_PREFIX = "rate:"
 
@@ -27,7 +27,7 @@ def write_lock(conn: sqlite3.Connection) -> None:
 
 def change_incident(
     conn: sqlite3.Connection,
-    subscribers: Sequence[str],
+    subscribers: Subscriptions,
     incident_id: int,
     change: Callable[[Incident], IncidentChange],
     now: float,

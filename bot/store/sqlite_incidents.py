@@ -19,7 +19,7 @@ from bot.incidents import (
     title_of,
 )
 from bot.settings import Severity
-from bot.store.base import ApplyResult
+from bot.store.base import ApplyResult, Subscriptions
 
 
 def dumps(value: Any) -> str:
@@ -28,7 +28,7 @@ def dumps(value: Any) -> str:
 
 def add_event(
     conn: sqlite3.Connection,
-    subscribers: Sequence[str],
+    subscribers: Subscriptions,
     incident_id: int,
     actor: str,
     kind: str,
@@ -49,7 +49,7 @@ def add_event(
             " updated_at) VALUES (?,?,?,?,?,?,?)",
             [
                 (s, f"{s}:event:{event_id}", incident_id, payload, now, now, now)
-                for s in subscribers
+                for s in subscribers.for_event(kind)
             ],
         )
     return Event(event_id, incident_id, now, actor, kind, message, dict(data or {}))
@@ -154,7 +154,7 @@ def _create(
 
 def apply_group(
     conn: sqlite3.Connection,
-    subscribers: Sequence[str],
+    subscribers: Subscriptions,
     group: AlertGroup,
     severity: Severity,
     now: float,
