@@ -14,7 +14,12 @@ from bot.matchers import Matcher
 
 
 class AlertmanagerError(Exception):
-    """Alertmanager could not do what was asked (down, refused, unexpected answer)."""
+    """Alertmanager could not do what was asked (down, refused, unexpected answer);
+    ``status`` is its HTTP status when it answered."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 def _iso(moment: datetime) -> str:
@@ -35,21 +40,30 @@ class AlertmanagerClient:
         self.timeout = timeout
         self.retries = retries
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(
+        self, method: str, path: str, *, retries: int | None = None, **kwargs: Any
+    ) -> Any:
         try:
             resp = await request(
                 self.session,
                 method,
                 f"{self.base_url}{path}",
                 timeout=self.timeout,
-                retries=self.retries,
+                retries=self.retries if retries is None else retries,
                 **kwargs,
             )
         except HttpError as exc:
             raise AlertmanagerError(f"Alertmanager unavailable: {exc}") from None
         if resp.status >= 400:
-            raise AlertmanagerError(f"Alertmanager answered HTTP {resp.status}: {resp.text[:300]}")
-        return resp.json() if resp.body else None
+            raise AlertmanagerError(
+                f"Alertmanager answered HTTP {resp.status}: {resp.text[:300]}", status=resp.status
+            )
+        try:
+            return resp.json() if resp.body else None
+        except ValueError:
+            raise AlertmanagerError(
+                f"Alertmanager answered HTTP {resp.status} with something that is not JSON"
+            ) from None
 
     def silence_url(self, silence_id: str) -> str:
         return f"{self.base_url}/#/silences/{quote(silence_id)}"
@@ -74,7 +88,9 @@ class AlertmanagerClient:
             "createdBy": created_by,
             "comment": comment,
         }
-        answer = await self._call("POST", "/api/v2/silences", json=body)
+        # Not retried: a create that timed out may have worked, and a second one would be
+        # a silence nobody records or expires. The caller's job retries with the outcome known.
+        answer = await self._call("POST", "/api/v2/silences", retries=0, json=body)
         if not isinstance(answer, dict) or not answer.get("silenceID"):
             raise AlertmanagerError(f"unexpected answer to a silence: {answer!r}")
         return str(answer["silenceID"])
@@ -83,7 +99,7 @@ class AlertmanagerClient:
         try:
             await self._call("DELETE", f"/api/v2/silence/{quote(silence_id)}")
         except AlertmanagerError as exc:
-            if "HTTP 404" not in str(exc):  # already gone counts as expired
+            if exc.status != 404:  # already gone counts as expired
                 raise
 
     async def silence(self, silence_id: str) -> dict[str, Any]:

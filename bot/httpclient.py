@@ -56,12 +56,14 @@ async def request(
     backoff: float = 0.5,
     max_body: int = 8 * 1024 * 1024,
     retry_statuses: frozenset[int] = RETRY_STATUSES,
+    allow_redirects: bool = False,
     **kwargs: Any,
 ) -> HttpResponse:
     """Send a request; retry network errors and ``retry_statuses`` up to ``retries`` times.
 
     Returns the last response (whatever its status) or raises HttpError on a network
-    failure that outlived its retries.
+    failure that outlived its retries. Redirects are not followed unless asked: a URL
+    checked against an allowlist must be the URL that is called.
     """
     loop = asyncio.get_running_loop()
     attempt = 0
@@ -69,7 +71,11 @@ async def request(
         started = loop.time()
         try:
             async with session.request(
-                method, url, timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+                method,
+                url,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=allow_redirects,
+                **kwargs,
             ) as resp:
                 body = await resp.content.read(max_body + 1)
                 if len(body) > max_body:

@@ -38,13 +38,18 @@ class SecretScrubber(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        scrubbed, exc_text = message, record.exc_text
-        for secret in self.secrets:
-            scrubbed = scrubbed.replace(secret, "**********")
-            if exc_text:
-                exc_text = exc_text.replace(secret, "**********")
-        record.msg, record.args, record.exc_text = scrubbed, None, exc_text
+        record.msg, record.args = self.scrub(message), None
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        for key, value in list(record.__dict__.items()):  # fields passed with extra=
+            if key not in _RESERVED and isinstance(value, str):
+                setattr(record, key, self.scrub(value))
         return True
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "**********")
+        return text
 
 
 def configure(level: str, fmt: str, secrets: Sequence[str] = ()) -> None:

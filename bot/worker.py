@@ -15,12 +15,12 @@ import random
 
 from bot.alerts import AlertGroup, parse_group
 from bot.clock import Clock
-from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError
+from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError, StoreUnavailable
 from bot.incidents import EventKind, severity_of
 from bot.jobs import JobHandlers
 from bot.metrics import Metrics
-from bot.settings import IncidentSettings, WorkerSettings
-from bot.store.base import InboxItem, Job, Store
+from bot.settings import IncidentSettings, Severity, WorkerSettings
+from bot.store.base import ApplyResult, InboxItem, Job, Store
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,19 @@ class InboxProcessor:
             except PayloadError as exc:  # validated before it was stored; only a bug lands here
                 log.error("inbox #%d: stored payload no longer parses: %s", item.id, exc)
                 await self.store.reject_payload(item.id, str(exc), now)
-        results = await self.store.apply_groups(
-            [(item.id, group, severity_of(group, self.incidents)) for item, group in parsed], now
-        )
+        items = [(item.id, group, severity_of(group, self.incidents)) for item, group in parsed]
+        results: list[ApplyResult | None]
+        try:
+            results = list(await self.store.apply_groups(items, now))
+        except StoreUnavailable:
+            raise
+        except Exception:  # one payload trips a bug: apply the rest one by one
+            log.exception("inbox: a batch of %d failed; applying one by one", len(items))
+            results = await self._one_by_one(items, now)
         self._done_upto = max(self._done_upto, batch[-1].id)
         for (item, group), result in zip(parsed, results, strict=True):
+            if result is None:
+                continue
             self.metrics.processing_lag.observe(max(0.0, now - item.received_at))
             if result.duplicate:
                 self.metrics.duplicates.inc()
@@ -108,6 +116,26 @@ class InboxProcessor:
                 " (new)" if result.created else (" (repeat)" if result.duplicate else ""),
             )
 
+    async def _one_by_one(
+        self, items: list[tuple[int, AlertGroup, Severity]], now: float
+    ) -> list[ApplyResult | None]:
+        """Apply each payload alone; one that still fails is rejected, with the reason kept
+        on its inbox row, so it cannot block the payloads behind it."""
+        results: list[ApplyResult | None] = []
+        for item in items:
+            try:
+                [result] = await self.store.apply_groups([item], now)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                log.exception("inbox #%d: cannot be applied; rejected", item[0])
+                self.metrics.store_errors.labels("inbox").inc()
+                await self.store.reject_payload(item[0], f"{type(exc).__name__}: {exc}", now)
+                results.append(None)
+            else:
+                results.append(result)
+        return results
+
     async def _loop(self) -> None:
         while not self._stopping:
             self.signal.clear()
@@ -115,6 +143,8 @@ class InboxProcessor:
                 await self.drain()
             except StoreError as exc:
                 log.warning("inbox: store unavailable, will retry: %s", exc)
+            except Exception:  # the loop must outlive any bug; /readyz watches it
+                log.exception("inbox: processing failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.signal.wait(), self.poll_interval)
 
@@ -175,6 +205,9 @@ class JobRunner:
                 due = await self.store.next_job_due(self.handlers.kinds)
             except StoreError as exc:
                 log.warning("jobs: store unavailable, will retry: %s", exc)
+                due = None
+            except Exception:  # the loop must outlive any bug; /readyz watches it
+                log.exception("jobs: dispatch failed; retrying")
                 due = None
             wait = self.settings.poll_interval
             if due is not None:

@@ -15,7 +15,7 @@ def test_json_lines_and_secret_scrubbing(capsys: pytest.CaptureFixture[str]) -> 
     logs.configure("INFO", "json", [secret, "ab"])
     try:
         log = logging.getLogger("bot.test")
-        log.info("token is %s", secret)
+        log.info("token is %s", secret, extra={"header": f"Bearer {secret}"})
         try:
             raise RuntimeError(f"failed with {secret}")
         except RuntimeError:
@@ -25,6 +25,7 @@ def test_json_lines_and_secret_scrubbing(capsys: pytest.CaptureFixture[str]) -> 
         logging.getLogger().handlers.clear()
     assert lines[0]["msg"] == "token is **********"
     assert lines[0]["level"] == "INFO" and lines[0]["logger"] == "bot.test"
+    assert lines[0]["header"] == "Bearer **********"
     assert lines[1]["msg"] == "boom 7"
     assert "**********" in lines[1]["exc"]
     assert secret not in json.dumps(lines)

@@ -182,3 +182,38 @@ async def test_enqueue_job_is_idempotent_by_key(tmp_path: Path) -> None:
         assert job.key == "escalate:1"
     finally:
         await store.close()
+
+
+class PoisonStore(SqliteStore):
+    """A real store whose apply fails for one payload, as a bug would."""
+
+    async def apply_groups(self, items, now):  # type: ignore[no-untyped-def]
+        if any("poison" in group.groupKey for _, group, _ in items):
+            raise ValueError("bug triggered by this payload")
+        return await super().apply_groups(items, now)
+
+
+async def test_one_bad_payload_does_not_block_the_batch(tmp_path: Path) -> None:
+    from bot.clock import SystemClock
+    from bot.settings import IncidentSettings
+    from bot.worker import InboxProcessor
+
+    store = PoisonStore(str(tmp_path / "p.db"), clock=SystemClock().now)
+    await store.open()
+    try:
+        for key in ("a", "poison", "b"):
+            body = payload("captured-firing")
+            body["groupKey"] = key
+            await store.enqueue_payload("alertmanager", json.dumps(body))
+        inbox = InboxProcessor(
+            store, store.inbox_signal, IncidentSettings(), Metrics(), SystemClock(), 1.0
+        )
+        assert await inbox.drain() == 3
+        assert await store.pending_payloads(10) == []
+        assert [i.group_key for i in await store.list_incidents()] == ["b", "a"]
+        row = await store._run(
+            lambda c: c.execute("SELECT result FROM inbox WHERE id = 2").fetchone()[0]
+        )
+        assert row.startswith("rejected: ValueError: bug triggered")
+    finally:
+        await store.close()
