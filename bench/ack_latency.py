@@ -98,7 +98,9 @@ def hanging_config(hang: str) -> dict[str, Any]:
     }
 
 
-def run(seconds: float = 10.0) -> list[dict[str, Any]]:
+def run(quick: bool = False, seconds: float | None = None) -> list[dict[str, Any]]:
+    """``seconds`` of load per measurement: 10, or 3 with ``quick``."""
+    seconds = seconds or (3.0 if quick else 10.0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, alertpilot(Path(tmp)) as (url, _):
         quiet = measure(url, seconds)
@@ -132,5 +134,8 @@ def run(seconds: float = 10.0) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for row in run(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0):
+    args = sys.argv[1:]  # [--quick] or [SECONDS]
+    quick = "--quick" in args
+    numbers = [float(a) for a in args if a.replace(".", "", 1).isdigit()]
+    for row in run(quick, numbers[0] if numbers else None):
         print(row)

@@ -1,27 +1,42 @@
-"""Shared pieces of the benchmarks: processes on loopback ports, wrk, payloads."""
+"""Shared pieces of the benchmarks: processes on loopback ports, wrk, payloads, the store.
+
+Every benchmark module exposes ``run(quick: bool) -> list[Row]``; a row has the keys
+benchmark, measured, baseline, ratio, goal, met (``bench/run_all.py`` tabulates them).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "tests" / "fixtures" / "alertmanager" / "captured-firing.json"
+TESTS = ROOT / "tests"  # the loopback fakes (tests/fakes) and tests/stack.py
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
+NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+
+Row = dict[str, Any]
+Json = dict[str, Any]
 
 
 def free_port() -> int:
@@ -30,7 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -45,30 +60,42 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0)
     raise RuntimeError(f"{url} did not become healthy")
 
 
-@contextlib.contextmanager
-def process(argv: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             argv, stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def process(argv: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = _spawn(argv, log)
     try:
         wait_healthy(url, proc)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _terminate(proc)
 
 
 def alertpilot_config(tmp: Path, port: int, **sections: Any) -> Path:
+    """A config on a free port with a temp store, no playbooks, Prometheus and Alertmanager
+    unreachable; ``sections`` replace whole sections."""
     config: dict[str, Any] = {
         "server": {"listen": f"127.0.0.1:{port}"},
         "logging": {"level": "WARNING"},
         "store": {"url": f"sqlite:///{tmp}/alertpilot.db"},
+        "prometheus": {"url": NOWHERE, "timeout": 1, "retries": 0},
+        "alertmanager": {"url": NOWHERE, "timeout": 1},
         "playbooks": {"paths": []},
     }
     config.update(sections)
@@ -77,14 +104,75 @@ def alertpilot_config(tmp: Path, port: int, **sections: Any) -> Path:
     return path
 
 
+class Alertpilot:
+    """``alertpilot serve`` as a process that can be started, killed and started again on
+    the same config and store."""
+
+    def __init__(self, tmp: Path, **sections: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = alertpilot_config(tmp, self.port, **sections)
+        self.db = tmp / "alertpilot.db"
+        self.log = tmp / "alertpilot.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("alertpilot is not running")
+        return self.proc.pid
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config)]
+        self.proc = _spawn(argv, self.log)
+        self.starts += 1
+        try:
+            wait_healthy(self.url, self.proc)
+        except RuntimeError as exc:
+            self.kill()
+            raise RuntimeError(f"{exc}; tail of {self.log}:\n{self.log_tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _terminate(self.proc)
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.pid)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def tracebacks(self) -> int:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text.count("Traceback (most recent call last)")
+
+
 @contextlib.contextmanager
 def alertpilot(tmp: Path, **sections: Any) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    config = alertpilot_config(tmp, port, **sections)
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "bot.cli", "serve", "--config", str(config)]
-    with process(argv, url, tmp / "alertpilot.log") as proc:
-        yield url, proc
+    server = Alertpilot(tmp, **sections)
+    server.start()
+    assert server.proc is not None
+    try:
+        yield server.url, server.proc
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running(server: Alertpilot) -> Iterator[Alertpilot]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -94,6 +182,14 @@ def baseline(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     argv = [sys.executable, str(ROOT / "bench" / "baseline_server.py"), str(port)]
     with process(argv, url, tmp / "baseline.log") as proc:
         yield url, proc
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, from /proc/PID/status, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def wrk(url: str, body: bytes, *, connections: int, seconds: int, threads: int = 1) -> float:
@@ -125,3 +221,149 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: int, threads: int =
 
 def payload_bytes() -> bytes:
     return json.dumps(json.loads(PAYLOAD.read_text())).encode()
+
+
+# -- payloads ------------------------------------------------------------------------
+
+
+def group_payload(
+    i: int,
+    *,
+    alertname: str = "HighErrorRate",
+    severity: str = "critical",
+    status: str = "firing",
+    tag: str = "svc",
+) -> Json:
+    """The captured 3-alert payload as its own group ``{alertname, service="<tag>-<i>"}``:
+    every ``i`` opens a distinct incident; the same ``i`` is the same group and alerts."""
+    body: Json = json.loads(PAYLOAD.read_text())
+    service = f"{tag}-{i}"
+    body["groupKey"] = f'{{}}:{{alertname="{alertname}", service="{service}"}}'
+    body["groupLabels"] = {"alertname": alertname, "service": service}
+    body["commonLabels"] = {
+        **body["commonLabels"],
+        "alertname": alertname,
+        "service": service,
+        "severity": severity,
+    }
+    body["status"] = status
+    for n, alert in enumerate(body["alerts"]):
+        alert["labels"].update(alertname=alertname, service=service, severity=severity)
+        alert["fingerprint"] = hashlib.sha256(f"{tag}:{i}:{n}".encode()).hexdigest()[:16]
+        alert["status"] = status
+        if status == "resolved":
+            alert["endsAt"] = "2026-11-21T06:00:00Z"
+    return body
+
+
+def fingerprints(body: Json) -> list[str]:
+    return [str(a["fingerprint"]) for a in body["alerts"]]
+
+
+def resolved(body: Json) -> Json:
+    """The same group with every alert resolved."""
+    out = copy.deepcopy(body)
+    out["status"] = "resolved"
+    for alert in out["alerts"]:
+        alert["status"] = "resolved"
+        alert["endsAt"] = "2026-11-21T06:00:00Z"
+    return out
+
+
+async def post_webhook(session: aiohttp.ClientSession, url: str, body: Json) -> bool:
+    """POST one Alertmanager payload; True when alertpilot acknowledged it (200)."""
+    try:
+        async with session.post(
+            f"{url}/alertmanager", json=body, timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:
+            await resp.read()
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+# -- the store, read-only ------------------------------------------------------------
+
+
+class StoreView:
+    """Read-only queries on alertpilot's SQLite file while it runs (WAL) or after."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    def _query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def incidents(self) -> list[Json]:
+        rows = self._query(
+            "SELECT id, key, status, severity, title, group_labels, data FROM incidents"
+        )
+        return [
+            {
+                "id": r["id"],
+                "key": r["key"],
+                "status": r["status"],
+                "severity": r["severity"],
+                "title": r["title"],
+                "group_labels": json.loads(r["group_labels"]),
+                "data": json.loads(r["data"]),
+            }
+            for r in rows
+        ]
+
+    def incident_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM incidents")[0][0])
+
+    def fingerprints(self) -> set[str]:
+        return {str(r[0]) for r in self._query("SELECT fingerprint FROM alerts")}
+
+    def alert_labels(self) -> list[Json]:
+        return [json.loads(r[0]) for r in self._query("SELECT labels FROM alerts")]
+
+    def inbox_pending(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL")[0][0])
+
+    def jobs_due(self, within: float = 5.0, like: str = "%") -> int:
+        """Jobs pending or running that are due within ``within`` seconds."""
+        return int(
+            self._query(
+                "SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running') "
+                "AND due_at <= ? AND kind LIKE ?",
+                time.time() + within,
+                like,
+            )[0][0]
+        )
+
+    def failed_jobs(self) -> dict[str, int]:
+        rows = self._query("SELECT kind, COUNT(*) FROM jobs WHERE status = 'failed' GROUP BY kind")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.5) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; bounded in both."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        with contextlib.suppress(sqlite3.OperationalError):
+            if predicate():
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return False
+
+
+def settle(view: StoreView, *, timeout: float, quiet: int = 3, interval: float = 1.0) -> bool:
+    """Wait until the inbox is empty and no job is due soon for ``quiet`` polls in a row."""
+    calm = 0
+
+    def calm_now() -> bool:
+        nonlocal calm
+        calm = calm + 1 if view.inbox_pending() == 0 and view.jobs_due() == 0 else 0
+        return calm >= quiet
+
+    return wait_until(calm_now, timeout=timeout, interval=interval)

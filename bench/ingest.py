@@ -13,7 +13,9 @@ from common import alertpilot, baseline, payload_bytes, wrk
 GOAL = 0.65
 
 
-def run(seconds: int = 10) -> list[dict[str, Any]]:
+def run(quick: bool = False, seconds: int | None = None) -> list[dict[str, Any]]:
+    """``seconds`` of wrk per measurement: 10, or 3 with ``quick``."""
+    seconds = seconds or (3 if quick else 10)
     body = payload_bytes()
     rows = []
     for connections in (16, 64):
@@ -38,5 +40,8 @@ def run(seconds: int = 10) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for row in run(int(sys.argv[1]) if len(sys.argv) > 1 else 10):
+    args = sys.argv[1:]  # [--quick] or [SECONDS]
+    quick = "--quick" in args
+    numbers = [int(a) for a in args if a.isdigit()]
+    for row in run(quick, numbers[0] if numbers else None):
         print(row)

@@ -26,6 +26,30 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _same_silence(found: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether ``found`` (from the API) is the silence ``body`` asked for: same author,
+    comment, matchers and end (Alertmanager keeps milliseconds)."""
+
+    def matchers(silence: dict[str, Any]) -> set[tuple[Any, ...]]:
+        return {
+            (m.get("name"), m.get("value"), m.get("isRegex"), m.get("isEqual", True))
+            for m in silence.get("matchers") or []
+            if isinstance(m, dict)
+        }
+
+    try:
+        ends = datetime.fromisoformat(str(found.get("endsAt")))
+        gap = abs((ends - datetime.fromisoformat(str(body["endsAt"]))).total_seconds())
+    except ValueError:
+        return False
+    return (
+        gap < 1.0
+        and found.get("createdBy") == body["createdBy"]
+        and found.get("comment") == body["comment"]
+        and matchers(found) == matchers(body)
+    )
+
+
 class AlertmanagerClient:
     def __init__(
         self,
@@ -90,16 +114,40 @@ class AlertmanagerClient:
         }
         # Not retried: a create that timed out may have worked, and a second one would be
         # a silence nobody records or expires. The caller's job retries with the outcome known.
-        answer = await self._call("POST", "/api/v2/silences", retries=0, json=body)
+        try:
+            answer = await self._call("POST", "/api/v2/silences", retries=0, json=body)
+        except AlertmanagerError as exc:
+            if exc.status is not None:
+                raise  # it answered: nothing was made
+            made = await self._made_by(body)  # no answer: it may have been made all the same
+            if made is None:
+                raise
+            return made
         if not isinstance(answer, dict) or not answer.get("silenceID"):
             raise AlertmanagerError(f"unexpected answer to a silence: {answer!r}")
         return str(answer["silenceID"])
 
+    async def _made_by(self, body: dict[str, Any]) -> str | None:
+        """The id of the live silence this create ``body`` made, if Alertmanager can say."""
+        try:
+            silences = await self._call("GET", "/api/v2/silences")
+        except AlertmanagerError:
+            return None
+        for silence in silences if isinstance(silences, list) else []:
+            state = silence.get("status", {}).get("state") if isinstance(silence, dict) else None
+            if state in ("active", "pending") and _same_silence(silence, body):
+                return str(silence["id"])
+        return None
+
     async def expire_silence(self, silence_id: str) -> None:
+        """Expire a silence. Expiring an expired one is a 200; one Alertmanager no longer
+        knows (garbage-collected after its retention) comes back as a 500 "silence not
+        found" from Alertmanager 0.25, or 404 elsewhere: both count as expired."""
         try:
             await self._call("DELETE", f"/api/v2/silence/{quote(silence_id)}")
         except AlertmanagerError as exc:
-            if exc.status != 404:  # already gone counts as expired
+            gone = exc.status == 404 or (exc.status == 500 and "silence not found" in str(exc))
+            if not gone:
                 raise
 
     async def silence(self, silence_id: str) -> dict[str, Any]:

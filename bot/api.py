@@ -36,13 +36,18 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     registry = app[keys.METRICS]
+    store = app[keys.STORE]
     workers_alive = app[keys.INBOX].alive and app[keys.RUNNER].alive
     try:
-        registry.observe_stats(await app[keys.STORE].stats(), app[keys.CLOCK].now())
-        registry.ready.set(1 if workers_alive else 0)
+        registry.observe_stats(await store.stats(), app[keys.CLOCK].now())
     except StoreError:
         registry.store_errors.labels("stats").inc()
-        registry.ready.set(0)
+    try:
+        await store.ping()  # as /readyz: reads still work while commits fail (locked, full)
+        writable = True
+    except StoreError:
+        writable = False
+    registry.ready.set(1 if writable and workers_alive else 0)
     body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -55,7 +60,7 @@ def _int_param(request: web.Request, name: str, default: int, upper: int) -> int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 0 <= int(raw) <= upper:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or not 0 <= int(raw) <= upper:
         raise PayloadError(
             f"query parameter {name} must be an integer 0..{upper}", code="bad_query"
         )
@@ -83,7 +88,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 async def get_incident(request: web.Request) -> web.Response:
     require_api_token(request)
     raw = request.match_info["incident_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise PayloadError("incident id must be a number", code="bad_id")
     incident = await request.app[keys.STORE].get_incident(int(raw))
     return web.json_response(incident.to_json())

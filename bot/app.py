@@ -21,6 +21,7 @@ from bot.metrics import Metrics
 from bot.notify.log import LogNotifier
 from bot.prometheus import PrometheusClient
 from bot.settings import Settings
+from bot.silences import SilenceService
 from bot.store.sqlite import SqliteStore
 from bot.worker import InboxProcessor, JobRunner
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.HANDLERS] = handlers
     app[keys.STORE] = store
     app[keys.ACTIONS] = IncidentActions(store, clock)
+    app[keys.SILENCES] = SilenceService(store, clock, lambda: app.get(keys.ALERTMANAGER))
     app[keys.INBOX] = InboxProcessor(
         store,
         store.inbox_signal,
@@ -93,6 +95,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
 
     if settings.slack is None:
         handlers.register(LogNotifier.kind, LogNotifier(store), subscribe=True)
+    app[keys.SILENCES].register(handlers)
 
     app.router.add_post("/alertmanager", alertmanager_webhook)
     app.router.add_get("/healthz", api.healthz)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 
 from aiohttp import web
@@ -37,7 +36,7 @@ def check_credentials(
     if basic is not None and scheme.lower() == "basic":
         try:
             user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or a non-ASCII header
             raise AuthError("malformed basic auth header") from None
         ok_user = _same(user, basic.username)
         ok_password = _same(password, basic.password.get_secret_value())

@@ -10,7 +10,9 @@ Prompt templates are the shipped ``configs/prompts`` and ``llm.prompts_dir``; ea
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from bot.errors import ConfigError
 from bot.playbook import allowlist
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import check_playbooks
+from bot.playbook.model import CommandAction, Playbook, StepMode, TemplatedArg
+from bot.playbook.templating import RenderError, environment, render, sample_context
 from bot.settings import Settings, load_settings
 
 PROMTOOL = "/usr/bin/promtool"
@@ -31,6 +35,7 @@ PROMTOOL = "/usr/bin/promtool"
 class CheckReport:
     settings: Settings | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # from the playbooks; see cli.risky
     playbooks: int = 0
     playbook_files: int = 0
     prompt_files: int = 0
@@ -84,6 +89,7 @@ def check_config(config: str | Path, *, promtool: str | None = None) -> CheckRep
         settings.playbooks.paths, Allowlists.from_settings(settings), promtool=promtool
     )
     report.problems.extend(loaded.problems)
+    report.warnings.extend(risky_steps(settings, loaded.playbooks))
     report.playbooks, report.playbook_files = len(loaded.playbooks), len(loaded.files)
 
     from bot.narrative.templates import DEFAULT_DIR
@@ -118,4 +124,56 @@ def risky_remediation(settings: Settings) -> list[str]:
         out.append(
             "slack.approvers is empty: anyone in the Slack workspace can approve remediations"
         )
+    return out
+
+
+# Values no command argument built from alert labels should accept unseen: an option,
+# a path out of where it points, a word break, a shell expansion (no shell runs, but
+# the command itself may treat them specially).
+_PROBES = ("--output=/etc/passwd", "../../etc", "a b", "$(id)")
+
+
+def _everywhere(value: str) -> defaultdict[str, str]:
+    """A label mapping in which every name holds ``value``."""
+    return defaultdict(lambda: value)
+
+
+def _lets_in_a_probe(arg: TemplatedArg) -> bool:
+    """Whether the argument, rendered with a probe in every label, matches its pattern."""
+    env = environment()
+    for probe in _PROBES:
+        ctx = sample_context()
+        for key in ("labels", "annotations", "common_labels", "common_annotations"):
+            ctx[key] = _everywhere(probe)
+        ctx["alerts"] = [
+            {"labels": ctx["labels"], "annotations": ctx["annotations"], "status": "firing"}
+        ]
+        try:
+            value = render(env, arg.template, ctx)
+        except RenderError:
+            continue
+        if re.fullmatch(arg.pattern, value):
+            return True
+    return False
+
+
+def risky_steps(settings: Settings, playbooks: Iterable[Playbook]) -> list[str]:
+    """Steps that run by themselves with an argument pattern that lets such values in."""
+    if settings.remediation.mode != "auto":
+        return []
+    out = []
+    for playbook in playbooks:
+        for step in playbook.remediations:
+            if step.mode != StepMode.AUTO:
+                continue
+            for action in (step.action, step.rollback):
+                if not isinstance(action, CommandAction):
+                    continue
+                for i, arg in enumerate(action.argv):
+                    if isinstance(arg, TemplatedArg) and _lets_in_a_probe(arg):
+                        out.append(
+                            f"{playbook.name}/{step.name}: remediation.mode is auto and "
+                            f"argv[{i}]'s pattern {arg.pattern!r} accepts values like "
+                            "options, paths or spaces: narrow it, or make the step approval"
+                        )
     return out

@@ -48,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check_config(args.config, promtool=find_promtool())
     if report.settings is not None:
-        for warning in risky(report.settings):
+        for warning in [*risky(report.settings), *report.warnings]:
             print(f"warning: {warning}")
     if report.problems:
         for problem in report.problems:
@@ -62,6 +62,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_SECRET_LENGTH = 16
+
+
 def risky(settings: Settings) -> list[str]:
     """Configurations that work but that an operator should know are risky."""
     out = []
@@ -72,6 +75,17 @@ def risky(settings: Settings) -> list[str]:
         )
     if settings.server.api_token is None:
         out.append("server.api_token is not set: the incident API is open")
+    basic = settings.server.webhook_basic_auth
+    for name, secret in (
+        ("server.webhook_token", settings.server.webhook_token),
+        ("server.webhook_basic_auth.password", basic.password if basic else None),
+        ("server.api_token", settings.server.api_token),
+    ):
+        if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
+            out.append(
+                f"{name} is shorter than {MIN_SECRET_LENGTH} characters: easy to guess "
+                "(e.g. openssl rand -hex 24)"
+            )
     from bot.check import risky_remediation
 
     out.extend(risky_remediation(settings))

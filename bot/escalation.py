@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from bot.clock import Clock
 from bot.durations import format_duration
 from bot.incidents import Incident, Status
-from bot.notify.pagerduty_sender import Pager, PageState, TriggerOutcome
+from bot.notify.pagerduty_sender import Pager, PageState, PageWrite, TriggerOutcome
 from bot.playbook.model import DEFAULT_PAGING, PageRule
 from bot.store.base import Job, NewJob, Store
 
@@ -43,6 +43,33 @@ def describe(rule: PageRule) -> str:
     if rule.when == "if_unacked":
         return f"page if not acknowledged within {format_duration(rule.after)}"
     return "page immediately" if rule.when == "immediately" else "never page"
+
+
+def _apply(
+    incident: Incident, state: PageState, rule: PageRule, *, attach: bool = True
+) -> PageWrite:
+    """The decision's effect on the state, with its timer (idempotent by key)."""
+    jobs = []
+    if rule.when == "if_unacked":
+        due = incident.opened_at + rule.after
+        jobs.append(
+            NewJob(
+                TIMER_KIND,
+                f"{TIMER_KIND}:{incident.id}:{int(due)}",
+                due_at=due,
+                payload={
+                    "incident_id": incident.id,
+                    "after": rule.after,
+                    "source": state.policy_source or "",
+                },
+                attach=attach,
+            )
+        )
+        if state.escalation == "undecided":
+            state.escalation, state.escalate_at = "scheduled", due
+    elif rule.when == "never" and state.escalation == "undecided":
+        state.escalation = "not_paged"
+    return PageWrite(jobs=jobs)
 
 
 class EscalationPolicy:
@@ -88,54 +115,68 @@ class EscalationPolicy:
 
     async def decide(self, job: Job, incident_id: int, *, names: Sequence[str]) -> None:
         """Record the rule (first call only) and apply it; safe to repeat after a crash."""
-        async with self.pager.locks(incident_id):
-            incident, state = await self.pager.load(incident_id)
+        decided: list[tuple[PageRule, str, bool]] = []  # rule, where from, decided now
+
+        def step(incident: Incident, state: PageState) -> PageWrite:
+            first = state.policy is None
             if state.policy is None:
                 rule, source, matched = self.rule_for(incident, names)
                 state.policy, state.policy_after = rule.when, rule.after
                 state.policy_source, state.playbooks = source, matched
                 state.decided_at = self.clock.now()
-                log.info("incident #%d: %s (%s)", incident_id, describe(rule), source)
             else:
                 rule = PageRule(when=state.policy, after=state.policy_after)
-            await self._apply(incident, state, rule)
+            decided.append((rule, state.policy_source or "", first))
+            return _apply(incident, state, rule)
+
+        async with self.pager.locks(incident_id):
+            await self.pager.change(incident_id, step)
+        rule, source, first = decided[0]
+        if first:
+            log.info("incident #%d: %s (%s)", incident_id, describe(rule), source)
         if rule.when == "immediately":
-            await self.pager.trigger(
-                job, incident_id, reason=f"{describe(rule)} ({state.policy_source})"
-            )
+            await self.pager.trigger(job, incident_id, reason=f"{describe(rule)} ({source})")
 
     async def on_severity(self, job: Job, incident_id: int) -> None:
         """Severity went up: page sooner if the new severity's rule says so."""
-        async with self.pager.locks(incident_id):
-            incident, state = await self.pager.load(incident_id)
+        raised: list[tuple[PageRule, str]] = []
+
+        def step(incident: Incident, state: PageState) -> PageWrite | None:
             if state.policy is None:
-                return  # not decided yet: the decision will see the new severity
+                return None  # not decided yet: the decision will see the new severity
             current = PageRule(when=state.policy, after=state.policy_after)
             rule, source, _ = self.rule_for(incident, state.playbooks)
             if urgency(rule) >= urgency(current):
-                return
+                return None
             state.policy, state.policy_after = rule.when, rule.after
             state.policy_source = f"{source}, severity raised"
             if state.alert == "none":
                 state.escalation = "undecided"
-            log.info("incident #%d: severity raised, now %s", incident_id, describe(rule))
+            raised.append((rule, source))
             # detached: an earlier, later-due timer of this incident must not hold it up
-            await self._apply(incident, state, rule, attach=False)
+            return _apply(incident, state, rule, attach=False)
+
+        async with self.pager.locks(incident_id):
+            await self.pager.change(incident_id, step)
+        if not raised:
+            return
+        rule, source = raised[0]
+        log.info("incident #%d: severity raised, now %s", incident_id, describe(rule))
         if rule.when == "immediately":
             await self.pager.trigger(job, incident_id, reason=f"{describe(rule)} ({source})")
 
     async def on_unacknowledged(self, job: Job, incident_id: int, *, at: float) -> None:
         """An acknowledgement that stopped an if_unacked page was withdrawn (at ``at``):
         wait the rule's DURATION again from then."""
-        async with self.pager.locks(incident_id):
-            incident, state = await self.pager.load(incident_id)
+
+        def step(incident: Incident, state: PageState) -> PageWrite | None:
             if not (
                 state.policy == "if_unacked"
                 and state.alert == "none"
                 and state.escalation == "not_paged"
                 and incident.status is Status.TRIGGERED
             ):
-                return
+                return None
             due = at + state.policy_after
             state.escalation, state.escalate_at = "scheduled", due
             state.note = "acknowledgement withdrawn: waiting again"
@@ -150,39 +191,16 @@ class EscalationPolicy:
                 },
                 attach=False,
             )
-            await self.pager.save(incident_id, state, jobs=[timer])
+            return PageWrite(jobs=[timer])
+
+        async with self.pager.locks(incident_id):
+            await self.pager.change(incident_id, step)
 
     async def escalate_now(self, job: Job, incident_id: int, *, reason: str) -> None:
         """The Escalate button, a failed remediation verify: page at once."""
         outcome = await self.pager.trigger(job, incident_id, reason=f"escalated: {reason}")
         if outcome is not TriggerOutcome.SENT:
             log.info("incident #%d: escalation did not page: %s", incident_id, outcome.value)
-
-    async def _apply(
-        self, incident: Incident, state: PageState, rule: PageRule, *, attach: bool = True
-    ) -> None:
-        """Save the decision and schedule its timer in one transaction (idempotent by key)."""
-        jobs = []
-        if rule.when == "if_unacked":
-            due = incident.opened_at + rule.after
-            jobs.append(
-                NewJob(
-                    TIMER_KIND,
-                    f"{TIMER_KIND}:{incident.id}:{int(due)}",
-                    due_at=due,
-                    payload={
-                        "incident_id": incident.id,
-                        "after": rule.after,
-                        "source": state.policy_source or "",
-                    },
-                    attach=attach,
-                )
-            )
-            if state.escalation == "undecided":
-                state.escalation, state.escalate_at = "scheduled", due
-        elif rule.when == "never" and state.escalation == "undecided":
-            state.escalation = "not_paged"
-        await self.pager.save(incident.id, state, jobs=jobs)
 
     # timer jobs ---------------------------------------------------------------------
     async def run_timer(self, job: Job) -> None:
@@ -204,8 +222,7 @@ class EscalationPolicy:
         """``pagerduty.decide``: no playbook.matched came in time; decide with what is known."""
         if job.incident_id is None:
             return
-        async with self.pager.locks(job.incident_id):
-            _, state = await self.pager.load(job.incident_id)
+        _, state = await self.pager.load(job.incident_id)
         if state.policy is None:
             log.warning(
                 "incident #%d: no playbook.matched within %s; paging by severity",

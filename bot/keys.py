@@ -15,6 +15,7 @@ from bot.metrics import Metrics
 from bot.playbook.registry import PlaybookSet
 from bot.prometheus import PrometheusClient
 from bot.settings import Settings
+from bot.silences import SilenceService
 from bot.store.base import Store
 from bot.worker import InboxProcessor, JobRunner
 
@@ -38,6 +39,7 @@ ACTIONS = web.AppKey("actions", IncidentActions)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
 ALERTMANAGER = web.AppKey("alertmanager", AlertmanagerClient)
+SILENCES = web.AppKey("silences", SilenceService)
 PLAYBOOKS = web.AppKey("playbooks", PlaybookSet)
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 REMEDIATION: web.AppKey[RemediationEngine] = web.AppKey("remediation")

@@ -60,6 +60,20 @@ class Metrics:
             "alertpilot_jobs_pending", "Jobs waiting or running (the outbox).", registry=r
         )
         self.jobs_failed = Gauge("alertpilot_jobs_failed", "Jobs that failed for good.", registry=r)
+        self.diagnostics = Counter(
+            "alertpilot_diagnostics",
+            "Diagnostic steps run, by kind and status (error: the source was down, slow or "
+            "refused the query; the result says which).",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.remediations = Counter(
+            "alertpilot_remediations",
+            "Remediation actions run, by kind and status (failed, timed_out, error: the "
+            "step's timeline event says why).",
+            ["kind", "status"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "alertpilot_store_errors",
             "Store operations that could not commit.",

@@ -44,6 +44,7 @@ def setup(app: web.Application) -> None:
         alertmanager=lambda: app[keys.ALERTMANAGER],
         playbooks=lambda: app.get(keys.PLAYBOOKS),
         pipeline_registered=lambda: _pipeline_registered(app),
+        silences=app[keys.SILENCES],
     )
     feature.register(app[keys.HANDLERS])
     app[keys.PAGERDUTY] = feature

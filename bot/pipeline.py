@@ -8,10 +8,10 @@ A timeline subscriber (job kind ``pipeline``) that acts on ``incident.opened`` o
    match that sets one), then record exactly one ``playbook.matched`` event with
    ``{"playbooks": [...], "severity": "P1"}``, an empty list when none matched.
 2. Run every diagnostic of the matched playbooks concurrently, each under its own
-   timeout; store the results in ``incident.data["diagnostics"]``; record one
+   timeout; store the results in ``incident.data["diagnostics"]``, one
    ``diagnostic.result`` event per step (``notify=False``: notifiers read the results
    from the incident when the summary arrives) and one ``diagnostics.done`` event
-   (notified) with counts and a compact line per step.
+   (notified) with counts and a compact line per step, all in one transaction.
 3. Hand over to remediation: ``plan(incident_id)`` of the engine under
    ``keys.REMEDIATION``, when there is one.
 
@@ -37,12 +37,13 @@ from bot import keys
 from bot.clock import Clock
 from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sources
 from bot.incidents import EventKind, Incident, Status
+from bot.metrics import Metrics
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
-from bot.store.base import Job, Store
+from bot.store.base import IncidentChange, Job, NewEvent, Store
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ def summarise(results: Sequence[DiagnosticResult]) -> tuple[str, dict[str, Any]]
     return "diagnostics: " + ", ".join(parts), data
 
 
+def _pipeline_of(incident: Incident) -> dict[str, Any]:
+    current = incident.data.get("pipeline")
+    return dict(current) if isinstance(current, Mapping) else {}
+
+
 class Pipeline:
     kind = "pipeline"
 
@@ -115,12 +121,14 @@ class Pipeline:
         diagnostics: Diagnostics,
         clock: Clock,
         remediation: Callable[[], Planner | None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.playbooks = playbooks
         self.diagnostics = diagnostics
         self.clock = clock
         self.remediation = remediation
+        self.metrics = metrics
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, incident_id: int) -> asyncio.Lock:
@@ -196,48 +204,43 @@ class Pipeline:
         self, incident: Incident, playbooks: Sequence[Playbook], *, actor: str, run: str
     ) -> list[DiagnosticResult]:
         results = await self.diagnostics.for_incident(playbooks, incident)
+        if self.metrics is not None:
+            for result in results:
+                self.metrics.diagnostics.labels(result.kind, result.status.value).inc()
         now = self.clock.now()
-        await self.store.update_incident(
-            incident.id,
-            now=now,
-            data={
-                "diagnostics": [r.to_json() for r in results],
-                "pipeline": {
-                    "playbooks": [p.name for p in playbooks],
-                    "state": "diagnosed",
-                    "diagnosed_at": now,
-                },
-            },
-        )
-        for result in results:
-            await self.store.append_event(
-                incident.id,
-                actor=actor,
-                kind=EventKind.DIAGNOSTIC,
-                message=result.text,
-                now=now,
-                data=result.to_json(),
-                notify=False,
-            )
         message, data = summarise(results)
         if actor != ACTOR:
             message = message.replace("diagnostics:", f"diagnostics re-run by {actor}:", 1)
-        await self.store.append_event(
-            incident.id,
-            actor=actor,
-            kind=EventKind.DIAGNOSTICS_DONE,
-            message=message,
-            now=now,
-            data={"run": run, **data},
-        )
+        events = [
+            NewEvent(actor, EventKind.DIAGNOSTIC, r.text, r.to_json(), notify=False)
+            for r in results
+        ]
+        events.append(NewEvent(actor, EventKind.DIAGNOSTICS_DONE, message, {"run": run, **data}))
+        names = [p.name for p in playbooks]
+
+        def record(current: Incident) -> IncidentChange:  # results and events, all or none
+            state = _pipeline_of(current)
+            return IncidentChange(
+                data={
+                    "diagnostics": [r.to_json() for r in results],
+                    "pipeline": {
+                        **state,
+                        "playbooks": names,
+                        "state": "diagnosed",
+                        "diagnosed_at": now,
+                    },
+                },
+                events=events,
+            )
+
+        await self.store.change_incident(incident.id, record, now=now)
         return results
 
     async def _state(self, incident_id: int, state: str) -> None:
-        incident = await self.store.get_incident(incident_id, timeline=False)
-        current: Mapping[str, Any] = incident.data.get("pipeline") or {}
-        await self.store.update_incident(
-            incident_id, now=self.clock.now(), data={"pipeline": {**current, "state": state}}
-        )
+        def change(current: Incident) -> IncidentChange:
+            return IncidentChange(data={"pipeline": {**_pipeline_of(current), "state": state}})
+
+        await self.store.change_incident(incident_id, change, now=self.clock.now())
 
     async def rerun_diagnostics(self, incident_id: int, actor: str) -> DiagnosticsRun:
         """Run the incident's diagnostics again (the Re-run button); never when resolved."""
@@ -290,6 +293,11 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         return app.get(keys.REMEDIATION)
 
     app[keys.PIPELINE] = Pipeline(
-        app[keys.STORE], app[keys.PLAYBOOKS], Diagnostics(sources), app[keys.CLOCK], remediation
+        app[keys.STORE],
+        app[keys.PLAYBOOKS],
+        Diagnostics(sources),
+        app[keys.CLOCK],
+        remediation,
+        metrics=app[keys.METRICS],
     )
     yield

@@ -142,6 +142,7 @@ class InboxProcessor:
             try:
                 await self.drain()
             except StoreError as exc:
+                self.metrics.store_errors.labels("inbox").inc()
                 log.warning("inbox: store unavailable, will retry: %s", exc)
             except Exception:  # the loop must outlive any bug; /readyz watches it
                 log.exception("inbox: processing failed; retrying")
@@ -204,6 +205,7 @@ class JobRunner:
                 await self._dispatch_due()
                 due = await self.store.next_job_due(self.handlers.kinds)
             except StoreError as exc:
+                self.metrics.store_errors.labels("jobs").inc()
                 log.warning("jobs: store unavailable, will retry: %s", exc)
                 due = None
             except Exception:  # the loop must outlive any bug; /readyz watches it
@@ -227,8 +229,32 @@ class JobRunner:
     async def _run_slot(self, job: Job) -> None:
         try:
             await self._run(job)
+        except StoreError as exc:
+            await self._release(job, exc)
         finally:
             self.signal.set()
+
+    async def _release(self, job: Job, exc: StoreError) -> None:
+        """The job's outcome could not be written (the store is locked or full). Like a
+        crash: once the store commits again, the job is due again (handlers are
+        idempotent). Until then it stays claimed, so nothing else runs it; a shutdown
+        meanwhile leaves it to the next start, which releases it."""
+        self.metrics.store_errors.labels("jobs").inc()
+        log.warning(
+            "job %s #%d: outcome not recorded, it runs again once the store commits: %s",
+            job.kind,
+            job.id,
+            exc,
+        )
+        while not self._stopping:
+            await asyncio.sleep(self.settings.poll_interval)
+            now = self.clock.now()
+            try:
+                await self.store.retry_job(job.id, now, f"store: {exc}", now)
+            except StoreError:
+                continue
+            self.metrics.jobs.labels(job.kind, "retry").inc()
+            return
 
     async def _run(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot import keys
 from conftest import payload
 
 ACK_BUDGET = 0.5  # seconds: the webhook answers well within this whatever else is broken
@@ -106,6 +107,36 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+async def quiet(client: TestClient, timeout: float = 10.0) -> None:
+    """Process the inbox and run due jobs until none is due or running.
+
+    The app's own job runner stays on (``/readyz`` checks it), so on a ManualClock a job
+    it claimed may still be in flight: wait for that too.
+    """
+    app = client.app
+    path, clock = app[keys.SETTINGS].store.sqlite_path, app[keys.CLOCK]
+    sql = (  # what the runner would claim now (jobs of a kind run in order per incident)
+        "SELECT COUNT(*) FROM jobs j WHERE status = 'running' OR (status = 'pending'"
+        " AND due_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.incident_id ="
+        " j.incident_id AND e.kind = j.kind AND e.id < j.id"
+        " AND e.status IN ('pending', 'running')))"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        await app[keys.INBOX].drain()
+        await app[keys.RUNNER].run_due()
+        slack = app.get(keys.SLACK)
+        if slack is not None:
+            await slack.tasks.join()
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            busy = conn.execute(sql, (clock.now(),)).fetchone()[0]
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{busy} job(s) still due or running after {timeout}s")
+        await asyncio.sleep(0.01)
+
+
 # the store --------------------------------------------------------------------------
 
 
@@ -121,6 +152,18 @@ def exclusive_lock(path: str) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+async def limit_pages(client: TestClient, pages: int | None) -> int:
+    """Cap the store's database at ``pages`` pages (None: the pages it has now) on the
+    store's own connection; return the cap. See test_faults_store for why."""
+
+    def cap(conn: sqlite3.Connection) -> int:
+        wanted = pages or int(conn.execute("PRAGMA page_count").fetchone()[0])
+        return int(conn.execute(f"PRAGMA max_page_count = {int(wanted)}").fetchone()[0])
+
+    store = client.app[keys.STORE]
+    return int(await store._run(cap))  # the store's one connection, on its one thread
+
+
 # the network ------------------------------------------------------------------------
 
 
@@ -134,6 +177,7 @@ class FaultProxy:
         self.port = 0
         self.connections = 0
         self.cut = 0  # replies dropped by cut_reply
+        self._cuts_left = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -160,8 +204,9 @@ class FaultProxy:
     def stall(self) -> None:
         self.mode = "stall"
 
-    def cut_reply(self) -> None:
-        self.mode = "cut_reply"
+    def cut_reply(self, times: int = 1) -> None:
+        """Drop the next ``times`` replies (the requests get through), then pass all."""
+        self.mode, self._cuts_left = "cut_reply", times
 
     async def down(self) -> None:
         """Stop listening and drop every open connection: the service is gone."""
@@ -208,6 +253,9 @@ class FaultProxy:
         while chunk := await reader.read(65536):
             if reply and self.mode == "cut_reply":
                 self.cut += 1
+                self._cuts_left -= 1
+                if self._cuts_left <= 0:
+                    self.mode = "up"
                 raise ConnectionResetError("reply cut")  # the service answered; drop it
             writer.write(chunk)
             await writer.drain()

@@ -74,3 +74,27 @@ def _app(path: str, handler: Any, method: str = "POST") -> web.Application:
     app = web.Application()
     app.router.add_route(method, path, handler)
     return app
+
+
+async def test_expiring_a_silence_alertmanager_forgot_counts_as_expired(
+    aiohttp_server: Any,
+) -> None:
+    async def forgotten(req: web.Request) -> web.Response:  # Alertmanager 0.25's answer
+        return web.json_response("silence not found", status=500)
+
+    async def broken(req: web.Request) -> web.Response:
+        return web.json_response("internal error", status=500)
+
+    app = web.Application()
+    app.router.add_delete("/api/v2/silence/gone", forgotten)
+    app.router.add_delete("/api/v2/silence/other", broken)
+    server: TestServer = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        client = AlertmanagerClient(session, str(server.make_url("")), retries=0)
+        await client.expire_silence("gone")
+        try:
+            await client.expire_silence("other")
+        except AlertmanagerError as exc:
+            assert exc.status == 500
+        else:
+            raise AssertionError("a real failure must raise")

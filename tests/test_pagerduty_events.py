@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bot import keys
 from bot.clock import ManualClock, SystemClock
-from bot.incidents import EventKind, Status
+from bot.incidents import EventKind, Incident, Status
+from bot.store.base import IncidentChange
 from fakes import FakePagerDuty
 from pagerduty_kit import ROUTING_KEY, alert_group, start_bot
 
@@ -294,3 +296,44 @@ async def test_with_the_background_workers_as_in_production(
         by_key.setdefault(key, []).append(action)
     assert len(by_key) == 4
     assert all(actions == ["trigger", "acknowledge", "resolve"] for actions in by_key.values())
+
+
+class WriterDuringSend:
+    """The Events API client, but another writer changes the PagerDuty state while the
+    event is in flight (another replica that took PagerDuty's incident.triggered webhook)."""
+
+    def __init__(self, client: Any, write: Callable[[], Awaitable[None]]) -> None:
+        self.client, self.write = client, write
+
+    async def send(self, event: dict[str, Any]) -> Any:
+        await self.write()
+        return await self.client.send(event)
+
+
+async def test_a_state_change_made_while_a_page_is_in_flight_is_kept(
+    aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
+) -> None:
+    bot = await start_bot(aiohttp_client, tmp_path, fake_pagerduty, ManualClock())
+    html_url = "https://acme.pagerduty.com/incidents/PINC1"
+
+    async def remember_pd_incident() -> None:
+        incident = await bot.incident()
+
+        def change(current: Incident) -> IncidentChange:
+            state = {**current.data.get("pagerduty", {}), "html_url": html_url}
+            state["pd_incident"] = {"id": "PINC1", "number": 7, "html_url": html_url}
+            return IncidentChange(data={"pagerduty": state})
+
+        await bot.store.change_incident(incident.id, change, now=bot.clock.now())
+
+    pager = bot.app[keys.PAGERDUTY].pager
+    pager.client = WriterDuringSend(pager.client, remember_pd_incident)
+    await bot.post_alert(alert_group(severity="critical"))  # P0: pages at once
+    await bot.settle()
+    state = (await bot.incident()).data["pagerduty"]
+    assert (state["alert"], state["escalation"], state["last_action"]) == (
+        "triggered",
+        "paged",
+        "trigger",
+    )
+    assert state["html_url"] == html_url and state["pd_incident"]["id"] == "PINC1"

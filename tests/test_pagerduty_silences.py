@@ -73,7 +73,8 @@ async def test_ack_silences_the_group_until_resolve(
     assert entry["expired_at"] is not None
     notes = [e.message for e in await bot.events(incident.id, EventKind.NOTE)]
     assert any(n.startswith("silenced {alertname=") for n in notes)
-    assert "expired 1 acknowledgement silence(s): the incident resolved" in notes
+    expired = f"expired the acknowledgement silence {silence['id']}: the incident resolved"
+    assert notes.count(expired) == 1
     actions = [e["event_action"] for e in fake_pagerduty.events]
     assert actions == ["trigger", "acknowledge", "resolve"]
 

@@ -7,7 +7,7 @@ import asyncio
 import copy
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.errors import ConfigError
-from bot.incidents import EventKind, Incident
+from bot.errors import ConfigError, StoreUnavailable
+from bot.incidents import Event, EventKind, Incident
 from bot.pipeline import RunStatus
 from bot.settings import Settings
+from bot.store.base import IncidentChange, Store
 from conftest import make_settings, payload
 from stack import MetricsExporter, Prometheus
 
@@ -235,6 +236,112 @@ async def test_a_repeated_run_repeats_no_event(aiohttp_client: Any, tmp_path: Pa
     after = await client.app[keys.STORE].get_incident(incident.id)
     assert [e.kind for e in after.timeline] == before
     assert planner.planned == [incident.id, incident.id]  # the engine decides what is left
+
+
+class FailingDiagnosticsWrite:
+    """The store, but the first write carrying a ``diagnostics.done`` event fails (a disk
+    full or a crash part-way through recording the diagnostics)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def _fail_once(self) -> None:
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailable("disk full")
+
+    async def append_event(self, incident_id: int, **kwargs: Any) -> Event:
+        if kwargs["kind"] == EventKind.DIAGNOSTICS_DONE:
+            self._fail_once()
+        return await self.store.append_event(incident_id, **kwargs)
+
+    async def change_incident(
+        self, incident_id: int, change: Callable[[Incident], IncidentChange], *, now: float
+    ) -> list[Event]:
+        def checked(incident: Incident) -> IncidentChange:
+            out = change(incident)
+            if any(e.kind == EventKind.DIAGNOSTICS_DONE for e in out.events):
+                self._fail_once()
+            return out
+
+        return await self.store.change_incident(incident_id, checked, now=now)
+
+
+class WriterInBetween:
+    """The store, but another writer commits right before the next write goes in."""
+
+    def __init__(self, store: Store, other: Callable[[], Awaitable[object]]) -> None:
+        self.store = store
+        self.other: Callable[[], Awaitable[object]] | None = other
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def _between(self) -> None:
+        other, self.other = self.other, None
+        if other is not None:
+            await other()
+
+    async def update_incident(self, incident_id: int, **kwargs: Any) -> Incident:
+        await self._between()
+        return await self.store.update_incident(incident_id, **kwargs)
+
+    async def change_incident(
+        self, incident_id: int, change: Callable[[Incident], IncidentChange], *, now: float
+    ) -> list[Event]:
+        await self._between()
+        return await self.store.change_incident(incident_id, change, now=now)
+
+
+async def test_a_failed_diagnostics_write_repeats_no_event_on_retry(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, playbooks={"paths": [str(playbook_dir(tmp_path))]})
+    client, _ = await start(aiohttp_client, settings)
+    await client.app[keys.RUNNER].stop()  # the test runs the pipeline itself
+    resp = await client.post("/alertmanager", json=payload("captured-firing"))
+    assert resp.status == 200
+    await client.app[keys.INBOX].drain()
+    store = client.app[keys.STORE]
+    [found] = await store.list_incidents()
+    pipeline = client.app[keys.PIPELINE]
+    pipeline.store = FailingDiagnosticsWrite(store)
+    with pytest.raises(StoreUnavailable):
+        await pipeline.run(found.id)
+    await pipeline.run(found.id)  # the retried job
+    incident = await store.get_incident(found.id)
+    assert [e.data["name"] for e in events(incident, EventKind.DIAGNOSTIC)] == ["error_rate", "pod"]
+    assert len(events(incident, EventKind.DIAGNOSTICS_DONE)) == 1
+    assert [d["name"] for d in incident.data["diagnostics"]] == ["error_rate", "pod"]
+
+
+async def test_the_pipeline_state_is_changed_on_the_current_data(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, playbooks={"paths": [str(playbook_dir(tmp_path))]})
+    client, _ = await start(aiohttp_client, settings)
+    body = payload("captured-firing")
+    for alert in body["alerts"]:
+        alert["labels"]["alertname"] = "DiskFull"
+    body["commonLabels"]["alertname"] = body["groupLabels"]["alertname"] = "DiskFull"
+    incident = await deliver(client, body)
+    store = client.app[keys.STORE]
+
+    async def other_writer() -> None:
+        def change(current: Incident) -> IncidentChange:
+            return IncidentChange(data={"pipeline": {**current.data["pipeline"], "note": "kept"}})
+
+        await store.change_incident(incident.id, change, now=time.time())
+
+    pipeline = client.app[keys.PIPELINE]
+    pipeline.store = WriterInBetween(store, other_writer)
+    await pipeline.run(incident.id)  # a retried job writes its state again
+    state = (await store.get_incident(incident.id, timeline=False)).data["pipeline"]
+    assert (state["state"], state["note"]) == ("done: no playbook", "kept")
 
 
 async def test_matching_uses_the_first_firing_alerts_labels(

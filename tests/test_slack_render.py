@@ -6,14 +6,19 @@ import io
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from PIL import Image
 
 from bot import keys
+from bot.incidents import Incident, Status
+from bot.matchers import Matcher, MatchOp, parse_matchers
 from bot.notify import mrkdwn
 from bot.notify.graph import split_threshold
 from bot.notify.png import THRESHOLD, line_chart
+from bot.notify.render import Extras, incident_message
+from bot.settings import Severity
 from conftest import payload
 from fakes import FakeSlack
 from slackkit import CHANNEL, message_text, settle, slack_settings, start
@@ -23,7 +28,14 @@ HOSTILE = "<!channel> <!here> <@U123> <http://evil.example|click> & <!subteam^S1
 CONTROL = re.compile(r"<(!channel|!here|!everyone|!subteam|@U|https?://)")
 MENTION = re.compile(r"<(!channel|!here|!everyone|!subteam|@)")
 LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")
-OUR_LABELS = {"Prometheus graph", "Runbook", "Alertmanager", "silence", "PagerDuty incident"}
+OUR_LABELS = {
+    "Prometheus graph",
+    "Runbook",
+    "Alertmanager",
+    "Silence in Alertmanager",
+    "silence",
+    "PagerDuty incident",
+}
 
 
 def assert_safe(text: str) -> None:
@@ -70,6 +82,52 @@ async def test_hostile_labels_and_annotations_reach_slack_escaped(
     ts = (await client.app[keys.STORE].get_incident(1)).data["slack"]["ts"]
     shown = message_text(fake_slack.messages[(CHANNEL, ts)])
     assert "&lt;!channel&gt;" in shown and "&lt;@U999&gt; pod" in shown
+
+
+def _incident(**overrides: Any) -> Incident:
+    fields: dict[str, Any] = {
+        "id": 7,
+        "key": "k7",
+        "group_hash": "h7",
+        "receiver": "bot",
+        "group_key": '{}:{alertname="HighErrorRate"}',
+        "status": Status.TRIGGERED,
+        "severity": Severity.P1,
+        "title": "HighErrorRate",
+        "summary": "errors",
+        "group_labels": {"alertname": "HighErrorRate", "service": 'check"out\\eu'},
+        "common_labels": {"alertname": "HighErrorRate", "env": "prod"},
+        "common_annotations": {},
+        "external_url": "http://alertmanager.example:9093/",
+        "opened_at": 0.0,
+        "updated_at": 0.0,
+    }
+    return Incident(**(fields | overrides))
+
+
+def _links_of(incident: Incident, extras: Extras) -> dict[str, str]:
+    text = message_text({"blocks": incident_message(incident, extras).blocks})
+    return {label: target for target, label in LINK.findall(text)}
+
+
+def test_the_message_links_a_new_silence_prefilled_with_the_group_matchers() -> None:
+    extras = Extras(alertmanager_url="http://am.internal:9093")
+    target = _links_of(_incident(), extras)["Silence in Alertmanager"]
+    base = "http://alertmanager.example:9093/#/silences/new?filter="
+    assert target.startswith(base)
+    shown = unquote(target.removeprefix(base))
+    assert shown == '{alertname="HighErrorRate",service="check\\"out\\\\eu"}'
+    assert parse_matchers(shown) == [
+        Matcher("alertname", MatchOp.EQ, "HighErrorRate"),
+        Matcher("service", MatchOp.EQ, 'check"out\\eu'),
+    ]
+    assert not set(target.removeprefix(base)) & set('{}"= ,|<>&')  # all of it encoded
+
+    no_external = _links_of(_incident(external_url=""), extras)["Silence in Alertmanager"]
+    assert no_external.startswith("http://am.internal:9093/#/silences/new?filter=%7B")
+    group_less = _links_of(_incident(group_labels={}), extras)["Silence in Alertmanager"]
+    assert unquote(group_less.split("filter=")[1]) == '{alertname="HighErrorRate",env="prod"}'
+    assert "Silence in Alertmanager" not in _links_of(_incident(external_url=""), Extras())
 
 
 def _pixels(png: bytes) -> tuple[int, int, bytes]:

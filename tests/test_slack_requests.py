@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from bot.app import create_app
 from bot.clock import ManualClock
 from bot.incidents import EventKind, Status
 from bot.store.base import Store
-from conftest import payload
-from fakes import FakeSlack
+from conftest import make_settings, payload
+from fakes import FakePagerDuty, FakeSlack
+from pagerduty_kit import pd_section
 from slackkit import (
     CHANNEL,
     action_body,
@@ -317,3 +319,42 @@ async def test_escalate_and_rerun_buttons(
     ts = incident.data["slack"]["ts"]
     replies = [m["text"] for m in fake_slack.thread(CHANNEL, ts)[1:]]
     assert any(r.startswith(":rotating_light: escalated by @alice (U0ALICE)") for r in replies)
+
+
+async def settle_due(client: Any) -> None:
+    """Run what is due now; the escalation timers due later stay pending."""
+    app = client.app
+    for _ in range(100):
+        await app[keys.INBOX].drain()
+        await app[keys.RUNNER].run_due()
+        await app[keys.SLACK].tasks.join()
+        due = await app[keys.STORE].next_job_due(app[keys.HANDLERS].kinds)
+        if due is None or due > app[keys.CLOCK].now() + 1:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("jobs kept coming")
+
+
+async def test_escalate_reports_what_the_pager_does(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack, fake_pagerduty: FakePagerDuty
+) -> None:
+    settings = slack_settings(tmp_path, fake_slack, graphs=False)
+    paging = make_settings(tmp_path, pagerduty=pd_section(fake_pagerduty)).pagerduty
+    client = await start(aiohttp_client, settings.model_copy(update={"pagerduty": paging}))
+    await client.post("/alertmanager", json=payload("captured-firing"))
+    await settle_due(client)  # P1: would page after 5 unacknowledged minutes
+    assert fake_pagerduty.events == []
+    await post_signed(client, action_body("ap_escalate", "1", fake_slack, rid="first"))
+    await settle_due(client)
+    assert texts(fake_slack, "first") == [
+        ":rotating_light: You escalated #1: on-call is being paged."
+    ]
+    assert [e["event_action"] for e in fake_pagerduty.events] == ["trigger"]
+
+    await post_signed(client, action_body("ap_escalate", "1", fake_slack, rid="again"))
+    await settle_due(client)
+    assert texts(fake_slack, "again") == [
+        ":rotating_light: #1 is already paged: PagerDuty holds its alert (triggered), "
+        "so nobody is paged again."
+    ]
+    assert [e["event_action"] for e in fake_pagerduty.events] == ["trigger"]

@@ -32,6 +32,11 @@ ACTION_IDS = (
 )
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A payload field that should be an object; anything else reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
 def _split(value: str) -> tuple[int, str]:
     ref, sep, rest = value.partition(":")
     if not sep or not rest:
@@ -46,17 +51,18 @@ async def on_action(
     action: dict[str, Any],
     respond: AsyncRespond | None,
 ) -> None:
-    user = body.get("user") or {}
+    user = _object(body.get("user"))
+    channel_id = _object(body.get("channel")).get("id")
     reply = Reply(
         state,
         user_id=str(user.get("id", "")),
         actor=actor_of(user),
-        channel_id=(body.get("channel") or {}).get("id"),
+        channel_id=channel_id if isinstance(channel_id, str) else None,
         ack=ack,
         respond=respond,
     )
     action_id = str(action.get("action_id", ""))
-    value = str(action.get("value") or (action.get("selected_option") or {}).get("value") or "")
+    value = str(action.get("value") or _object(action.get("selected_option")).get("value") or "")
     log.info("slack button %s (%s) pressed by %s", action_id, value, reply.actor)
     try:
         work = _work(state, reply, action_id, value)

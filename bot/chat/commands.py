@@ -116,7 +116,8 @@ async def _show(state: SlackState, reply: Reply, rest: str) -> None:
     except NotFound:
         await reply.now(f"There is no incident #{ident}.")
         return
-    rendered = incident_message(incident, Extras(buttons=False))
+    extras = Extras(buttons=False, alertmanager_url=state.settings.alertmanager.url)
+    rendered = incident_message(incident, extras)
     events = [
         f"• {escape(e.kind)} by {escape(clip(e.actor, 60))}: {escape(clip(e.message, 200))}"
         for e in incident.timeline[-6:]

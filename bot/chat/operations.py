@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from bot.chat.state import SlackState
 from bot.incidents import EventKind, Status
+from bot.notify import mrkdwn
 from bot.notify.mrkdwn import escape
 from bot.notify.optional import maybe_await
+from bot.notify.pagerduty_sender import TriggerOutcome, already_paged, state_of
 from bot.store.base import Store
 
 
@@ -40,9 +42,10 @@ async def resolve(state: SlackState, incident_id: int, actor: str) -> str:
 
 
 async def escalate(state: SlackState, incident_id: int, actor: str) -> str:
-    status, _ = await _status(state.store, incident_id)
-    if status is Status.RESOLVED:
+    incident = await state.store.get_incident(incident_id, timeline=False)
+    if incident.status is Status.RESOLVED:
         return f"#{incident_id} is resolved; there is nobody to page."
+    page = state_of(incident)
     await state.actions.escalate(
         incident_id, actor=actor, source="slack", reason="page requested in Slack"
     )
@@ -50,6 +53,12 @@ async def escalate(state: SlackState, incident_id: int, actor: str) -> str:
         return (
             f":rotating_light: Escalation of #{incident_id} is on the timeline, but PagerDuty "
             "is not configured: nobody was paged."
+        )
+    if already_paged(page):  # the pager sends no second trigger
+        where = mrkdwn.link(page.html_url, "PagerDuty") if page.html_url else "PagerDuty"
+        return (
+            f":rotating_light: #{incident_id} is {TriggerOutcome.ALREADY.value}: {where} holds "
+            f"its alert ({page.alert}), so nobody is paged again."
         )
     return f":rotating_light: You escalated #{incident_id}: on-call is being paged."
 

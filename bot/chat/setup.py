@@ -3,7 +3,6 @@
 notify.slack          job subscriber: the incident message and its thread
 notify.slack.rollup   job: the storm roll-up, updated in place (debounced)
 notify.slack.graph    job: the incident graph, uploaded to the thread
-slack.unsilence       job: expire "until resolved" silences on resolve
 POST /slack/events    slash command and buttons (signed requests)
 Socket Mode           instead of /slack/events when slack.app_token is set
 """
@@ -29,7 +28,7 @@ from bot.chat.state import SlackState
 from bot.clock import Clock
 from bot.notify.graph import GraphUploader
 from bot.notify.optional import AppFeatures
-from bot.notify.slack import GRAPH_KIND, ROLLUP_KIND, UNSILENCE_KIND, SlackNotifier
+from bot.notify.slack import GRAPH_KIND, ROLLUP_KIND, SlackNotifier
 from bot.notify.slack_outbox import ChannelPacer, SlackOutbox, make_client
 from bot.notify.slack_storm import StormTracker
 
@@ -54,8 +53,10 @@ def setup(app: web.Application) -> None:
     outbox = SlackOutbox(client, ChannelPacer(slack.channel_rate, monotonic=time.monotonic))
     features = AppFeatures(app)
     storms = StormTracker(store, clock, threshold=slack.storm_threshold, window=slack.storm_window)
-    notifier = SlackNotifier(store, outbox, storms, slack, features, clock)
-    silencer = Silencer(store, lambda: app[keys.ALERTMANAGER], clock)
+    notifier = SlackNotifier(
+        store, outbox, storms, slack, features, clock, alertmanager_url=settings.alertmanager.url
+    )
+    silencer = Silencer(store, lambda: app[keys.ALERTMANAGER], clock, app[keys.SILENCES])
     actions = app.get(keys.ACTIONS) or IncidentActions(store, clock)
     state = SlackState(
         settings=settings,
@@ -83,7 +84,6 @@ def setup(app: web.Application) -> None:
         GRAPH_KIND,
         GraphUploader(store, outbox, features, lambda: app[keys.PROMETHEUS], clock),
     )
-    handlers.register(UNSILENCE_KIND, silencer.expire_on_resolve)
     app.router.add_post("/slack/events", slack_events)
     app.cleanup_ctx.append(_slack_ctx)
 

@@ -50,9 +50,12 @@ def _error(
 
 
 def _client(request: web.Request, authorized: bool) -> str:
+    """Who the per-client limit counts: the API token when one is configured (and so
+    proven), else the peer address — a made-up token must not buy a fresh allowance."""
+    configured = request.app[keys.SETTINGS].server.api_token is not None
     header = request.headers.get("Authorization", "")
     token = header.partition(" ")[2].strip()
-    if authorized and token:
+    if configured and authorized and token:
         return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
     return f"peer:{request.remote or 'unknown'}"
 
@@ -60,7 +63,7 @@ def _client(request: web.Request, authorized: bool) -> str:
 def _parse(raw: bytes) -> tuple[int | None, RcaDocument | None, Audience]:
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise PayloadError("the body is not JSON", code=BAD) from None
     if not isinstance(body, dict):
         raise PayloadError("the body must be a JSON object", code=BAD)
@@ -74,9 +77,10 @@ def _parse(raw: bytes) -> tuple[int | None, RcaDocument | None, Audience]:
         raise PayloadError(f"audience must be one of {', '.join(AUDIENCES)}", code=BAD)
     if "incidentId" in body:
         raw_id = body["incidentId"]
-        if isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id > 0:
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool) and 0 < raw_id < 10**18:
             return raw_id, None, audience
-        if isinstance(raw_id, str) and raw_id.isdigit() and 0 < len(raw_id) <= 18:
+        digits = isinstance(raw_id, str) and raw_id.isascii() and raw_id.isdigit()
+        if digits and 0 < len(raw_id) <= 18:
             return int(raw_id), None, audience
         raise PayloadError("incidentId must be a positive integer (or its digits)", code=BAD)
     try:

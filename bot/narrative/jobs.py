@@ -36,6 +36,8 @@ SUBSCRIBER = "narrative"
 LLM_JOB = "narrative.llm"
 STORM_JOB = "narrative.storm"
 STORM_KEY = "narrative:storm:current"
+_BY_DESIGN = frozenset({"", "deferred", "provider"})  # template reasons that are no fault
+_SKIPPED = frozenset({"budget_exhausted", "breaker_open", "prompt_too_large"})  # not called
 OUTCOMES = frozenset(
     {
         "succeeded", "success", "verified", "fixed", "done", "failed", "error", "not_fixed",
@@ -169,8 +171,9 @@ class NarrativeJobs:
             narrative = await self.narrator.for_incident(incident, "engineer")
         except PromptTemplateError as exc:
             raise PermanentFailure(f"narrative template: {exc}") from exc
-        if narrative.text == current.get("text") and narrative.source == current.get("source"):
-            return
+        same = (narrative.text, narrative.source, narrative.reason)
+        if same == (current.get("text"), current.get("source"), current.get("reason", "")):
+            return  # nothing new; a changed reason (the LLM failed) is news for the timeline
         await self._save(incident.id, narrative.to_data(), _last_event(incident))
 
     # storms ------------------------------------------------------------------------
@@ -241,9 +244,11 @@ class NarrativeJobs:
         """
         if based_on is not None:
             data = {**data, "based_on": based_on}
-        source, model = data.get("source"), data.get("model")
+        source, model, reason = data.get("source"), data.get("model"), data.get("reason", "")
         what = "storm summary" if data.get("storm") else "narrative"
         by = f"{source}, {model}" if source == "llm" and model else str(source)
+        if source == "template" and reason not in _BY_DESIGN:
+            by += f"; LLM {'skipped' if reason in _SKIPPED else 'failed'}: {reason}"
         event = NewEvent(
             actor="alertpilot",
             kind=EventKind.NARRATIVE,
@@ -253,6 +258,7 @@ class NarrativeJobs:
                 "audience": data.get("audience"),
                 "model": model,
                 "storm": bool(data.get("storm")),
+                "reason": reason,
             },
         )
 

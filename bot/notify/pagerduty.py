@@ -39,6 +39,7 @@ from bot.oncall import OnCallDirectory
 from bot.pdwebhooks import PagerDutyWebhooks
 from bot.playbook.registry import PlaybookSet
 from bot.settings import PagerDutySettings
+from bot.silences import SilenceService
 from bot.store.base import Job, Store
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,7 @@ class PagerDutyNotifier:
             if from_pagerduty:
                 await self.pager.observe(incident_id, "triggered")
             await self.policy.on_unacknowledged(job, incident_id, at=event.at)
-        elif kind == EventKind.RESOLVED:
-            if self.ack_silences:
-                await self.store.enqueue_job(
-                    SILENCE_KIND,
-                    f"{SILENCE_KIND}:expire:{incident_id}",
-                    due_at=event.at,
-                    incident_id=incident_id,
-                    payload={"action": "expire"},
-                )
+        elif kind == EventKind.RESOLVED:  # ack silences: the silence service expires them
             if from_pagerduty:
                 await self.pager.observe(incident_id, "resolved")
             else:
@@ -163,8 +156,10 @@ def build(
     alertmanager: Callable[[], AlertmanagerClient],
     playbooks: Callable[[], PlaybookSet | None],
     pipeline_registered: Callable[[], bool],
+    silences: SilenceService | None = None,
 ) -> PagerDutyFeature:
-    """The PagerDuty feature from explicit dependencies (providers are read at run time)."""
+    """The PagerDuty feature from explicit dependencies (providers are read at run time);
+    ``ack_silences`` records its silences through ``silences``."""
     ctx = _ssl(settings)
     metrics = PagerDutyMetrics(registry)
     client = EventsClient(
@@ -191,7 +186,11 @@ def build(
         )
     silencer = None
     if settings.ack_silences:
-        silencer = AckSilencer(store, clock, alertmanager, duration=settings.ack_silence_duration)
+        if silences is None:
+            raise ValueError("pagerduty.ack_silences needs the silence service")
+        silencer = AckSilencer(
+            store, alertmanager, silences, duration=settings.ack_silence_duration
+        )
     return PagerDutyFeature(
         settings=settings,
         pager=pager,

@@ -1,11 +1,14 @@
 """The one place that sends an incident's events to PagerDuty, and what it remembers.
 
-State lives in ``incident.data["pagerduty"]`` (``PageState``) and every read-change-write
-of it happens under that incident's lock, so the escalation timer, the timeline
-subscriber and the webhook never interleave. One trigger per incident: once PagerDuty
-holds the alert, a trigger is never sent again; acknowledge and resolve follow only a
-trigger that was sent. Sends are at least once: a crash between PagerDuty's 202 and
-the state write resends the same event, which the ``dedup_key`` makes harmless.
+State lives in ``incident.data["pagerduty"]`` (``PageState``). Every change to it is
+decided inside ``store.change_incident`` on the state as it is then (``Pager.change``),
+so no writer overwrites another's change with a stale copy; and each send with the
+change that records it happens under that incident's lock, so the escalation timer, the
+timeline subscriber and the webhook never interleave their sends. One trigger per
+incident: once PagerDuty holds the alert, a trigger is never sent again; acknowledge and
+resolve follow only a trigger that was sent. Sends are at least once: a crash between
+PagerDuty's 202 and the state write resends the same event, which the ``dedup_key``
+makes harmless.
 
     Events API answer        what happens
     202                      state written, ``page`` event on the timeline
@@ -21,6 +24,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -89,6 +93,32 @@ class TriggerOutcome(StrEnum):
     ACKNOWLEDGED = "incident acknowledged"
 
 
+@dataclass(frozen=True)
+class PageWrite:
+    """What a ``PageStep`` writes with the state it changed."""
+
+    events: Sequence[NewEvent] = ()
+    jobs: Sequence[NewJob] = ()
+
+
+PageStep = Callable[[Incident, PageState], PageWrite | None]
+
+
+def state_of(incident: Incident) -> PageState:
+    """The incident's PagerDuty state (a fresh one when it is unreadable)."""
+    raw = incident.data.get("pagerduty") or {}
+    try:
+        return PageState.model_validate(raw)
+    except ValidationError as exc:
+        log.warning("incident #%d: unreadable PagerDuty state, starting over: %s", incident.id, exc)
+        return PageState()
+
+
+def already_paged(state: PageState) -> bool:
+    """Whether PagerDuty holds (or held) the incident's alert: then no trigger goes out."""
+    return state.alert != "none"
+
+
 class PagerDutyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
@@ -150,30 +180,30 @@ class Pager:
 
     # state --------------------------------------------------------------------------
     async def load(self, incident_id: int) -> tuple[Incident, PageState]:
-        """The incident and its PagerDuty state. Call it holding ``locks(incident_id)``."""
+        """The incident and its PagerDuty state, to read (changes go through ``change``)."""
         incident = await self.store.get_incident(incident_id, timeline=False)
-        raw = incident.data.get("pagerduty") or {}
-        try:
-            return incident, PageState.model_validate(raw)
-        except ValidationError as exc:
-            log.warning(
-                "incident #%d: unreadable PagerDuty state, starting over: %s", incident_id, exc
-            )
-            return incident, PageState()
+        return incident, state_of(incident)
 
-    async def save(
-        self,
-        incident_id: int,
-        state: PageState,
-        *,
-        events: Sequence[NewEvent] = (),
-        jobs: Sequence[NewJob] = (),
-    ) -> None:
-        """Write the state with its timeline events and jobs, in one transaction."""
-        change = IncidentChange(
-            data={"pagerduty": state.model_dump(mode="json")}, events=events, jobs=jobs
-        )
-        await self.store.change_incident(incident_id, lambda _: change, now=self.clock.now())
+    async def change(self, incident_id: int, step: PageStep) -> PageState | None:
+        """Run ``step`` on the incident and its PagerDuty state as they are inside the
+        transaction; it changes the state in place and returns the events and jobs to
+        write with it, or None to write nothing. Returns the state written, if any."""
+        written: list[PageState] = []
+
+        def apply(incident: Incident) -> IncidentChange:
+            state = state_of(incident)
+            out = step(incident, state)
+            if out is None:
+                return IncidentChange()
+            written.append(state)
+            return IncidentChange(
+                data={"pagerduty": state.model_dump(mode="json")},
+                events=out.events,
+                jobs=out.jobs,
+            )
+
+        await self.store.change_incident(incident_id, apply, now=self.clock.now())
+        return written[0] if written else None
 
     def playbooks_for(self, incident: Incident, names: list[str]) -> list[Playbook]:
         registry = self.playbook_set()
@@ -191,16 +221,22 @@ class Pager:
         ``unless_acknowledged``: the if_unacked timer; an acknowledgement anywhere (Slack,
         the API, PagerDuty) before it is due means nobody needs waking.
         """
-        async with self.locks(incident_id):
-            incident, state = await self.load(incident_id)
-            if state.alert != "none":
-                return TriggerOutcome.ALREADY
+        outcome = TriggerOutcome.SENT
+        seen: list[tuple[Incident, PageState]] = []
+
+        def decide(incident: Incident, state: PageState) -> PageWrite | None:
+            nonlocal outcome
+            if already_paged(state):
+                outcome = TriggerOutcome.ALREADY
+                return None
             if incident.status is Status.RESOLVED:
-                if state.escalation == "scheduled":
-                    state.escalation, state.note = "not_paged", "resolved before the page was due"
-                    await self.save(incident_id, state)
-                return TriggerOutcome.RESOLVED
+                outcome = TriggerOutcome.RESOLVED
+                if state.escalation != "scheduled":
+                    return None
+                state.escalation, state.note = "not_paged", "resolved before the page was due"
+                return PageWrite()
             if unless_acknowledged and incident.status is Status.ACKNOWLEDGED:
+                outcome = TriggerOutcome.ACKNOWLEDGED
                 who = incident.acknowledged_by or "someone"
                 state.escalation = "not_paged"
                 state.note = f"acknowledged by {who} before the page was due"
@@ -210,12 +246,19 @@ class Pager:
                     message=f"no page: {state.note}",
                     data={"action": "trigger", "outcome": "skipped"},
                 )
-                await self.save(incident_id, state, events=[skipped])
-                return TriggerOutcome.ACKNOWLEDGED
+                return PageWrite(events=[skipped])
+            seen.append((incident, state))
+            return None  # to send: recorded once PagerDuty has it
+
+        async with self.locks(incident_id):
+            await self.change(incident_id, decide)
+            if outcome is not TriggerOutcome.SENT:
+                return outcome
+            incident, state = seen[0]
             event = trigger_event(
                 incident, playbooks=self.playbooks_for(incident, state.playbooks), reason=reason
             )
-            await self._send(job, incident, state, event, reason)
+            await self._send(job, incident, event, reason)
             return TriggerOutcome.SENT
 
     async def follow(self, job: Job, incident_id: int, action: Action, *, reason: str) -> bool:
@@ -226,33 +269,37 @@ class Pager:
                 return False
             if action == "acknowledge" and state.alert != "triggered":
                 return False
-            await self._send(job, incident, state, follow_event(incident, action), reason)
+            await self._send(job, incident, follow_event(incident, action), reason)
             return True
 
     async def observe(self, incident_id: int, alert: AlertState) -> None:
         """PagerDuty itself changed the alert (its webhook told us): remember, send nothing."""
-        async with self.locks(incident_id):
-            _, state = await self.load(incident_id)
+
+        def seen(_: Incident, state: PageState) -> PageWrite | None:
             if state.alert == "none" or state.alert == alert or state.alert == "resolved":
-                return
+                return None
             state.alert = alert
-            await self.save(incident_id, state)
+            return PageWrite()
+
+        async with self.locks(incident_id):
+            await self.change(incident_id, seen)
 
     async def remember_incident(self, incident_id: int, ref: PdIncident) -> None:
+        def remember(_: Incident, state: PageState) -> PageWrite | None:
+            if state.pd_incident == ref:
+                return None
+            state.pd_incident = ref
+            state.html_url = ref.html_url or state.html_url
+            return PageWrite()
+
         async with self.locks(incident_id):
-            _, state = await self.load(incident_id)
-            if state.pd_incident != ref:
-                state.pd_incident = ref
-                state.html_url = ref.html_url or state.html_url
-                await self.save(incident_id, state)
+            await self.change(incident_id, remember)
 
     def backoff(self, attempts: int) -> float:
         base = self.settings.retry_backoff * 2 ** max(0, attempts - 1)
         return float(min(self.settings.retry_backoff_max, base))
 
-    async def _send(
-        self, job: Job, incident: Incident, state: PageState, event: dict[str, Any], reason: str
-    ) -> None:
+    async def _send(self, job: Job, incident: Incident, event: dict[str, Any], reason: str) -> None:
         action: Action = event["event_action"]
         wait = self.limiter.acquire(self._bucket, job.key, self.clock.monotonic())
         if wait > 0:
@@ -269,21 +316,14 @@ class Pager:
                 delay = max(self.backoff(job.attempts), exc.retry_after or 0.0)
                 self.metrics.events.labels(action, "retry").inc()
                 raise RetryLater(f"{action}: {exc}", delay=delay) from None
-            await self._rejected(incident, state, action, exc)
+            await self._rejected(incident.id, action, exc)
             raise PermanentFailure(f"PagerDuty rejected the {action}: {exc}") from None
         now = self.clock.now()
-        state.dedup_key = event["dedup_key"]
-        state.last_action, state.last_sent_at = action, now
-        state.sent = [*state.sent, SentEvent(action=action, at=now, reason=reason)][-MAX_SENT:]
         if action == "trigger":
-            state.alert, state.escalation = "triggered", "paged"
-            state.triggered_at, state.trigger_reason = now, reason
             message = f"paged PagerDuty ({SEVERITY[incident.severity]}): {reason}"
         elif action == "acknowledge":
-            state.alert = "acknowledged"
             message = f"acknowledged the page in PagerDuty: {reason}"
         else:
-            state.alert = "resolved"
             message = f"resolved the page in PagerDuty: {reason}"
         sent = NewEvent(
             actor="alertpilot",
@@ -292,21 +332,28 @@ class Pager:
             data={
                 "action": action,
                 "outcome": "sent",
-                "dedup_key": state.dedup_key,
+                "dedup_key": event["dedup_key"],
                 "reason": reason,
             },
         )
-        await self.save(incident.id, state, events=[sent])
+
+        def record(_: Incident, state: PageState) -> PageWrite:  # PagerDuty has it: say so
+            state.dedup_key = event["dedup_key"]
+            state.last_action, state.last_sent_at = action, now
+            state.sent = [*state.sent, SentEvent(action=action, at=now, reason=reason)][-MAX_SENT:]
+            if action == "trigger":
+                state.alert, state.escalation = "triggered", "paged"
+                state.triggered_at, state.trigger_reason = now, reason
+            else:
+                state.alert = "acknowledged" if action == "acknowledge" else "resolved"
+            return PageWrite(events=[sent])
+
+        await self.change(incident.id, record)
         self.metrics.events.labels(action, "sent").inc()
         log.info("incident #%d: PagerDuty %s sent (%s)", incident.id, action, reason)
 
-    async def _rejected(
-        self, incident: Incident, state: PageState, action: Action, exc: EventsApiError
-    ) -> None:
+    async def _rejected(self, incident_id: int, action: Action, exc: EventsApiError) -> None:
         self.metrics.events.labels(action, "rejected").inc()
-        if action == "trigger":
-            state.escalation = "rejected"
-        state.note = f"{action} rejected: {exc}"
         rejected = NewEvent(
             actor="alertpilot",
             kind=EventKind.PAGE,
@@ -318,5 +365,12 @@ class Pager:
                 "errors": exc.errors,
             },
         )
-        await self.save(incident.id, state, events=[rejected])
-        log.error("incident #%d: PagerDuty rejected the %s: %s", incident.id, action, exc)
+
+        def record(_: Incident, state: PageState) -> PageWrite:
+            if action == "trigger":
+                state.escalation = "rejected"
+            state.note = f"{action} rejected: {exc}"
+            return PageWrite(events=[rejected])
+
+        await self.change(incident_id, record)
+        log.error("incident #%d: PagerDuty rejected the %s: %s", incident_id, action, exc)

@@ -16,6 +16,7 @@ from bot.incidents import Incident, Status
 from bot.notify import mrkdwn
 from bot.notify.mrkdwn import clip, escape
 from bot.settings import Severity
+from bot.silences import new_silence_url
 
 JsonDict = dict[str, Any]
 
@@ -54,6 +55,7 @@ class Extras:
     can_approve: bool = False
     buttons: bool = True
     extra_notes: Sequence[str] = field(default_factory=tuple)
+    alertmanager_url: str = ""  # for the silence link when the group has no external URL
 
 
 def section(text: str) -> JsonDict:
@@ -286,6 +288,9 @@ def _links(incident: Incident, extras: Extras) -> list[str]:
             links.append(mrkdwn.link(url, clip(title, 40)))
     if incident.external_url and mrkdwn.safe_url(incident.external_url):
         links.append(mrkdwn.link(incident.external_url, "Alertmanager"))
+    silence = new_silence_url(incident, extras.alertmanager_url)
+    if silence and mrkdwn.safe_url(silence):
+        links.append(mrkdwn.link(silence, "Silence in Alertmanager"))
     pagerduty = incident.data.get("pagerduty")
     if isinstance(pagerduty, Mapping):
         pd_url = pagerduty.get("html_url") or pagerduty.get("incident_url")

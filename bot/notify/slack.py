@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 KV_TTL = 30 * 86400.0
 GRAPH_KIND = "notify.slack.graph"
 ROLLUP_KIND = "notify.slack.rollup"
-UNSILENCE_KIND = "slack.unsilence"
 _ROLLUP_EVENTS = frozenset(
     {EventKind.ACKNOWLEDGED, EventKind.UNACKNOWLEDGED, EventKind.RESOLVED, EventKind.SEVERITY}
 )
@@ -67,6 +66,8 @@ class SlackNotifier:
         settings: SlackSettings,
         features: AppFeatures,
         clock: Clock,
+        *,
+        alertmanager_url: str = "",
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -75,6 +76,7 @@ class SlackNotifier:
         self.router = SlackRouter(settings)
         self.features = features
         self.clock = clock
+        self.alertmanager_url = alertmanager_url
         self.rollup_debounce = max(5.0, 10.0 / settings.channel_rate)
 
     async def __call__(self, job: Job) -> None:
@@ -175,6 +177,7 @@ class SlackNotifier:
             playbook_links=self.features.playbook_links(incident),
             can_rerun=self.features.can_rerun(),
             can_approve=self.features.can_approve(),
+            alertmanager_url=self.alertmanager_url,
         )
         return incident_message(incident, extras)
 
@@ -221,18 +224,6 @@ class SlackNotifier:
             await self.schedule_rollup(str(state["channel"]), str(state["rollup_ts"]))
         if event.kind == EventKind.PLAYBOOK and self.settings.graphs and not state.get("rollup_ts"):
             await self._schedule_graph(incident)
-        if event.kind == EventKind.RESOLVED:
-            silences = incident.data.get("silences")
-            if isinstance(silences, list) and any(
-                isinstance(s, Mapping) and s.get("source") == "slack" and s.get("expire_on_resolve")
-                for s in silences
-            ):
-                await self.store.enqueue_job(
-                    UNSILENCE_KIND,
-                    f"{UNSILENCE_KIND}:{incident.id}:{event.id}",
-                    due_at=self.clock.now(),
-                    incident_id=incident.id,
-                )
 
     async def _permalink_of(self, incident_id: int) -> str | None:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot import keys
-from bot.remediation.actions import Connections
+from bot.remediation.actions import ActionRegistry, Connections
 from bot.remediation.api import post_approval
 from bot.remediation.approvals import ApprovalConflict
 from bot.remediation.engine import RemediationEngine
@@ -29,11 +29,15 @@ def setup(app: web.Application) -> None:
             playbooks=app.get(keys.PLAYBOOKS),
         )
 
+    registry = ActionRegistry.from_settings(app[keys.SETTINGS].remediation)
+    counter = app[keys.METRICS].remediations
+    registry.observe = lambda kind, result: counter.labels(kind, result.status.value).inc()
     engine = RemediationEngine(
         app[keys.STORE],
         app[keys.CLOCK],
         app[keys.SETTINGS].remediation,
         actions=app[keys.ACTIONS],
+        registry=registry,
         connections=connections,
     )
     app[keys.REMEDIATION] = engine

@@ -33,7 +33,7 @@ class ApprovalBody(BaseModel):
 def parse_body(raw: bytes) -> ApprovalBody:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}", code="invalid_json") from None
     try:
         return ApprovalBody.model_validate(data)
@@ -50,7 +50,7 @@ def parse_body(raw: bytes) -> ApprovalBody:
 async def post_approval(request: web.Request) -> web.Response:
     require_api_token(request)
     raw = request.match_info["incident_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise PayloadError("incident id must be a number", code="bad_id")
     body = parse_body(await request.read())
     engine = request.app[keys.REMEDIATION]

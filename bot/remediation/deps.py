@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.actions import IncidentActions
 from bot.clock import Clock
-from bot.incidents import Incident
+from bot.incidents import AlertRecord, Incident
 from bot.playbook import templating
 from bot.remediation.actions import ActionContext, ActionRegistry, Connections
 from bot.remediation.records import StepRecord, dump, steps_of
@@ -35,8 +35,15 @@ class Deps:
     registry: ActionRegistry
     connections: Callable[[], Connections] = Connections
 
-    def context(self, incident: Incident, step: str) -> ActionContext:
-        return ActionContext(templating.environment(), templating.context(incident), incident, step)
+    def context(
+        self, incident: Incident, step: str, alert: AlertRecord | None = None
+    ) -> ActionContext:
+        """What the step's templates see; ``labels`` and ``annotations`` are ``alert``'s
+        (default: the first firing alert's, as ``templating.context`` has them)."""
+        values = templating.context(incident)
+        if alert is not None:
+            values |= {"labels": dict(alert.labels), "annotations": dict(alert.annotations)}
+        return ActionContext(templating.environment(), values, incident, step)
 
 
 def run_key(incident_id: int, step: str, attempt: int, phase: str = "run") -> str:

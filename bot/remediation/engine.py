@@ -50,7 +50,7 @@ class RemediationEngine:
         self.run_job = StepRunner(self.deps)
         self.verify_job = Verifier(self.deps)
         self.expire_job = self._approvals.expire_job
-        self.on_event = ResolveHandler(self.deps, self._approvals)
+        self.on_event = ResolveHandler(self._approvals)
 
     def register(self, handlers: JobHandlers) -> None:
         handlers.register(RUN, self.run_job)

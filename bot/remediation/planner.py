@@ -1,11 +1,14 @@
 """Planning: which steps of the matched playbooks are proposed, and how.
 
 Each step gets its effective mode (the lower of its own and ``remediation.mode``) and
-its call, rendered and checked. Then, in one transaction with the incident as it is
-now: a stopped step is recorded as skipped with the guard and reason; ``suggest``
-records a suggestion; ``approval`` stores a pending approval with its expiry (and the
-timer that expires it); ``auto`` and ``dry_run`` queue the run job. Planning twice
-changes nothing: a step already on the incident is left alone.
+its call, rendered and checked from the incident's first firing alert; that alert's
+fingerprint and the step's target (``guard.target_of``, from the same alert) are kept on
+the record, so the run renders from the same alert and runs only the call proposed.
+Then, in one transaction with the incident as it is now: a stopped step is recorded as
+skipped with the guard and reason; ``suggest`` records a suggestion; ``approval`` stores
+a pending approval with its expiry (and the timer that expires it); ``auto`` and
+``dry_run`` queue the run job. Planning twice changes nothing: a step already on the
+incident is left alone.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class _Draft:
     mode: RemediationMode
     call: dict[str, object] | None
     stop: Stop | None
+    alert: str | None  # the fingerprint of the alert the call was rendered from
+    target: dict[str, str]
 
 
 class Planner:
@@ -77,16 +82,25 @@ class Planner:
     def _draft(self, playbook: Playbook, spec: Remediation, incident: Incident) -> _Draft:
         mode = guard.effective_mode(spec.mode, self.deps.settings.mode)
         stop = guard.mode_stop(mode)
+        alert = guard.subject_alert(incident)
         call = None
         if stop is None:
             try:
                 prepared = self.deps.registry.prepare(
-                    spec.action, self.deps.context(incident, spec.name)
+                    spec.action, self.deps.context(incident, spec.name, alert)
                 )
                 call = prepared.display()
             except Refused as exc:
                 stop = exc.stop
-        return _Draft(playbook.name, spec, mode, call, stop)
+        return _Draft(
+            playbook.name,
+            spec,
+            mode,
+            call,
+            stop,
+            alert.fingerprint if alert is not None else None,
+            guard.target_of(spec, incident, alert),
+        )
 
     async def plan(
         self, incident_id: int, playbooks: Sequence[Playbook] | None = None
@@ -120,11 +134,13 @@ class Planner:
                     state=StepState.QUEUED,
                     call=draft.call,
                     spec=draft.spec.model_dump(mode="json"),
+                    target=draft.target,  # of the alert the call was rendered from
+                    alert=draft.alert,
                     planned_at=now,
                     updated_at=now,
                 )
                 text = str((draft.call or {}).get("text", ""))
-                stop = draft.stop or guard.resolved_stop(current)
+                stop = draft.stop or guard.resolved_stop(current, draft.spec, record.target)
                 if stop is not None:
                     record.state, record.guard, record.reason = (
                         StepState.SKIPPED,
@@ -190,9 +206,9 @@ class Planner:
         out = []
         for spec in playbook.remediations:
             draft = self._draft(playbook, spec, incident)
-            stop = draft.stop or guard.resolved_stop(incident)
+            stop = draft.stop or guard.resolved_stop(incident, spec, draft.target)
             notes: list[str] = []
-            ctx = self.deps.context(incident, spec.name)
+            ctx = self.deps.context(incident, spec.name, guard.subject_alert(incident))
             if stop is None and spec.when:
                 try:
                     stop = await guard.precondition_stop(
@@ -203,7 +219,7 @@ class Planner:
             if stop is None and draft.mode is not RemediationMode.SUGGEST:
                 try:
                     stop = await guard.rate_stop(
-                        self.deps.store, playbook.name, spec, incident, now
+                        self.deps.store, playbook.name, spec, incident, now, draft.target
                     )
                 except StoreError as exc:
                     notes.append(f"max_runs and cooldown not checked: {exc}")

@@ -2,9 +2,9 @@
 
 ``incident.data["remediations"]`` maps a step key (the step's name; ``playbook/name`` when
 two matched playbooks use one name) to a ``StepRecord``; ``incident.data["approvals"]``
-maps the same key to an ``ApprovalRecord``. Silences a step created are appended to the
-shared ``incident.data["silences"]`` list as ``{"id", "source": "remediation", "step",
-"expire_on_resolve", "created_at", "expired_at"}``.
+maps the same key to an ``ApprovalRecord``. Silences a step created are recorded through
+``bot.silences`` in ``incident.data["silences"]`` as ``{"id", "source": "remediation",
+"step", "expire_on_resolve", "created_at", "expired_at", "url", "matchers"}``.
 
 A step moves through these states::
 
@@ -110,11 +110,18 @@ class StepRecord(Record):
     attempt: int = 1
     guard: Guard | None = None
     reason: str = ""
-    call: dict[str, Any] | None = None  # what it runs (or would), rendered and checked
+    # what it runs (or would), rendered and checked: what the proposal and approval showed
+    call: dict[str, Any] | None = None
     result: StepResult | None = None
     verify: VerifyRecord | None = None
     rollback: RollbackRecord | None = None
     spec: dict[str, Any]  # the step as proposed: what is approved is what runs
+    # what the step acts on, as planned (guard.target_of): it runs only while an alert of
+    # this target fires (None on records planned before it was kept: the current target)
+    target: dict[str, str] | None = None
+    # the fingerprint of the alert the call was rendered from when it was proposed: the
+    # run renders it from that alert again (guard.run_alert) and runs only the same call
+    alert: str | None = None
     planned_at: float
     updated_at: float
 
@@ -131,15 +138,6 @@ class ApprovalRecord(Record):
     reason: str = ""
 
 
-class SilenceRecord(Record):
-    id: str
-    source: str = "remediation"
-    step: str
-    expire_on_resolve: bool
-    created_at: float
-    expired_at: float | None = None
-
-
 def steps_of(incident: Incident) -> dict[str, StepRecord]:
     raw = incident.data.get("remediations") or {}
     return {key: StepRecord.model_validate(value) for key, value in raw.items()}
@@ -152,12 +150,6 @@ def approvals_of(incident: Incident) -> dict[str, ApprovalRecord]:
 
 def dump(records: dict[str, StepRecord] | dict[str, ApprovalRecord]) -> dict[str, Any]:
     return {key: record.model_dump(mode="json") for key, record in records.items()}
-
-
-def silences_of(incident: Incident) -> list[dict[str, Any]]:
-    """The shared silences list as stored (entries of other features are kept as they are)."""
-    raw = incident.data.get("silences") or []
-    return [dict(item) for item in raw if isinstance(item, dict)]
 
 
 def finite(value: float) -> float | None:

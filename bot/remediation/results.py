@@ -18,11 +18,13 @@ class Guard(StrEnum):
     """The guard that stopped a step."""
 
     MODE = "mode"  # remediation.mode (the global ceiling / kill switch)
-    RESOLVED = "resolved"  # the incident is resolved
+    # every alert of the step's target has resolved, or the incident itself is resolved
+    RESOLVED = "resolved"
     TEMPLATE = "template"  # a template did not render
     ALLOWLIST = "allowlist"  # URL or executable not on the allowlist
     PATTERN = "pattern"  # a templated argument failed its pattern
     INVALID = "invalid"  # the rendered call is not valid (e.g. a matcher that does not parse)
+    CHANGED = "changed"  # the call rendered to run differs from the one proposed (and approved)
     WHEN = "when"  # the PromQL precondition does not hold
     MAX_RUNS = "max_runs"  # max_runs per window, across incidents
     COOLDOWN = "cooldown"  # cooldown per target

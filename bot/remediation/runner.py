@@ -1,10 +1,15 @@
 """The ``remediation.run`` job: guards right before running, then the action, then the record.
 
-Order: the step must still be queued or approved on this attempt; the call is rendered
-and checked again (allowlists, patterns); the incident must not be resolved; the
-``when`` precondition must hold. A dry run records the call and which guard would stop
-it, and ends there. Otherwise the step is marked running (atomically, re-checking that
-the incident is not resolved), a max_runs/cooldown slot is taken, and the action runs.
+Order: the step must still be queued or approved on this attempt; the incident must not
+be resolved, and an alert of the step's target (as planned) must still fire; the call is
+rendered again from the alert it was planned for (``guard.run_alert``: while that alert
+fires, else another firing alert of the target) and checked again (allowlists,
+patterns), and it must be exactly the call proposed, which is what the approval showed
+(else the ``changed`` guard stops it); the ``when`` precondition must hold. A dry run
+records the call and which guard would stop it, and ends there. Otherwise the step is
+marked running (atomically, re-checking that neither the incident nor the step's target
+has resolved and that the call is still the one proposed), a max_runs/cooldown slot is
+taken, and the action runs.
 A job that finds its step already running was interrupted by a restart: the step is
 marked failed and never run a second time.
 """
@@ -15,26 +20,25 @@ import logging
 from typing import Any
 
 from bot.errors import RetryLater
-from bot.incidents import EventKind, Incident, Status
+from bot.incidents import AlertRecord, Incident
 from bot.playbook.model import Remediation
 from bot.playbook.templating import RenderError, render
 from bot.remediation import guard
 from bot.remediation.actions import Call, SilenceCall
-from bot.remediation.deps import EVENTS, VERIFY, Deps, StepUpdate, run_job, update_step
+from bot.remediation.deps import VERIFY, Deps, StepUpdate, run_job, update_step
 from bot.remediation.records import (
     RUNNABLE,
     RollbackRecord,
     RollbackState,
-    SilenceRecord,
     StepRecord,
     StepState,
     VerifyRecord,
-    silences_of,
     step_event,
     steps_of,
 )
 from bot.remediation.results import Guard, Refused, StepResult, Stop
 from bot.settings import RemediationMode
+from bot.silences import NewSilence, added
 from bot.store.base import Job, NewJob
 
 log = logging.getLogger(__name__)
@@ -82,14 +86,17 @@ class StepRunner:
         if record.state not in RUNNABLE:
             return  # decided otherwise meanwhile (rejected, cancelled, done)
         spec = Remediation.model_validate(record.spec)
-        ctx = self.deps.context(incident, record.key)
-        stop = guard.resolved_stop(incident)
+        target = record.target if record.target is not None else guard.target_of(spec, incident)
+        alert = guard.run_alert(incident, record.alert, target)
+        ctx = self.deps.context(incident, record.key, alert)
+        stop = guard.resolved_stop(incident, spec, target)
         call: Call | None = None
         verify_query = ""
         if stop is None:
             try:
                 call = self.deps.registry.prepare(spec.action, ctx)
-                if spec.verify is not None:
+                stop = guard.proposed_stop(record.call, call.display())
+                if stop is None and spec.verify is not None:
                     verify_query = _render(ctx.env, spec.verify.query, ctx.values, "verify.query")
             except Refused as exc:
                 stop = exc.stop
@@ -99,7 +106,9 @@ class StepRunner:
         if dry:
             if stop is None:
                 now = self.deps.clock.now()
-                stop = await guard.rate_stop(self.deps.store, record.playbook, spec, incident, now)
+                stop = await guard.rate_stop(
+                    self.deps.store, record.playbook, spec, incident, now, target
+                )
             await self._dry_run(incident.id, record, call, stop)
             return
         if stop is not None or call is None:
@@ -108,10 +117,10 @@ class StepRunner:
         if not await self._claim(incident.id, record, call):
             return
         limit = await self.deps.store.take_rate_slot(
-            guard.rate_limits(record.playbook, spec, incident), now=self.deps.clock.now()
+            guard.rate_limits(record.playbook, spec, incident, target), now=self.deps.clock.now()
         )
         if limit is not None:
-            stop = guard.limit_stop(limit, spec, incident)
+            stop = guard.limit_stop(limit, spec, incident, target)
             await self._stop(incident.id, record, stop, StepState.SKIPPED, frm=StepState.RUNNING)
             return
         result = await self.deps.registry.execute(spec.action, call, self.deps.connections())
@@ -176,13 +185,14 @@ class StepRunner:
         def change(current: StepRecord, incident: Incident) -> StepUpdate | None:
             if current.state not in RUNNABLE:
                 return None
-            resolved = guard.resolved_stop(incident)
-            if resolved is not None:
-                current.state, current.guard = StepState.SKIPPED, resolved.guard
-                current.reason = resolved.reason
-                return StepUpdate(
-                    current, events=[step_event(current, f"not run: {resolved.reason}")]
-                )
+            spec = Remediation.model_validate(current.spec)
+            stop = guard.resolved_stop(incident, spec, current.target) or guard.proposed_stop(
+                current.call, call.display()
+            )
+            if stop is not None:
+                current.state, current.guard = StepState.SKIPPED, stop.guard
+                current.reason = stop.reason
+                return StepUpdate(current, events=[step_event(current, f"not run: {stop.reason}")])
             current.state, current.call = StepState.RUNNING, call.display()
             return StepUpdate(current, events=[step_event(current, f"running: {call.describe()}")])
 
@@ -210,23 +220,21 @@ class StepRunner:
                 update.events = [step_event(current, f"failed: {result.summary}")]
                 return update
             if isinstance(call, SilenceCall) and result.silence_id:
-                entry = SilenceRecord(
-                    id=result.silence_id,
-                    step=current.key,
-                    expire_on_resolve=call.expire_on_resolve,
-                    created_at=now,
+                # with the expiry job when it resolved while the silence was being made
+                recorded = added(
+                    incident,
+                    NewSilence(
+                        id=result.silence_id,
+                        source="remediation",
+                        expire_on_resolve=call.expire_on_resolve,
+                        step=current.key,
+                        url=result.output,
+                        matchers=call.matchers,
+                    ),
+                    now,
                 )
-                update.data["silences"] = [*silences_of(incident), entry.model_dump(mode="json")]
-                if incident.status is Status.RESOLVED and call.expire_on_resolve:
-                    # it resolved while the silence was being made: expire it like the others
-                    update.jobs = [
-                        NewJob(
-                            EVENTS,
-                            f"{EVENTS}:late-silence:{incident.id}:{result.silence_id}",
-                            now,
-                            {"kind": EventKind.RESOLVED.value},
-                        )
-                    ]
+                update.data |= recorded.data
+                update.jobs = [*recorded.jobs]
             if spec.verify is None:
                 current.state = StepState.SUCCEEDED
                 update.events = [step_event(current, f"ran: {result.summary}")]
@@ -276,7 +284,8 @@ class StepRunner:
         if stop is None:
             try:
                 call = self.deps.registry.prepare(
-                    spec.rollback, self.deps.context(incident, record.key)
+                    spec.rollback,
+                    self.deps.context(incident, record.key, _step_alert(incident, record)),
                 )
             except Refused as exc:
                 stop = exc.stop
@@ -338,6 +347,15 @@ _INTERRUPTED = Stop(
     "alertpilot stopped while this step was running; its outcome is unknown and it is "
     "not run again (a step never runs twice)",
 )
+
+
+def _step_alert(incident: Incident, record: StepRecord) -> AlertRecord | None:
+    """The alert a rollback renders from: the one the step was planned (and so ran) for,
+    firing or not; a step recorded without one: as the run would choose."""
+    planned = next((a for a in incident.alerts if a.fingerprint == record.alert), None)
+    if planned is not None or record.target is None:
+        return planned
+    return guard.run_alert(incident, record.alert, record.target)
 
 
 def _render(env: Any, source: str, values: Any, where: str) -> str:

@@ -64,12 +64,14 @@ class Job:
 
 @dataclass(frozen=True)
 class NewEvent:
-    """A timeline event to record as part of an incident change."""
+    """A timeline event to record as part of an incident change; with ``notify`` (the
+    default) every subscriber gets a job for it, as with ``Store.append_event``."""
 
     actor: str
     kind: str
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
+    notify: bool = True
 
 
 @dataclass(frozen=True)
@@ -213,9 +215,10 @@ class Store(abc.ABC):
         """Read the incident (no timeline) and write ``change(incident)`` in one transaction.
 
         The change's ``data`` keys replace the incident's, its events are appended (every
-        subscriber gets a job) and its jobs enqueued. ``change`` runs inside the
-        transaction, so it sees no concurrent write: keep it pure and quick. If it raises,
-        nothing is written and the exception propagates. Raise NotFound for no incident.
+        subscriber gets a job for each with ``notify``) and its jobs enqueued. ``change``
+        runs inside the transaction, so it sees no concurrent write: keep it pure and quick.
+        If it raises, nothing is written and the exception propagates. Raise NotFound for
+        no incident.
         """
 
     # jobs: the outbox and every timer

@@ -38,6 +38,7 @@ from bot.store.thread import NORMAL, URGENT, StoreThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
 
 _TRANSITION_EVENTS = {
     Status.ACKNOWLEDGED: EventKind.ACKNOWLEDGED,
@@ -66,6 +67,7 @@ class SqliteStore(Store):
         self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
         self.job_signal = asyncio.Event()
+        self._full: tuple[float, str] | None = None  # when a webhook commit found no space
 
     # plumbing ---------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -146,8 +148,16 @@ class SqliteStore(Store):
         try:
             while True:
                 await asyncio.sleep(every)
+                step = asyncio.ensure_future(
+                    asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                )
                 try:
-                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    await asyncio.shield(step)
+                except asyncio.CancelledError:
+                    # Cancelling does not stop the thread: closing the connection under a
+                    # running checkpoint crashes the process (SIGSEGV). Let it finish first.
+                    await asyncio.gather(step, return_exceptions=True)
+                    raise
                 except sqlite3.Error as exc:
                     log.warning("store: checkpoint failed: %s", exc)
         finally:
@@ -169,12 +179,17 @@ class SqliteStore(Store):
         await asyncio.to_thread(thread.shutdown)
 
     async def ping(self) -> None:
+        """A small write, and no webhook commit refused for want of space lately (rewriting
+        one row in place can still work on a full disk, where a payload no longer fits)."""
         sql = (
             "INSERT INTO kv (key, value) VALUES ('ping', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
         now = self._clock()
         await self._submit(URGENT, lambda: self._call(lambda c: c.execute(sql, (str(now),)), ()))
+        full = self._full
+        if full is not None and now - full[0] < FULL_MEMORY:
+            raise StoreUnavailable(f"a webhook commit failed {now - full[0]:.0f}s ago: {full[1]}")
 
     # inbox ------------------------------------------------------------------
     async def enqueue_payload(self, source: str, body: str) -> int:
@@ -196,10 +211,17 @@ class SqliteStore(Store):
                     URGENT, functools.partial(self._call, _insert_inbox, (rows,), True)
                 )
             except StoreError as exc:
+                cause = exc.__cause__
+                if (
+                    isinstance(cause, sqlite3.Error)
+                    and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+                ):
+                    self._full = (self._clock(), str(exc))
                 for *_, future in batch:
                     if not future.done():
                         future.set_exception(StoreUnavailable(str(exc)))
                 continue
+            self._full = None
             for (*_, future), row_id in zip(batch, ids, strict=True):
                 if not future.done():
                     future.set_result(row_id)

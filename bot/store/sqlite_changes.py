@@ -44,7 +44,9 @@ def change_incident(
             (inc.dumps(merged), now, incident_id),
         )
     events = [
-        inc.add_event(conn, subscribers, incident_id, e.actor, e.kind, e.message, now, e.data, True)
+        inc.add_event(
+            conn, subscribers, incident_id, e.actor, e.kind, e.message, now, e.data, e.notify
+        )
         for e in result.events
     ]
     conn.executemany(

@@ -6,6 +6,7 @@ the step's ``kind``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bot.playbook.model import Action
@@ -22,6 +23,7 @@ __all__ = ["ActionContext", "ActionRegistry", "Call", "Connections", "SilenceCal
 class ActionRegistry:
     def __init__(self, kinds: list[ActionKind[Any, Any]]) -> None:
         self._kinds = {kind.kind: kind for kind in kinds}
+        self.observe: Callable[[str, StepResult], None] = lambda kind, result: None
 
     @classmethod
     def from_settings(cls, settings: RemediationSettings) -> ActionRegistry:
@@ -45,4 +47,6 @@ class ActionRegistry:
         return call
 
     async def execute(self, action: Action, call: Call, conns: Connections) -> StepResult:
-        return await self._kind(action.kind).execute(call, conns)
+        result = await self._kind(action.kind).execute(call, conns)
+        self.observe(action.kind, result)
+        return result

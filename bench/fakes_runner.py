@@ -1,0 +1,253 @@
+"""The loopback fakes of Slack, PagerDuty (HTTPS) and an OpenAI-compatible API, served from
+their own event loop in a background thread, so a benchmark can block (start, kill and
+restart alertpilot, sleep, poll the store) while they keep answering.
+
+    with running_fakes() as fakes:
+        server = Alertpilot(tmp, **fakes.sections(channel_rate=50))
+        ...
+        posts = fakes.own_posts()       # incident id -> its messages in Slack
+
+Everything read from the fakes is copied on their own loop (``Fakes.call``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import common  # noqa: F401  (puts tests/ on sys.path)
+
+from fakes import FakeOpenAI, FakePagerDuty, FakeSlack
+
+T = TypeVar("T")
+JsonDict = dict[str, Any]
+
+SLACK_TOKEN = "xoxb-bench-token"
+OPENAI_KEY = "sk-bench-key"
+ROUTING_KEY = "R0BENCH" + "0" * 25  # PagerDuty routing keys are 32 characters
+CHANNEL = "C0BENCH"
+SLACK_WRITES = ("/api/chat.postMessage", "/api/chat.update", "/api/files.completeUploadExternal")
+# the incident's own message: "<mentions> P1 TRIGGERED: #12 HighErrorRate (service=x)"
+_HEADLINE = re.compile(r"\bP[0-3] [A-Z]+: #(\d+) ")
+_STORM_TASK = "Task: many incidents opened"
+_ROLLUP_TEXT = "Alert storm:"
+_LISTED = re.compile(r"P[0-3] ~?#(\d+) ")
+
+
+class TimedSlack(FakeSlack):
+    """FakeSlack that also notes when each message was posted (``time.monotonic()``)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.posted_at: dict[tuple[str, str], float] = {}
+
+    def _post_message(self, args: JsonDict) -> JsonDict:
+        answer = super()._post_message(args)
+        self.posted_at[(str(answer["channel"]), str(answer["ts"]))] = time.monotonic()
+        return answer
+
+
+@dataclass(frozen=True)
+class Message:
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None
+    has_blocks: bool
+    posted_at: float | None
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write request to the Slack Web API, as it arrived."""
+
+    at: float
+    method: str
+    channel: str
+    rollup_ids: frozenset[int]  # incidents a storm roll-up lists (empty for other messages)
+
+
+class Fakes:
+    def __init__(self, *, llm_reply: str = "A short narrative of the incident.") -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name="bench-fakes", daemon=True)
+        self.slack = TimedSlack(SLACK_TOKEN)
+        self.pagerduty = FakePagerDuty()
+        self.openai = FakeOpenAI(OPENAI_KEY, reply=llm_reply)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        self.thread.start()
+        self._run(self._start())
+
+    async def _start(self) -> None:
+        await self.slack.start()
+        await self.pagerduty.start()
+        await self.openai.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    async def _stop(self) -> None:
+        for fake in (self.openai, self.pagerduty, self.slack):
+            await fake.stop()
+
+    def _run(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the fakes' loop (where their state changes) and return its result."""
+
+        async def wrapped() -> T:
+            return fn()
+
+        result: T = self._run(wrapped())
+        return result
+
+    # -- alertpilot's config ---------------------------------------------------------
+
+    def sections(
+        self,
+        *,
+        channel_rate: float = 1.0,
+        slack: JsonDict | None = None,
+        llm: JsonDict | None = None,
+        pagerduty: JsonDict | None = None,
+    ) -> JsonDict:
+        """Config sections pointing alertpilot's Slack, PagerDuty and LLM at these fakes."""
+        return {
+            "slack": {
+                "bot_token": SLACK_TOKEN,
+                "signing_secret": "bench-signing-secret",
+                "api_url": self.slack.base_url,
+                "default_channel": CHANNEL,
+                "channel_rate": channel_rate,
+                **(slack or {}),
+            },
+            "pagerduty": {
+                "routing_key": ROUTING_KEY,
+                "events_url": f"{self.pagerduty.base_url}/v2/enqueue",
+                "api_url": self.pagerduty.base_url,
+                "ca_file": self.pagerduty.ca_file,
+                **(pagerduty or {}),
+            },
+            "llm": {
+                "provider": "openai",
+                "base_url": self.openai.api_base,
+                "api_key": OPENAI_KEY,
+                **(llm or {}),
+            },
+        }
+
+    # -- what the fakes saw ----------------------------------------------------------
+
+    def messages(self) -> list[Message]:
+        """Every message in the fake Slack (top-level, threaded, roll-ups)."""
+
+        def read() -> list[Message]:
+            return [
+                Message(
+                    channel=channel,
+                    ts=ts,
+                    text=str(m.get("text", "")),
+                    thread_ts=m.get("thread_ts"),
+                    has_blocks=bool(m.get("blocks")),
+                    posted_at=self.slack.posted_at.get((channel, ts)),
+                )
+                for (channel, ts), m in self.slack.messages.items()
+            ]
+
+        return self.call(read)
+
+    def own_posts(self) -> dict[int, list[Message]]:
+        """Incident id -> the messages that are that incident's own (header and blocks)."""
+        found: dict[int, list[Message]] = {}
+        for message in self.messages():
+            match = _HEADLINE.search(message.text)
+            if message.has_blocks and match:
+                found.setdefault(int(match.group(1)), []).append(message)
+        return found
+
+    def slack_writes(self) -> list[Write]:
+        def read() -> list[Write]:
+            return [
+                Write(
+                    r.at,
+                    r.path.rsplit("/", 1)[1],
+                    str(r.params.get("channel", "")),
+                    _rollup_ids(r.params),
+                )
+                for r in list(self.slack.requests)
+                if r.path in SLACK_WRITES
+            ]
+
+        return self.call(read)
+
+    def pd_events(self) -> list[JsonDict]:
+        return self.call(lambda: [dict(e) for e in self.pagerduty.events])
+
+    def pd_triggers(self) -> Counter[str]:
+        """dedup_key -> trigger events PagerDuty accepted for it."""
+        return Counter(
+            str(e.get("dedup_key")) for e in self.pd_events() if e.get("event_action") == "trigger"
+        )
+
+    def llm_calls(self) -> tuple[int, int]:
+        """(incident narratives, storm summaries) the LLM was asked for."""
+
+        def read() -> tuple[int, int]:
+            storms = incidents = 0
+            for body in self.openai.completions:
+                messages = body.get("messages", []) if isinstance(body, dict) else []
+                text = " ".join(str(m.get("content", "")) for m in messages)
+                if _STORM_TASK in text:
+                    storms += 1
+                else:
+                    incidents += 1
+            return incidents, storms
+
+        return self.call(read)
+
+
+@contextlib.contextmanager
+def running_fakes(**kwargs: Any) -> Iterator[Fakes]:
+    fakes = Fakes(**kwargs)
+    fakes.start()
+    try:
+        yield fakes
+    finally:
+        fakes.stop()
+
+
+def _rollup_ids(params: JsonDict) -> frozenset[int]:
+    if not str(params.get("text", "")).startswith(_ROLLUP_TEXT):
+        return frozenset()
+    return frozenset(int(i) for i in _LISTED.findall(str(params.get("blocks", ""))))
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events within any half-open ``window`` of seconds (sliding over the times)."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, at in enumerate(ordered):
+        while at - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
