@@ -24,6 +24,7 @@ from narrative_support import (
     narrative_of,
     post_alerts,
     running_app,
+    until_quiet,
 )
 
 
@@ -175,4 +176,24 @@ async def test_the_llm_narrative_comes_even_if_the_pipeline_never_reports(
             lambda: incident_where(client, incident_id, "llm"), what="the fallback LLM narrative"
         )
     assert narrative_of(found)["text"] == fake_openai.reply
+    assert len(fake_openai.completions) == 1
+
+
+async def test_the_fallback_and_the_debounced_job_falling_due_together_call_the_model_once(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Both jobs fall due at once (settle == fallback delay; with no playbook the pipeline
+    asks for the narrative at once): one model call, not two."""
+    fake_openai.reply = "checkout 5xx after the deploy"
+    fake_openai.delay = 0.3  # the first call is still running when the second job starts
+    settings = app_settings(
+        tmp_path, fake_openai, llm={"settle": 0.2, "llm_fallback_delay": 0.2},
+        workers={"concurrency": 4},
+    )  # fmt: skip
+    async with running_app(settings, SystemClock()) as client:
+        incident_id = await post_alerts(client, group())
+        await eventually(
+            lambda: incident_where(client, incident_id, "llm"), what="the LLM narrative"
+        )
+        await until_quiet(client, incident_id)
     assert len(fake_openai.completions) == 1

@@ -91,5 +91,6 @@ class Reply:
             return
         try:
             await self.respond(text=text, response_type="ephemeral", replace_original=False)
-        except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
+        except (aiohttp.ClientError, TimeoutError, SlackClientError, ValueError) as exc:
+            # ValueError: the request carried no response_url to answer through
             log.warning("could not answer %s through response_url: %s", self.actor, exc)

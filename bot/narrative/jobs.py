@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.errors import PermanentFailure
 from bot.incidents import Event, EventKind, Incident, Status
+from bot.locks import KeyedLocks
 from bot.narrative.narrator import Narrative, Narrator
 from bot.narrative.storm import storm_facts
 from bot.narrative.templates import PromptTemplateError
@@ -79,6 +80,7 @@ class NarrativeJobs:
         self.clock = narrator.clock
         self.settings = narrator.settings
         self._storm_lock = asyncio.Lock()
+        self._llm_locks = KeyedLocks()  # the debounced and the fallback job may fall due together
 
     # the subscriber ----------------------------------------------------------------
 
@@ -159,6 +161,10 @@ class NarrativeJobs:
         incident_id = job.incident_id or job.payload.get("incident")
         if not isinstance(incident_id, int):
             return
+        async with self._llm_locks(incident_id):  # the second sees the first's narrative
+            await self._llm(job, incident_id)
+
+    async def _llm(self, job: Job, incident_id: int) -> None:
         incident = await self.store.get_incident(incident_id)
         current = incident.data.get("narrative")
         current = current if isinstance(current, Mapping) else {}

@@ -19,11 +19,9 @@ makes harmless.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -34,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.clock import Clock
 from bot.errors import PermanentFailure, RetryLater
 from bot.incidents import EventKind, Incident, Status
+from bot.locks import KeyedLocks
 from bot.notify.pagerduty_client import EventsApiError, EventsClient, RateLimiter
 from bot.notify.pagerduty_payload import SEVERITY, follow_event, trigger_event
 from bot.playbook.model import Playbook
@@ -133,27 +132,6 @@ class PagerDutyMetrics:
             ["event_type", "outcome"],
             registry=registry,
         )
-
-
-class KeyedLocks:
-    """One ``asyncio.Lock`` per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def __call__(self, key: int) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 class Pager:
