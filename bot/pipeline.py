@@ -5,8 +5,9 @@ A timeline subscriber (job kind ``pipeline``) that acts on ``incident.opened`` o
 1. Match playbooks (``PlaybookSet.matching``) on the incident's common labels merged
    with its first firing alert's labels (the alert's win; they agree on common ones).
    Set ``incident.playbook`` (the first match) and the severity override (the first
-   match that sets one), then record exactly one ``playbook.matched`` event with
-   ``{"playbooks": [...], "severity": "P1"}``, an empty list when none matched.
+   match that sets one) and record exactly one ``playbook.matched`` event with
+   ``{"playbooks": [...], "severity": "P1"}`` (an empty list when none matched), all in
+   one transaction.
 2. Run every diagnostic of the matched playbooks concurrently, each under its own
    timeout; store the results in ``incident.data["diagnostics"]``, one
    ``diagnostic.result`` event per step (``notify=False``: notifiers read the results
@@ -166,39 +167,60 @@ class Pipeline:
             await self._state(incident_id, "done")
 
     async def _match(self, incident: Incident) -> list[Playbook]:
-        """Match, set playbook and severity, and record ``playbook.matched`` exactly once."""
+        """Match, set playbook and severity, and record ``playbook.matched`` exactly once.
+
+        The playbook, the severity override, ``data["pipeline"]`` and the event are written
+        in one transaction: all of them or none. ``matched_at`` in ``data["pipeline"]`` is
+        written only with the event, so a run that finds it (another run recorded the match
+        after this one read the timeline) writes nothing and keeps what was recorded.
+        """
         recorded = next((e for e in incident.timeline if e.kind == EventKind.PLAYBOOK), None)
         if recorded is not None:  # a retried job: keep what was decided
-            names = [str(n) for n in recorded.data.get("playbooks", [])]
-            return [p for n in names if (p := self.playbooks.get(n)) is not None]
+            return self._loaded(recorded.data.get("playbooks"))
         matched = self.playbooks.matching(match_labels(incident))
         names = [p.name for p in matched]
         override = next((p.severity for p in matched if p.severity is not None), None)
-        severity = override or incident.severity
         now = self.clock.now()
-        await self.store.update_incident(
-            incident.id,
-            now=now,
-            playbook=names[0] if names else None,
-            severity=severity,
-            data={"pipeline": {"playbooks": names, "state": "matched"}},
-        )
-        if names:
-            message = f"playbook {', '.join(names)} matched"
-            if severity is not incident.severity:
-                message += f"; severity {incident.severity.value} -> {severity.value}"
-        else:
-            message = "no playbook matched"
-        await self.store.append_event(
-            incident.id,
-            actor=ACTOR,
-            kind=EventKind.PLAYBOOK,
-            message=message,
-            now=now,
-            data={"playbooks": names, "severity": severity.value},
-        )
-        log.info("incident #%d: %s", incident.id, message)
+        decided: list[Any] = []  # the names recorded before this run could write
+        messages: list[str] = []
+
+        def record(current: Incident) -> IncidentChange:
+            decided.clear()
+            messages.clear()
+            state = _pipeline_of(current)
+            if "matched_at" in state:  # recorded meanwhile, with its event
+                decided.append(state.get("playbooks"))
+                return IncidentChange()
+            severity = override or current.severity
+            if names:
+                message = f"playbook {', '.join(names)} matched"
+                if severity is not current.severity:
+                    message += f"; severity {current.severity.value} -> {severity.value}"
+            else:
+                message = "no playbook matched"
+            messages.append(message)
+            event = NewEvent(
+                ACTOR, EventKind.PLAYBOOK, message, {"playbooks": names, "severity": severity.value}
+            )
+            return IncidentChange(
+                data={
+                    "pipeline": {**state, "playbooks": names, "state": "matched", "matched_at": now}
+                },
+                events=[event],
+                severity=override,
+                playbook=names[0] if names else None,
+            )
+
+        await self.store.change_incident(incident.id, record, now=now)
+        if decided:
+            return self._loaded(decided[0])
+        log.info("incident #%d: %s", incident.id, messages[0] if messages else "matched")
         return matched
+
+    def _loaded(self, names: object) -> list[Playbook]:
+        """The loaded playbooks of a recorded list of names."""
+        listed = [str(n) for n in names] if isinstance(names, list) else []
+        return [p for n in listed if (p := self.playbooks.get(n)) is not None]
 
     async def _diagnose(
         self, incident: Incident, playbooks: Sequence[Playbook], *, actor: str, run: str

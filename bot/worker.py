@@ -189,6 +189,11 @@ class JobRunner:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
+    @property
+    def busy(self) -> int:
+        """How many jobs the background loop is running right now."""
+        return len(self._running)
+
     async def run_due(self) -> int:
         """Claim and run due jobs until none is due; return how many ran. For tests and the CLI."""
         count = 0

@@ -18,7 +18,7 @@ from bot import keys
 from bot.app import create_app
 from bot.errors import ConfigError, StoreUnavailable
 from bot.incidents import Event, EventKind, Incident
-from bot.pipeline import RunStatus
+from bot.pipeline import Pipeline, RunStatus
 from bot.settings import Settings
 from bot.store.base import IncidentChange, Store
 from conftest import make_settings, payload
@@ -396,3 +396,82 @@ async def test_hand_over_to_the_real_remediation_engine(
     assert list(incident.data["remediations"]) != []
     [step] = incident.data["remediations"].values()
     assert (step["step"], step["mode"]) == ("flip", "suggest")
+
+
+class FailingMatchWrite:
+    """The store, but every write carrying a ``playbook.matched`` event fails (a crash or a
+    full disk while the match is being recorded)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def append_event(self, incident_id: int, **kwargs: Any) -> Event:
+        if kwargs["kind"] == EventKind.PLAYBOOK:
+            raise StoreUnavailable("disk full")
+        return await self.store.append_event(incident_id, **kwargs)
+
+    async def change_incident(
+        self, incident_id: int, change: Callable[[Incident], IncidentChange], *, now: float
+    ) -> list[Event]:
+        def checked(incident: Incident) -> IncidentChange:
+            out = change(incident)
+            if any(e.kind == EventKind.PLAYBOOK for e in out.events):
+                raise StoreUnavailable("disk full")
+            return out
+
+        return await self.store.change_incident(incident_id, checked, now=now)
+
+
+async def undelivered(aiohttp_client: Any, tmp_path: Path) -> tuple[TestClient, Incident]:
+    """An app and an opened incident whose pipeline has not run (the test runs it)."""
+    settings = make_settings(tmp_path, playbooks={"paths": [str(playbook_dir(tmp_path))]})
+    client, _ = await start(aiohttp_client, settings)
+    await client.app[keys.RUNNER].stop()
+    resp = await client.post("/alertmanager", json=payload("captured-firing"))
+    assert resp.status == 200
+    await client.app[keys.INBOX].drain()
+    [found] = await client.app[keys.STORE].list_incidents()
+    return client, found
+
+
+async def test_the_match_is_recorded_all_or_nothing(aiohttp_client: Any, tmp_path: Path) -> None:
+    client, found = await undelivered(aiohttp_client, tmp_path)
+    store, pipeline = client.app[keys.STORE], client.app[keys.PIPELINE]
+    pipeline.store = FailingMatchWrite(store)
+    with pytest.raises(StoreUnavailable):
+        await pipeline.run(found.id)
+    failed = await store.get_incident(found.id)
+    # neither the playbook, the severity override nor the state without the event
+    assert (failed.playbook, failed.severity.value) == (None, "P1")
+    assert "pipeline" not in failed.data
+    assert events(failed, EventKind.PLAYBOOK) == []
+
+    pipeline.store = store
+    await pipeline.run(found.id)  # the retried job
+    incident = await store.get_incident(found.id)
+    assert (incident.playbook, incident.severity.value) == ("checkout-errors", "P0")
+    [matched] = events(incident, EventKind.PLAYBOOK)
+    assert matched.data == {"playbooks": ["checkout-errors"], "severity": "P0"}
+    assert matched.message == "playbook checkout-errors matched; severity P1 -> P0"
+
+
+async def test_a_match_recorded_meanwhile_is_not_recorded_twice(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client, found = await undelivered(aiohttp_client, tmp_path)
+    store, pipeline = client.app[keys.STORE], client.app[keys.PIPELINE]
+    other = Pipeline(store, pipeline.playbooks, pipeline.diagnostics, pipeline.clock)
+
+    async def other_run() -> None:  # another worker records the match first
+        await other._match(await store.get_incident(found.id))
+
+    pipeline.store = WriterInBetween(store, other_run)
+    await pipeline.run(found.id)
+    incident = await store.get_incident(found.id)
+    [matched] = events(incident, EventKind.PLAYBOOK)
+    assert matched.data["playbooks"] == ["checkout-errors"]
+    assert incident.playbook == "checkout-errors"
+    assert len(events(incident, EventKind.DIAGNOSTICS_DONE)) == 1  # the run went on

@@ -92,11 +92,14 @@ class NewJob:
 
 @dataclass(frozen=True)
 class IncidentChange:
-    """What ``Store.change_incident`` writes: top-level ``data`` keys replaced, events, jobs."""
+    """What ``Store.change_incident`` writes: top-level ``data`` keys replaced, events, jobs,
+    and the incident's ``severity`` and ``playbook`` when set (None leaves them as they are)."""
 
     data: Mapping[str, Any] = field(default_factory=dict)
     events: Sequence[NewEvent] = ()
     jobs: Sequence[NewJob] = ()
+    severity: Severity | None = None
+    playbook: str | None = None
 
 
 @dataclass(frozen=True)

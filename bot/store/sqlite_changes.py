@@ -43,6 +43,17 @@ def change_incident(
             "UPDATE incidents SET data = ?, updated_at = ? WHERE id = ?",
             (inc.dumps(merged), now, incident_id),
         )
+    if result.severity is not None or result.playbook is not None:
+        conn.execute(
+            "UPDATE incidents SET severity = COALESCE(?, severity),"
+            " playbook = COALESCE(?, playbook), updated_at = ? WHERE id = ?",
+            (
+                result.severity.value if result.severity is not None else None,
+                result.playbook,
+                now,
+                incident_id,
+            ),
+        )
     events = [
         inc.add_event(
             conn, subscribers, incident_id, e.actor, e.kind, e.message, now, e.data, e.notify
