@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 
 from bot.alerts import AlertGroup, parse_group
 from bot.clock import Clock
@@ -23,6 +24,30 @@ from bot.settings import IncidentSettings, Severity, WorkerSettings
 from bot.store.base import ApplyResult, InboxItem, Job, Store
 
 log = logging.getLogger(__name__)
+
+
+class SeenStates:
+    """Alert states already applied, for recent groups (bounded, least recent dropped).
+
+    Only states the store has committed go in, and the store never forgets one, so a
+    payload whose every state is here would change nothing: it can be marked a repeat
+    without a transaction. Alertmanager resends (HA pairs, repeat_interval) are mostly that.
+    """
+
+    def __init__(self, groups: int = 5000) -> None:
+        self._groups: OrderedDict[str, set[tuple[str, str, str]]] = OrderedDict()
+        self._limit = groups
+
+    def known(self, group: AlertGroup) -> bool:
+        seen = self._groups.get(group.group_hash)
+        return seen is not None and all(alert.state_key in seen for alert in group.alerts)
+
+    def add(self, group: AlertGroup) -> None:
+        seen = self._groups.setdefault(group.group_hash, set())
+        seen.update(alert.state_key for alert in group.alerts)
+        self._groups.move_to_end(group.group_hash)
+        while len(self._groups) > self._limit:
+            self._groups.popitem(last=False)
 
 
 class InboxProcessor:
@@ -43,6 +68,7 @@ class InboxProcessor:
         self.poll_interval = poll_interval
         self.batch_size = 200
         self._parsed: dict[int, AlertGroup] = {}  # handed over by ingest, saves a re-parse
+        self._seen = SeenStates()
         self._done_upto = 0
         self._stopping = False
         self._lock = asyncio.Lock()  # one drain at a time: payloads apply in arrival order
@@ -74,7 +100,9 @@ class InboxProcessor:
     async def _drain(self) -> int:
         handled = 0
         while not self._stopping:
-            batch = await self.store.pending_payloads(self.batch_size)
+            batch = await self.store.pending_payloads(
+                self.batch_size, bodies_except=self._parsed.keys()
+            )
             if not batch:
                 break
             await self._process(batch)
@@ -92,6 +120,12 @@ class InboxProcessor:
             except PayloadError as exc:  # validated before it was stored; only a bug lands here
                 log.error("inbox #%d: stored payload no longer parses: %s", item.id, exc)
                 await self.store.reject_payload(item.id, str(exc), now)
+        repeats = [item.id for item, group in parsed if self._seen.known(group)]
+        if repeats:  # every alert state already applied: nothing to do but say so
+            await self.store.skip_payloads(repeats, "duplicate", now)
+            self.metrics.duplicates.inc(len(repeats))
+            skipped = set(repeats)
+            parsed = [(item, group) for item, group in parsed if item.id not in skipped]
         items = [(item.id, group, severity_of(group, self.incidents)) for item, group in parsed]
         results: list[ApplyResult | None]
         try:
@@ -105,6 +139,7 @@ class InboxProcessor:
         for (item, group), result in zip(parsed, results, strict=True):
             if result is None:
                 continue
+            self._seen.add(group)
             self.metrics.processing_lag.observe(max(0.0, now - item.received_at))
             if result.duplicate:
                 self.metrics.duplicates.inc()

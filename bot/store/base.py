@@ -9,7 +9,7 @@ Jobs are the outbox: every side effect is a job with a unique key, so a repeat i
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +139,15 @@ class Store(abc.ABC):
         """Commit a received payload durably; return its inbox id."""
 
     @abc.abstractmethod
-    async def pending_payloads(self, limit: int) -> list[InboxItem]: ...
+    async def pending_payloads(
+        self, limit: int, *, bodies_except: Container[int] = ()
+    ) -> list[InboxItem]:
+        """Unprocessed payloads in arrival order; rows in ``bodies_except`` (their body
+        is already in hand) come back with an empty body."""
+
+    @abc.abstractmethod
+    async def skip_payloads(self, inbox_ids: Sequence[int], result: str, now: float) -> None:
+        """Mark rows processed without applying them (known repeats)."""
 
     @abc.abstractmethod
     async def apply_group(

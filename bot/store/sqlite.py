@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,15 +227,37 @@ class SqliteStore(Store):
                     future.set_result(row_id)
             self.inbox_signal.set()
 
-    async def pending_payloads(self, limit: int) -> list[InboxItem]:
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT id, source, body, received_at FROM inbox WHERE processed_at IS NULL "
-                "ORDER BY id LIMIT ?",
+    async def pending_payloads(
+        self, limit: int, *, bodies_except: Container[int] = ()
+    ) -> list[InboxItem]:
+        def read(conn: sqlite3.Connection) -> list[InboxItem]:
+            rows = conn.execute(
+                "SELECT id, source, received_at FROM inbox WHERE processed_at IS NULL"
+                " ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
+            missing = [row[0] for row in rows if row[0] not in bodies_except]
+            bodies: dict[int, str] = {}
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                bodies.update(
+                    conn.execute(
+                        f"SELECT id, body FROM inbox WHERE id IN ({marks})",  # noqa: S608
+                        chunk,
+                    ).fetchall()
+                )
+            return [InboxItem(r[0], r[1], bodies.get(r[0], ""), r[2]) for r in rows]
+
+        return await self._run(read)
+
+    async def skip_payloads(self, inbox_ids: Sequence[int], result: str, now: float) -> None:
+        await self._run(
+            lambda c: c.executemany(
+                "UPDATE inbox SET processed_at = ?, result = ? WHERE id = ?",
+                [(now, result, inbox_id) for inbox_id in inbox_ids],
+            )
         )
-        return [InboxItem(r["id"], r["source"], r["body"], r["received_at"]) for r in rows]
 
     async def apply_group(
         self, inbox_id: int, group: AlertGroup, severity: Severity, now: float
