@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import common  # noqa: F401  (puts tests/ on sys.path)
+from aiohttp import web
 
 from fakes import FakeOpenAI, FakePagerDuty, FakeSlack
 
@@ -41,17 +42,61 @@ _ROLLUP_TEXT = "Alert storm:"
 _LISTED = re.compile(r"P[0-3] ~?#(\d+) ")
 
 
-class TimedSlack(FakeSlack):
-    """FakeSlack that also notes when each message was posted (``time.monotonic()``)."""
+class Tripwire:
+    """Runs an action (say, SIGKILL alertpilot) the moment a fake has taken a send and before
+    it answers: the sender never learns that its send went through."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[str, Callable[[], None]] = {}
+        self.sprung = threading.Event()
+
+    def arm(self, target: str, action: Callable[[], None]) -> None:
+        with self._lock:
+            self.sprung.clear()
+            self._armed[target] = action
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed.clear()
+
+    def spring(self, target: str) -> None:
+        with self._lock:
+            action = self._armed.pop(target, None)
+        if action is not None:
+            action()
+            self.sprung.set()
+
+
+class TimedSlack(FakeSlack):
+    """FakeSlack that notes when each message was posted (``time.monotonic()``) and springs
+    the tripwire ``"slack"`` on an incident's own message."""
+
+    def __init__(self, token: str, tripwire: Tripwire) -> None:
         super().__init__(token)
+        self.tripwire = tripwire
         self.posted_at: dict[tuple[str, str], float] = {}
 
     def _post_message(self, args: JsonDict) -> JsonDict:
         answer = super()._post_message(args)
         self.posted_at[(str(answer["channel"]), str(answer["ts"]))] = time.monotonic()
+        if args.get("blocks") and _HEADLINE.search(str(args.get("text", ""))):
+            self.tripwire.spring("slack")
         return answer
+
+
+class TrippingPagerDuty(FakePagerDuty):
+    """FakePagerDuty that springs the tripwire ``"pagerduty"`` on an accepted trigger."""
+
+    def __init__(self, tripwire: Tripwire) -> None:
+        super().__init__()
+        self.tripwire = tripwire
+
+    async def _enqueue(self, request: web.Request) -> web.Response:
+        response = await super()._enqueue(request)
+        if response.status == 202 and self.events[-1].get("event_action") == "trigger":
+            self.tripwire.spring("pagerduty")
+        return response
 
 
 @dataclass(frozen=True)
@@ -78,8 +123,9 @@ class Fakes:
     def __init__(self, *, llm_reply: str = "A short narrative of the incident.") -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, name="bench-fakes", daemon=True)
-        self.slack = TimedSlack(SLACK_TOKEN)
-        self.pagerduty = FakePagerDuty()
+        self.tripwire = Tripwire()
+        self.slack = TimedSlack(SLACK_TOKEN, self.tripwire)
+        self.pagerduty = TrippingPagerDuty(self.tripwire)
         self.openai = FakeOpenAI(OPENAI_KEY, reply=llm_reply)
 
     # -- lifecycle -------------------------------------------------------------------

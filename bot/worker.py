@@ -136,6 +136,8 @@ class InboxProcessor:
             log.exception("inbox: a batch of %d failed; applying one by one", len(items))
             results = await self._one_by_one(items, now)
         self._done_upto = max(self._done_upto, batch[-1].id)
+        for inbox_id in [i for i in self._parsed if i <= self._done_upto]:
+            del self._parsed[inbox_id]  # handed over after its row was taken: never used
         for (item, group), result in zip(parsed, results, strict=True):
             if result is None:
                 continue

@@ -75,7 +75,9 @@ async def test_five_minute_outage_delays_and_loses_nothing(
             await app[keys.RUNNER].run_due()
 
     await run_for(300)
-    assert ok_posts(fake_slack) == [] and len(fake_slack.calls("chat.postMessage")) > 3
+    # kept trying: each retry first asks Slack whether the lost post went out after all
+    tries = fake_slack.calls("chat.postMessage") + fake_slack.calls("conversations.history")
+    assert ok_posts(fake_slack) == [] and len(tries) > 3
     stats = await app[keys.STORE].stats()
     assert stats.jobs_failed == 0 and stats.jobs_pending > 0
     fake_slack.outage(False)
@@ -139,3 +141,31 @@ async def test_storm_of_200_incidents_rolls_up_and_keeps_the_channel_rate(
     assert (len(writes) - 1) / span <= rate * 1.1, (len(writes), span)
     window = int(rate)  # never more than `rate` sends inside any second
     assert min(writes[i + window] - writes[i] for i in range(len(writes) - window)) >= 0.9
+
+
+async def test_a_post_whose_answer_was_lost_is_found_not_repeated(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """Slack took the post but the answer never came back (a crash, a dropped reply):
+    the retry finds the tagged message in the channel and posts nothing new."""
+    clock = ManualClock(start=1_700_000_000.0 - 10)  # the fake's message clock starts here
+    settings = make_settings(
+        tmp_path,
+        slack={"bot_token": fake_slack.token, "signing_secret": SECRET,
+               "api_url": fake_slack.base_url, "default_channel": CHANNEL,
+               "channel_rate": 50, "graphs": False},
+        workers={"backoff_base": 1, "backoff_max": 5},
+    )  # fmt: skip
+    client = await start(aiohttp_client, settings, clock)
+    app = client.app
+    fake_slack.drop_answer_next("chat.postMessage")
+    await client.post("/alertmanager", json=group(0))
+    await app[keys.INBOX].drain()
+    for _ in range(10):
+        clock.advance(5)
+        await app[keys.RUNNER].run_due()
+    posted = [ts for (channel, ts), m in fake_slack.messages.items() if "thread_ts" not in m]
+    assert len(posted) == 1  # the lost post was found, not repeated
+    assert len(fake_slack.calls("chat.postMessage")) == 1
+    incident = await app[keys.STORE].get_incident(1)
+    assert incident.data["slack"]["ts"] == posted[0]

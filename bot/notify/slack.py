@@ -137,18 +137,44 @@ class SlackNotifier:
             if admission.threaded:
                 thread_ts = await self._ensure_rollup(job, channel, admission.state)
         rendered = await self.render(incident, rollup_ts=thread_ts)
-        answer = await self.outbox.post(
-            channel, text=rendered.text, blocks=rendered.blocks, thread_ts=thread_ts, job_id=job.id
-        )
-        channel_id, ts = str(answer.get("channel") or channel), str(answer["ts"])
+        # Record the intent before posting and tag the post: if the process dies after Slack
+        # took the post but before its ts is stored, the retry finds it instead of posting
+        # a second message (looking back from the intent, with room for clock skew).
+        intent = incident.data.get("slack_posting")
+        ts = None
+        if isinstance(intent, Mapping) and intent.get("channel") == channel:
+            ts = await self.outbox.find_tagged(
+                channel, incident.key, since=float(intent["since"]) - 120, thread_ts=thread_ts
+            )
+        else:
+            await self.store.update_incident(
+                incident.id,
+                now=self.clock.now(),
+                data={"slack_posting": {"channel": channel, "since": self.clock.now()}},
+            )
+        channel_id = channel
+        if ts is None:
+            answer = await self.outbox.post(
+                channel,
+                text=rendered.text,
+                blocks=rendered.blocks,
+                thread_ts=thread_ts,
+                job_id=job.id,
+                tag=incident.key,
+            )
+            channel_id, ts = str(answer.get("channel") or channel), str(answer["ts"])
+        else:
+            log.info("incident #%d: found its Slack message %s after a restart", incident.id, ts)
         state = {
             "channel": channel_id,
             "ts": ts,
             "thread_ts": thread_ts or ts,
             "rollup_ts": thread_ts,
-            "permalink": await self.outbox.permalink(channel_id, ts),
+            "permalink": None,
             "posted_at": self.clock.now(),
         }
+        await self.store.update_incident(incident.id, now=self.clock.now(), data={"slack": state})
+        state["permalink"] = await self.outbox.permalink(channel_id, ts)
         updated = await self.store.update_incident(
             incident.id, now=self.clock.now(), data={"slack": state}
         )

@@ -33,6 +33,8 @@ from bot.errors import JobError, PermanentFailure, RetryLater
 
 log = logging.getLogger(__name__)
 
+TAG_EVENT = "alertpilot_incident"
+
 JsonDict = dict[str, Any]
 TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
@@ -160,8 +162,10 @@ class SlackOutbox:
         blocks: list[JsonDict] | None = None,
         thread_ts: str | None = None,
         job_id: int | None = None,
+        tag: str | None = None,
     ) -> JsonDict:
-        """chat.postMessage; returns Slack's answer (``channel``, ``ts``)."""
+        """chat.postMessage; returns Slack's answer (``channel``, ``ts``). ``tag`` goes in
+        the message's metadata, so ``find_tagged`` can tell whether a post went out."""
 
         async def call() -> Any:
             return await self.client.chat_postMessage(
@@ -172,9 +176,40 @@ class SlackOutbox:
                 unfurl_links=False,
                 unfurl_media=False,
                 link_names=False,
+                metadata={"event_type": TAG_EVENT, "event_payload": {"tag": tag}} if tag else None,
             )
 
         return await self._send("chat.postMessage", channel, job_id, call)
+
+    async def find_tagged(
+        self, channel: str, tag: str, *, since: float, thread_ts: str | None = None
+    ) -> str | None:
+        """The ts of a message posted with ``tag`` after ``since``, if Slack has one.
+
+        A post whose answer was lost (a crash, a dropped connection) may have gone out;
+        looking before posting again keeps one message per incident.
+        """
+
+        async def call() -> Any:
+            if thread_ts:
+                return await self.client.conversations_replies(
+                    channel=channel,
+                    ts=thread_ts,
+                    oldest=f"{since:.6f}",
+                    include_all_metadata=True,
+                    limit=200,
+                )
+            return await self.client.conversations_history(
+                channel=channel, oldest=f"{since:.6f}", include_all_metadata=True, limit=200
+            )
+
+        answer = await self._send("conversations.history", channel, None, call)
+        for message in answer.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == TAG_EVENT and payload.get("tag") == tag:
+                return str(message["ts"])
+        return None
 
     async def update(
         self,

@@ -58,6 +58,7 @@ class FakeSlack(FakeServer):
         self.channels: dict[str, JsonDict] = {}
         self.responses: dict[str, list[Any]] = {}  # response_url id -> posted bodies
         self._ts_seq = 0
+        self._drop_answers: list[str] = []
         self._file_seq = 0
         self._methods: dict[str, Callable[[JsonDict], JsonDict]] = {
             "auth.test": self._auth_test,
@@ -66,6 +67,8 @@ class FakeSlack(FakeServer):
             "chat.postEphemeral": self._post_ephemeral,
             "chat.getPermalink": self._get_permalink,
             "conversations.info": self._conversations_info,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
             "usergroups.users.list": self._usergroup_users,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
@@ -142,7 +145,16 @@ class FakeSlack(FakeServer):
             body = handler(args)
         except _SlackError as exc:
             body = {"ok": False, "error": str(exc)}
+        method = request.match_info["method"]
+        if method in self._drop_answers:  # done, but the caller never hears so
+            self._drop_answers.remove(method)
+            record.status = 502
+            return web.json_response({"ok": False, "error": "fatal_error"}, status=502)
         return web.json_response(body)
+
+    def drop_answer_next(self, method: str) -> None:
+        """Carry out the next ``method`` call but answer 502, as a lost reply looks."""
+        self._drop_answers.append(method)
 
     def _check_channel(self, args: JsonDict, key: str = "channel") -> str:
         channel = args.get(key)
@@ -185,6 +197,41 @@ class FakeSlack(FakeServer):
                 message[key] = args[key]
         self.messages[(channel, ts)] = message
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _listed(self, message: JsonDict, args: JsonDict) -> JsonDict:
+        shown = dict(message)
+        if str(args.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            shown.pop("metadata", None)
+        return shown
+
+    def _history(self, args: JsonDict) -> JsonDict:
+        """Top-level messages, newest first, as conversations.history lists them."""
+        channel = self._check_channel(args)
+        oldest = float(args.get("oldest") or 0)
+        found = [
+            self._listed(m, args)
+            for (c, ts), m in self.messages.items()
+            if c == channel and float(ts) > oldest and "thread_ts" not in m
+        ]
+        found.sort(key=lambda m: float(m["ts"]), reverse=True)
+        limit = int(args.get("limit") or 100)
+        return {"ok": True, "messages": found[:limit], "has_more": len(found) > limit}
+
+    def _replies(self, args: JsonDict) -> JsonDict:
+        channel = self._check_channel(args)
+        parent = str(args.get("ts", ""))
+        if (channel, parent) not in self.messages:
+            raise _SlackError("thread_not_found")
+        oldest = float(args.get("oldest") or 0)
+        found = [
+            self._listed(m, args)
+            for (c, ts), m in self.messages.items()
+            if c == channel
+            and (ts == parent or m.get("thread_ts") == parent)
+            and float(ts) > oldest
+        ]
+        found.sort(key=lambda m: float(m["ts"]))
+        return {"ok": True, "messages": found, "has_more": False}
 
     def _update(self, args: JsonDict) -> JsonDict:
         channel = self._check_channel(args)
