@@ -63,10 +63,15 @@ class JobError(AlertpilotError):
 
 
 class RetryLater(JobError):
-    """A transient failure: run the job again after ``delay`` s (None: the runner's backoff)."""
+    """A transient failure: run the job again after ``delay`` s (None: the runner's backoff).
 
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
+    ``counts=False`` marks a scheduled wait rather than a failure (a rate limit's next
+    slot): it uses up none of the job's attempts.
+    """
+
+    def __init__(self, message: str, *, delay: float | None = None, counts: bool = True) -> None:
         self.delay = delay
+        self.counts = counts
         super().__init__(message)
 
 

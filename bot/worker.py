@@ -307,7 +307,11 @@ class JobRunner:
         try:
             await handler(job)
         except RetryLater as exc:
-            await self._retry(job, str(exc), exc.delay)
+            if exc.counts:
+                await self._retry(job, str(exc), exc.delay)
+            else:  # a scheduled wait, not a failure: no attempt used up
+                now = self.clock.now()
+                await self.store.defer_job(job.id, now + (exc.delay or 0.0), str(exc), now)
         except PermanentFailure as exc:
             await self._fail(job, str(exc))
         except StoreError as exc:

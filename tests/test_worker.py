@@ -217,3 +217,30 @@ async def test_one_bad_payload_does_not_block_the_batch(tmp_path: Path) -> None:
         assert row.startswith("rejected: ValueError: bug triggered")
     finally:
         await store.close()
+
+
+async def test_scheduled_waits_use_up_no_attempts(tmp_path: Path) -> None:
+    """A job told to wait for a rate limit's slot more often than max_attempts still runs."""
+    clock = ManualClock()
+    calls: list[int] = []
+    handlers = JobHandlers()
+
+    async def paced(job: Job) -> None:
+        calls.append(job.attempts)
+        if len(calls) <= 5:
+            raise RetryLater("channel is busy: next send slot in 7s", delay=7, counts=False)
+
+    handlers.register("notify.paced", paced, subscribe=True)
+    store = await open_store(tmp_path, clock, handlers.subscribers)
+    try:
+        await incident(store, clock)
+        work = runner(store, handlers, clock)  # max_attempts 3
+        for _ in range(8):
+            await work.run_due()
+            clock.advance(7)
+        assert len(calls) == 6
+        assert set(calls) == {1}  # every run was its first attempt
+        stats = await store.stats()
+        assert stats.jobs_failed == 0 and stats.jobs_pending == 0
+    finally:
+        await store.close()

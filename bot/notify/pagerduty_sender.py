@@ -286,6 +286,7 @@ class Pager:
                 f"more than {self.settings.rate_limit_per_minute} events/min for this "
                 f"routing key: {action} queued for {wait:.1f}s",
                 delay=wait,
+                counts=False,
             )
         try:
             await self.client.send(event)

@@ -104,7 +104,9 @@ class ChannelPacer:
         now = self._now()
         if now < self._blocked_until:
             if job_id is not None:
-                raise RetryLater("Slack rate limit in force", delay=self._blocked_until - now)
+                raise RetryLater(
+                    "Slack rate limit in force", delay=self._blocked_until - now, counts=False
+                )
             await asyncio.sleep(self._blocked_until - now)
             now = self._now()
         slot = self._reserved.pop((job_id, channel), None) if job_id is not None else None
@@ -118,7 +120,9 @@ class ChannelPacer:
             self._reserved[(job_id, channel)] = send_at
             self._next[channel] = max(self._next.get(channel, 0.0), send_at + self.interval)
             raise RetryLater(
-                f"channel {channel} is busy: next send slot in {delay:.2f}s", delay=delay
+                f"channel {channel} is busy: next send slot in {delay:.2f}s",
+                delay=delay,
+                counts=False,
             )
         self._last[channel] = max(self._last.get(channel, -math.inf), send_at)
         if delay > 0:
@@ -141,8 +145,11 @@ class SlackOutbox:
         self.client = client
         self.pacer = pacer
 
-    async def _send(self, what: str, channel: str, job_id: int | None, call: Any) -> JsonDict:
-        await self.pacer.wait(channel, job_id)
+    async def _send(
+        self, what: str, channel: str, job_id: int | None, call: Any, *, paced: bool = True
+    ) -> JsonDict:
+        if paced:  # reads are not posts: they do not take a channel's send slot
+            await self.pacer.wait(channel, job_id)
         try:
             response = await call()
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
@@ -203,7 +210,7 @@ class SlackOutbox:
                 channel=channel, oldest=f"{since:.6f}", include_all_metadata=True, limit=200
             )
 
-        answer = await self._send("conversations.history", channel, None, call)
+        answer = await self._send("conversations.history", channel, None, call, paced=False)
         for message in answer.get("messages") or []:
             metadata = message.get("metadata") or {}
             payload = metadata.get("event_payload") or {}

@@ -255,6 +255,10 @@ class Store(abc.ABC):
     async def retry_job(self, job_id: int, due_at: float, error: str, now: float) -> None: ...
 
     @abc.abstractmethod
+    async def defer_job(self, job_id: int, due_at: float, reason: str, now: float) -> None:
+        """Run the job again at ``due_at`` without counting this run as an attempt."""
+
+    @abc.abstractmethod
     async def fail_job(self, job_id: int, error: str, now: float) -> None: ...
 
     @abc.abstractmethod

@@ -488,6 +488,15 @@ class SqliteStore(Store):
     async def retry_job(self, job_id: int, due_at: float, error: str, now: float) -> None:
         await self._run(_set_job, job_id, "pending", due_at, error, now)
 
+    async def defer_job(self, job_id: int, due_at: float, reason: str, now: float) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE jobs SET status = 'pending', due_at = ?, attempts = MAX(attempts - 1, 0),"
+                " last_error = ?, updated_at = ? WHERE id = ?",
+                (due_at, reason, now, job_id),
+            )
+        )
+
     async def fail_job(self, job_id: int, error: str, now: float) -> None:
         await self._run(_set_job, job_id, "failed", None, error, now)
 
