@@ -22,44 +22,58 @@ class IncidentActions:
         self.clock = clock
 
     async def acknowledge(self, incident_id: int, *, actor: str, source: Source) -> Incident:
-        incident = await self.store.get_incident(incident_id, timeline=False)
-        if incident.status is Status.ACKNOWLEDGED:
-            return incident
-        return await self.store.transition(
+        return await self._move(
             incident_id,
             Status.ACKNOWLEDGED,
+            already={Status.ACKNOWLEDGED},
+            source=source,
             actor=actor,
-            now=self.clock.now(),
             message=f"acknowledged by {actor} in {_where(source)}",
-            data={"source": source},
         )
 
     async def unacknowledge(self, incident_id: int, *, actor: str, source: Source) -> Incident:
-        incident = await self.store.get_incident(incident_id, timeline=False)
-        if incident.status is not Status.ACKNOWLEDGED:
-            return incident
-        return await self.store.transition(
+        return await self._move(
             incident_id,
             Status.TRIGGERED,
+            already={Status.TRIGGERED, Status.RESOLVED},
+            source=source,
             actor=actor,
-            now=self.clock.now(),
             message=f"acknowledgement withdrawn by {actor} in {_where(source)}",
-            data={"source": source},
         )
 
     async def resolve(
         self, incident_id: int, *, actor: str, source: Source, reason: str = ""
     ) -> Incident:
-        incident = await self.store.get_incident(incident_id, timeline=False)
-        if incident.status is Status.RESOLVED:
-            return incident
         why = f": {reason}" if reason else ""
-        return await self.store.transition(
+        return await self._move(
             incident_id,
             Status.RESOLVED,
+            already={Status.RESOLVED},
+            source=source,
+            actor=actor,
+            message=f"resolved by {actor} in {_where(source)}{why}",
+        )
+
+    async def _move(
+        self,
+        incident_id: int,
+        new: Status,
+        *,
+        already: set[Status],
+        source: Source,
+        actor: str,
+        message: str,
+    ) -> Incident:
+        """Change status unless the incident is in one of ``already`` (then: no-op)."""
+        incident = await self.store.get_incident(incident_id, timeline=False)
+        if incident.status in already:
+            return incident
+        return await self.store.transition(
+            incident_id,
+            new,
             actor=actor,
             now=self.clock.now(),
-            message=f"resolved by {actor} in {_where(source)}{why}",
+            message=message,
             data={"source": source},
         )
 
