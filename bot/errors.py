@@ -11,7 +11,7 @@
         ├── RetryLater         transient: run the job again after a delay
         └── PermanentFailure   retrying cannot help: record and stop
 
-HTTP status codes are mapped from these in one place, ``bot.http.errors``.
+HTTP status codes are mapped from these in one place, ``errors_middleware`` in ``bot.app``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        # Bound once: the webhook counts every request, and labels() is a locked lookup.
+        self.ingested_firing = self.alerts_ingested.labels("firing")
+        self.ingested_resolved = self.alerts_ingested.labels("resolved")
+        self.webhook_accepted = self.webhooks.labels("alertmanager", "accepted")
         self.duplicates = Counter(
             "alertpilot_duplicate_deliveries",
             "Payloads that repeated an alert state already seen (retries, HA pairs, resends).",

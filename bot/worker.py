@@ -13,8 +13,9 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
+from datetime import datetime
 
-from bot.alerts import AlertGroup, parse_group
+from bot.alerts import Alert, AlertGroup, parse_group
 from bot.clock import Clock
 from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError, StoreUnavailable
 from bot.incidents import EventKind, severity_of
@@ -26,6 +27,14 @@ from bot.store.base import ApplyResult, InboxItem, Job, Store
 log = logging.getLogger(__name__)
 
 
+State = tuple[str, str, datetime]
+
+
+def _state(alert: Alert) -> State:
+    """``Alert.state_key`` without formatting the time: this runs on every delivery."""
+    return (alert.fingerprint, alert.status, alert.startsAt)
+
+
 class SeenStates:
     """Alert states already applied, for recent groups (bounded, least recent dropped).
 
@@ -35,16 +44,16 @@ class SeenStates:
     """
 
     def __init__(self, groups: int = 5000) -> None:
-        self._groups: OrderedDict[str, set[tuple[str, str, str]]] = OrderedDict()
+        self._groups: OrderedDict[str, set[State]] = OrderedDict()
         self._limit = groups
 
     def known(self, group: AlertGroup) -> bool:
         seen = self._groups.get(group.group_hash)
-        return seen is not None and all(alert.state_key in seen for alert in group.alerts)
+        return seen is not None and all(_state(alert) in seen for alert in group.alerts)
 
     def add(self, group: AlertGroup) -> None:
         seen = self._groups.setdefault(group.group_hash, set())
-        seen.update(alert.state_key for alert in group.alerts)
+        seen.update(_state(alert) for alert in group.alerts)
         self._groups.move_to_end(group.group_hash)
         while len(self._groups) > self._limit:
             self._groups.popitem(last=False)
@@ -80,6 +89,11 @@ class InboxProcessor:
     @property
     def alive(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def known(self, group: AlertGroup) -> bool:
+        """Every alert state of ``group`` is already applied: storing it changes nothing,
+        so ingest stores it as a processed repeat and nothing reads it back."""
+        return self._seen.known(group)
 
     def remember(self, inbox_id: int, group: AlertGroup) -> None:
         """Keep the group ingest already parsed for this committed row (bounded)."""

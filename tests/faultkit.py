@@ -153,15 +153,9 @@ def exclusive_lock(path: str) -> Iterator[sqlite3.Connection]:
 
 
 async def limit_pages(client: TestClient, pages: int | None) -> int:
-    """Cap the store's database at ``pages`` pages (None: the pages it has now) on the
-    store's own connection; return the cap. See test_faults_store for why."""
-
-    def cap(conn: sqlite3.Connection) -> int:
-        wanted = pages or int(conn.execute("PRAGMA page_count").fetchone()[0])
-        return int(conn.execute(f"PRAGMA max_page_count = {int(wanted)}").fetchone()[0])
-
-    store = client.app[keys.STORE]
-    return int(await store._run(cap))  # the store's one connection, on its one thread
+    """Cap the store's database at ``pages`` pages (None: the pages it has now); return
+    the cap. See test_faults_store for why."""
+    return await client.app[keys.STORE].set_max_pages(pages)
 
 
 # the network ------------------------------------------------------------------------

@@ -135,8 +135,9 @@ class Store(abc.ABC):
 
     # inbox
     @abc.abstractmethod
-    async def enqueue_payload(self, source: str, body: str) -> int:
-        """Commit a received payload durably; return its inbox id."""
+    async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
+        """Commit a received payload durably; return its inbox id. With ``result`` the row
+        is stored as already processed with that outcome (a repeat known to change nothing)."""
 
     @abc.abstractmethod
     async def pending_payloads(

@@ -33,11 +33,15 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
+from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows
 from bot.store.migrations import MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+PendingPayload = tuple[str, str, float, str | None, "asyncio.Future[int]"]
+INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
 FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
 
 _TRANSITION_EVENTS = {
@@ -62,8 +66,13 @@ class SqliteStore(Store):
         self._clock = clock
         self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[str, str, float, asyncio.Future[int]]] = []
+        # Webhook payloads are committed by a child process (see inbox_writer); a database
+        # in memory cannot be shared with one, so there the store thread commits them.
+        self._writer: InboxWriter | None = None
+        self._pending: list[PendingPayload] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._in_flight = asyncio.Semaphore(2)  # inbox batches sent and not yet committed
+        self._batches: set[asyncio.Task[None]] = set()
         self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
         self.job_signal = asyncio.Event()
@@ -138,6 +147,8 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
         if self.path != ":memory:":
+            self._writer = InboxWriter(self.path, self._busy_timeout)
+            await self._writer.start()
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="store-checkpoint")
 
     async def _checkpoints(self, every: float = 1.0) -> None:
@@ -170,6 +181,10 @@ class SqliteStore(Store):
             self._checkpointer = None
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        await asyncio.gather(*self._batches)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
         if self._thread is None:
             return
         conn, self._conn = self._conn, None
@@ -192,40 +207,84 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"a webhook commit failed {now - full[0]:.0f}s ago: {full[1]}")
 
     # inbox ------------------------------------------------------------------
-    async def enqueue_payload(self, source: str, body: str) -> int:
+    async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((source, body, self._clock(), future))
+        self._pending.append((source, body, self._clock(), result, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
+        """Group commit: the payloads that arrived while the previous batch was being
+        written share the next commit. Two batches may be in flight, so the writer finds
+        the next one waiting when it finishes this one."""
         # Let the loop finish the requests that are already readable, so they share this
         # commit: group commit without a fixed delay.
         await asyncio.sleep(0)
         while self._pending:
-            batch, self._pending = self._pending, []
-            rows = [(source, body, at) for source, body, at, _ in batch]
-            try:
-                ids = await self._submit(
-                    URGENT, functools.partial(self._call, _insert_inbox, (rows,), True)
-                )
-            except StoreError as exc:
-                cause = exc.__cause__
-                if (
-                    isinstance(cause, sqlite3.Error)
-                    and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
-                ):
-                    self._full = (self._clock(), str(exc))
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(StoreUnavailable(str(exc)))
-                continue
-            self._full = None
-            for (*_, future), row_id in zip(batch, ids, strict=True):
+            await self._in_flight.acquire()
+            batch, self._pending = self._pending[:INBOX_CHUNK], self._pending[INBOX_CHUNK:]
+            task = asyncio.create_task(self._commit_batch(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _commit_batch(self, batch: list[PendingPayload]) -> None:
+        rows = [
+            (source, body, at, None if result is None else at, result)
+            for source, body, at, result, _ in batch
+        ]
+        try:
+            ids = await self._commit_inbox(rows)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, sqlite3.Error)
+                and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+            ):
+                self._full = (self._clock(), str(exc))
+            for *_, future in batch:
                 if not future.done():
-                    future.set_result(row_id)
+                    future.set_exception(StoreUnavailable(str(exc)))
+            return
+        finally:
+            self._in_flight.release()
+        self._full = None
+        for (*_, future), row_id in zip(batch, ids, strict=True):
+            if not future.done():
+                future.set_result(row_id)
+        if any(row[4] is None for row in rows):
             self.inbox_signal.set()
+
+    async def _commit_inbox(self, rows: list[InboxRow]) -> list[int]:
+        writer = self._writer
+        if writer is None:  # in memory: the one connection is the whole database
+            work = functools.partial(self._call, insert_rows, (rows,), True)
+            return await self._submit(URGENT, work)
+        try:
+            return await writer.insert(rows)
+        except WriterError as exc:
+            if exc.error is None or isinstance(exc.error, sqlite3.OperationalError):
+                raise StoreUnavailable(f"store cannot commit: {exc}") from exc.error
+            raise StoreError(f"store error: {exc}") from exc.error
+
+    @property
+    def inbox_writer_pid(self) -> int | None:
+        """The process committing webhook payloads (None for a database in memory)."""
+        return None if self._writer is None else self._writer.pid
+
+    async def set_max_pages(self, pages: int | None) -> int:
+        """Cap the database file at ``pages`` pages (None: the pages it has now) on every
+        connection that writes (SQLite's ``max_page_count`` is per connection); return
+        the cap. A commit that needs a page beyond it fails as on a full disk."""
+
+        def cap(conn: sqlite3.Connection) -> int:
+            wanted = pages or int(conn.execute("PRAGMA page_count").fetchone()[0])
+            return int(conn.execute(f"PRAGMA max_page_count = {int(wanted)}").fetchone()[0])
+
+        capped = await self._run(cap)
+        if self._writer is not None:
+            await self._writer.max_pages(capped)
+        return capped
 
     async def pending_payloads(
         self, limit: int, *, bodies_except: Container[int] = ()
@@ -582,13 +641,6 @@ class SqliteStore(Store):
             return int(gone)
 
         return await self._run(delete)
-
-
-def _insert_inbox(conn: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> list[int]:
-    # One writer: rowids of one multi-row insert are consecutive, ending at last_insert_rowid.
-    conn.executemany("INSERT INTO inbox (source, body, received_at) VALUES (?,?,?)", rows)
-    last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
-    return list(range(last - len(rows) + 1, last + 1))
 
 
 def _mark_processed(

@@ -1,0 +1,272 @@
+"""The inbox's writer: webhook payloads are committed by a child process.
+
+Every acknowledged webhook waits for one durable commit (``synchronous=FULL``, an fsync).
+Done on a thread of the serving process, each commit hands the interpreter lock back and
+forth with the event loop that is parsing the next requests, and both wait on each
+other. In a process of its own the writer holds its own interpreter lock: the loop sends
+a batch down a pipe, goes on serving, and reads the row ids back when they are on disk.
+
+The child speaks length-prefixed ``marshal`` frames over stdin/stdout, one reply per
+request, in order. It imports nothing but the standard library, ignores SIGINT (a
+Ctrl-C in a terminal reaches the whole process group; the parent decides when writing
+stops) and exits when its stdin closes, which is also what happens when the parent dies,
+even by SIGKILL. A child that dies is replaced on the next commit; the requests it held
+fail with ``StoreUnavailable``, so Alertmanager retries them and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import marshal
+import signal
+import sqlite3
+import struct
+import sys
+from collections import deque
+from typing import Any
+
+HEADER = struct.Struct(">I")
+PIPE_SIZE = 1 << 20  # Linux's default limit for an unprivileged process
+
+InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, processed, result
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
+    """One INSERT statement for all ``rows``: on an autocommit connection that is one
+    transaction in one call into SQLite. There is one writer, so the rowids are
+    consecutive."""
+    values = ",".join(["(?,?,?,?,?)"] * len(rows))
+    cursor = conn.execute(
+        f"INSERT INTO inbox (source, body, received_at, processed_at, result) VALUES {values}",  # noqa: S608
+        [value for row in rows for value in row],
+    )
+    last = cursor.lastrowid
+    if last is None:  # pragma: no cover - an INSERT always sets it
+        raise sqlite3.DatabaseError("inbox insert returned no rowid")
+    return list(range(last - len(rows) + 1, last + 1))
+
+
+def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints in the background
+    return conn
+
+
+# -- the child ------------------------------------------------------------------------
+
+
+def _read_frame(stream: Any) -> Any:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None  # the parent closed the pipe: stop
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return marshal.loads(body)  # noqa: S302 - our own parent, over a private pipe
+
+
+def _write_frame(stream: Any, message: Any) -> None:
+    data = marshal.dumps(message)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _answer(conn: sqlite3.Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
+    op = request[0]
+    try:
+        if op == "insert":
+            return ("ok", insert_rows(conn, request[1]))
+        if op == "max_pages":
+            pages = int(request[1])
+            return ("ok", int(conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()[0]))
+        return ("error", "ProgrammingError", 0, f"unknown request {op!r}")
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) or 0
+        return ("error", type(exc).__name__, code, str(exc))
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    path, busy_timeout = argv[0], float(argv[1])
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        conn = connect(path, busy_timeout)
+    except sqlite3.Error as exc:
+        _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
+        return 1
+    _write_frame(stdout, ("ok", "ready"))  # signals are set up and the database is open
+    while (request := _read_frame(stdin)) is not None:
+        _write_frame(stdout, _answer(conn, request))
+    conn.close()
+    return 0
+
+
+# -- the parent -----------------------------------------------------------------------
+
+
+class WriterError(Exception):
+    """The child could not do what was asked: an SQLite error (``error`` is rebuilt
+    from the child's, with its extended code) or the child is gone (``error`` None)."""
+
+    def __init__(self, message: str, error: sqlite3.Error | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class _Child(asyncio.SubprocessProtocol):
+    """One child process: frames go out on its stdin; each reply read from its stdout
+    goes to the oldest waiting request; when it exits, every request it held fails."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.exited = asyncio.get_running_loop().create_future()
+        self._buffer = bytearray()
+        # The child's first frame, sent once it is ready, before any request.
+        self.ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append(self.ready)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+        stdin = transport.get_pipe_transport(0)
+        pipe = None if stdin is None else stdin.get_extra_info("pipe")
+        if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+            # A batch of payloads in one write, not 64 KiB at a time with a wake-up each.
+            with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+    def send(self, request: tuple[Any, ...]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.exited.done() or self.transport is None:
+            future.set_exception(WriterError("the inbox writer has exited"))
+            return future
+        data = marshal.dumps(request)
+        stdin = self.transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self.waiting.append(future)  # replies come in the order frames are written
+        stdin.writelines((HEADER.pack(len(data)), data))
+        return future
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        buffer = self._buffer
+        buffer += data if isinstance(data, bytes) else data.encode()
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer)
+            if len(buffer) < HEADER.size + size:
+                return
+            reply = marshal.loads(bytes(buffer[HEADER.size : HEADER.size + size]))  # noqa: S302
+            del buffer[: HEADER.size + size]
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def process_exited(self) -> None:
+        code = None if self.transport is None else self.transport.get_returncode()
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(WriterError(f"the inbox writer exited (code {code})"))
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    def close_input(self) -> None:
+        if self.transport is not None:
+            stdin = self.transport.get_pipe_transport(0)
+            if stdin is not None:
+                stdin.close()
+
+    def kill(self) -> None:
+        if self.transport is not None and not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                self.transport.kill()
+
+
+class InboxWriter:
+    """Parent side: one child at a time. Requests are written as they come and answered
+    in order, so the next batch can wait in the pipe while the child commits this one."""
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._child: _Child | None = None
+        self._spawning = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        child = self._child
+        return None if child is None or child.transport is None else child.transport.get_pid()
+
+    async def start(self) -> None:
+        await self._running()
+
+    async def insert(self, rows: list[InboxRow]) -> list[int]:
+        ids: list[int] = await self._call(("insert", rows))
+        return ids
+
+    async def max_pages(self, pages: int) -> int:
+        """Cap the database at ``pages`` pages on the writer's connection (SQLite's
+        ``max_page_count`` is per connection); return the cap in force."""
+        return int(await self._call(("max_pages", pages)))
+
+    async def close(self) -> None:
+        """Let the child answer what it holds, then stop it."""
+        async with self._spawning:
+            child, self._child = self._child, None
+            if child is None:
+                return
+            child.close_input()
+            try:
+                await asyncio.wait_for(asyncio.shield(child.exited), 10)
+            except TimeoutError:
+                child.kill()
+                await child.exited
+            if child.transport is not None:
+                child.transport.close()
+
+    async def _running(self) -> _Child:
+        child = self._child
+        if child is not None and not child.exited.done():
+            return child
+        async with self._spawning:
+            child = self._child
+            if child is None or child.exited.done():
+                if child is not None and child.transport is not None:
+                    child.transport.close()
+                _, child = await asyncio.get_running_loop().subprocess_exec(
+                    _Child,
+                    sys.executable,
+                    __file__,
+                    self.path,
+                    str(self.busy_timeout),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=None,
+                    start_new_session=True,  # signals to the terminal's group do not reach it
+                )
+                self._child = child
+                await self._reply(child.ready)
+            return child
+
+    async def _call(self, request: tuple[Any, ...]) -> Any:
+        child = await self._running()
+        return await self._reply(child.send(request))
+
+    @staticmethod
+    async def _reply(future: asyncio.Future[Any]) -> Any:
+        reply = await future
+        if reply[0] == "ok":
+            return reply[1]
+        _, kind, code, message = reply
+        error: sqlite3.Error = getattr(sqlite3, kind, sqlite3.DatabaseError)(message)
+        error.sqlite_errorcode = code
+        raise WriterError(message, error)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,158 @@
+"""The inbox writer: webhook payloads are committed by a child process of the server.
+
+What a user relies on: an acknowledged payload is on disk; a writer that dies costs the
+requests it held a 503 (Alertmanager retries them) and the next webhook is served by a
+new one; a Ctrl-C in the terminal does not stop it before the server has drained; it
+never outlives the server, even one killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+
+from bot import keys
+from bot.app import create_app
+from bot.store.sqlite import SqliteStore
+from conftest import make_settings, payload
+from serving import ServeProcess
+from test_crash import group
+
+
+async def start(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+    client: TestClient = await aiohttp_client(create_app(make_settings(tmp_path)))
+    return client
+
+
+def writer_pid(client: TestClient) -> int:
+    store = client.app[keys.STORE]
+    assert isinstance(store, SqliteStore)
+    pid = store.inbox_writer_pid
+    assert pid is not None and pid != os.getpid()
+    return pid
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter in /proc/PID/stat, or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def inbox_rows(db: Path) -> list[tuple[int, str | None]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT id, result FROM inbox ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+async def gone(pid: int, within: float = 10.0) -> bool:
+    """True once ``pid`` no longer runs (a zombie is reaped by its parent: not running)."""
+    for _ in range(int(within / 0.05)):
+        if process_state(pid) in (None, "Z", "X"):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_a_repeat_is_stored_as_processed_before_the_ack(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    first = await client.post("/alertmanager", json=payload("captured-firing"))
+    assert (await first.json())["duplicate"] is False
+    await client.app[keys.INBOX].drain()
+    again = await client.post("/alertmanager", json=payload("captured-firing"))
+    answer = await again.json()
+    assert again.status == 200 and answer["duplicate"] is True
+    # No worker has run since: the row was written already processed, as a repeat.
+    rows = inbox_rows(tmp_path / "alertpilot.db")
+    assert rows[-1] == (answer["inbox_id"], "duplicate")
+    assert await client.app[keys.STORE].pending_payloads(10) == []
+    metrics = await (await client.get("/metrics")).text()
+    assert "alertpilot_duplicate_deliveries_total 1.0" in metrics
+
+
+async def test_a_killed_writer_is_replaced_and_nothing_is_lost(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    first = writer_pid(client)
+    assert (await client.post("/alertmanager", json=group(1))).status == 200
+    os.kill(first, signal.SIGKILL)
+    assert await gone(first)
+    await asyncio.sleep(0.1)  # the server notices the exit
+    resp = await client.post("/alertmanager", json=group(2))
+    assert resp.status == 200, await resp.text()
+    assert writer_pid(client) != first
+    await client.app[keys.INBOX].drain()
+    incidents = (await (await client.get("/api/v1/incidents")).json())["incidents"]
+    assert len(incidents) == 2
+
+
+async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    pid = writer_pid(client)
+    os.kill(pid, signal.SIGSTOP)  # the writer hangs: webhooks queue up behind it
+    try:
+        posts = [asyncio.create_task(client.post("/alertmanager", json=group(i))) for i in range(5)]
+        await asyncio.sleep(0.3)
+        assert not any(post.done() for post in posts)  # no ack before the commit
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    answers = [await post for post in posts]
+    for resp in answers:
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "store_unavailable"
+    for i in range(5):  # Alertmanager's retries
+        assert (await client.post("/alertmanager", json=group(i))).status == 200
+    await client.app[keys.INBOX].drain()
+    incidents = (await (await client.get("/api/v1/incidents")).json())["incidents"]
+    assert len(incidents) == 5
+
+
+async def test_ctrl_c_reaches_the_server_not_the_writer(tmp_path: Path) -> None:
+    """SIGINT to the server's process group (a Ctrl-C): the server drains, the webhook
+    that is being committed is acknowledged, and only then does the writer stop."""
+    server = ServeProcess(tmp_path)
+    await server.start()
+    assert server.proc is not None
+    writers = child_pids(server.proc.pid)
+    assert len(writers) == 1
+    os.kill(writers[0], signal.SIGINT)  # a Ctrl-C reaches every process of the terminal
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.url}/alertmanager", json=group(7)) as resp,
+    ):
+        assert resp.status == 200
+    assert child_pids(server.proc.pid) == writers  # still the same writer
+    server.proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(server.proc.wait(), 30) == 0
+    assert await gone(writers[0])
+    assert len(inbox_rows(server.db)) == 1
+
+
+async def test_the_writer_does_not_outlive_a_killed_server(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path)
+    await server.start()
+    assert server.proc is not None
+    writers = child_pids(server.proc.pid)
+    assert len(writers) == 1
+    await server.kill()
+    assert await gone(writers[0])
+
+
+def child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(child) for child in children)
