@@ -140,6 +140,9 @@ def render(rows: list[Row], timings: dict[str, float], quick: bool, info: dict[s
             )
             + f" | {cell(row.get('met'))} |"
         )
+    notes = [f"- {cell(r['benchmark'])}: {cell(r['note'])}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
     met = sum(1 for r in rows if r.get("met") is True)
     missed = [r["benchmark"] for r in rows if r.get("met") is False]
     lines += ["", f"Goals met: {met} of {met + len(missed)}."]
