@@ -185,11 +185,22 @@ def baseline(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident set size of a process, from /proc/PID/status, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size of a process and its children (the inbox writer), from
+    /proc/PID/status, in MiB."""
+    total = 0.0
+    for one in [pid, *children(pid)]:
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+                break
+        else:
+            raise RuntimeError(f"no VmRSS for pid {one}")
+    return total
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
 def wrk(url: str, body: bytes, *, connections: int, seconds: int, threads: int = 1) -> float:

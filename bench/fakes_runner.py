@@ -73,7 +73,7 @@ class TimedSlack(FakeSlack):
     the tripwire ``"slack"`` on an incident's own message."""
 
     def __init__(self, token: str, tripwire: Tripwire) -> None:
-        super().__init__(token)
+        super().__init__(token, clock=time.time)  # ts as Slack makes them: the Unix time
         self.tripwire = tripwire
         self.posted_at: dict[tuple[str, str], float] = {}
 

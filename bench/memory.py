@@ -2,7 +2,8 @@
 
 Slack (50 writes per second per channel, incidents routed over 10 channels), PagerDuty
 (severity critical mapped to P0: every incident pages at once; 10,000 events a minute)
-and the LLM are the loopback fakes in this process. RSS is read from /proc/PID/status.
+and the LLM are the loopback fakes in this process. RSS is read from /proc/PID/status:
+the server's plus its inbox writer's.
 
 1. baseline: a freshly started server;
 2. 10,000 distinct 3-alert groups at 100 per second, then the queues drain (bounded);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,27 @@ async def test_a_post_whose_answer_was_lost_is_found_not_repeated(
     assert len(fake_slack.calls("chat.postMessage")) == 1
     incident = await app[keys.STORE].get_incident(1)
     assert incident.data["slack"]["ts"] == posted[0]
+
+
+async def test_a_thread_reply_whose_answer_was_lost_is_found_not_repeated(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """The same for a reply in the incident's thread (here: the alerts resolved)."""
+    fake_slack.clock = time.time  # message ts as Slack makes them, so the lookup finds them
+    settings = slack_settings(
+        tmp_path, fake_slack, graphs=False, workers={"backoff_base": 0.2, "backoff_max": 1}
+    )
+    client = await start(aiohttp_client, settings)
+    await client.post("/alertmanager", json=payload("captured-firing"))
+    await settle(client)
+    [parent] = [ts for (_, ts), m in fake_slack.messages.items() if "thread_ts" not in m]
+    fake_slack.drop_answer_next("chat.postMessage")
+    await client.post("/alertmanager", json=payload("captured-resolved"))
+    await settle(client)
+    replies = [m["text"] for m in fake_slack.messages.values() if m.get("thread_ts") == parent]
+    assert len(replies) == len(set(replies)) == 1  # the resolution, once
+    assert "resolved" in replies[0]
+    posts = [r for r in fake_slack.calls("chat.postMessage") if r.params.get("thread_ts")]
+    assert [r.status for r in posts] == [502]  # the one post, its answer lost
+    lookups = fake_slack.calls("conversations.replies")
+    assert [r.status for r in lookups] == [200]  # the retry looked, found it, posted nothing

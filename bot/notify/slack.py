@@ -33,6 +33,7 @@ from bot.settings import SlackSettings
 from bot.store.base import Job, Store
 
 log = logging.getLogger(__name__)
+POSTING = "posting since "  # a thread reply's kv value from its intent until Slack's ts
 
 KV_TTL = 30 * 86400.0
 GRAPH_KIND = "notify.slack.graph"
@@ -235,15 +236,33 @@ class SlackNotifier:
     async def _reply(
         self, job: Job, incident: Incident, state: Mapping[str, Any], event: Event, text: str
     ) -> None:
+        """One thread reply per timeline event. The intent is stored before the post and
+        the post is tagged, as for the incident's message: a retry after a lost answer
+        looks for the reply in the thread instead of posting it twice."""
         key = f"slack:reply:{event.id}"
-        if await self.store.kv_get(key, self.clock.now()) is not None:
+        channel, thread_ts = str(state["channel"]), str(state["thread_ts"])
+        tag = f"{incident.key}#{event.id}"
+        done = await self.store.kv_get(key, self.clock.now())
+        ts = None
+        if done is not None and not done.startswith(POSTING):
             return
-        if state.get("rollup_ts"):
-            text = f"*#{incident.id}* · {text}"
-        answer = await self.outbox.post(
-            str(state["channel"]), text=text, thread_ts=str(state["thread_ts"]), job_id=job.id
-        )
-        await self.store.kv_set(key, str(answer.get("ts", "")), now=self.clock.now(), ttl=KV_TTL)
+        if done is not None:
+            since = float(done.removeprefix(POSTING)) - 120
+            ts = await self.outbox.find_tagged(channel, tag, since=since, thread_ts=thread_ts)
+        else:
+            await self.store.kv_set(
+                key, f"{POSTING}{self.clock.now()}", now=self.clock.now(), ttl=KV_TTL
+            )
+        if ts is None:
+            if state.get("rollup_ts"):
+                text = f"*#{incident.id}* · {text}"
+            answer = await self.outbox.post(
+                channel, text=text, thread_ts=thread_ts, job_id=job.id, tag=tag
+            )
+            ts = str(answer.get("ts", ""))
+        else:
+            log.info("incident #%d: found its reply %s after a restart", incident.id, ts)
+        await self.store.kv_set(key, ts, now=self.clock.now(), ttl=KV_TTL)
 
     async def _follow_up(self, incident: Incident, state: Mapping[str, Any], event: Event) -> None:
         if state.get("rollup_ts") and event.kind in _ROLLUP_EVENTS:

@@ -45,8 +45,13 @@ class FakeSlack(FakeServer):
         bot_user_id: str = "U0BOT",
         team_id: str = "T0FAKE",
         strict_channels: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.token = token
+        # Slack's ts is the Unix time of the post; without ``clock`` the fake counts up from
+        # 1700000000 so tests can predict it.
+        self.clock = clock
+        self._last_ts = 0.0
         self.bot_user_id = bot_user_id
         self.bot_id = "B0BOT"
         self.team_id = team_id
@@ -123,6 +128,9 @@ class FakeSlack(FakeServer):
         return web.json_response({"ok": False, "error": error}, status=fault.status)
 
     def _next_ts(self) -> str:
+        if self.clock is not None:
+            self._last_ts = max(round(self.clock(), 6), round(self._last_ts + 0.000001, 6))
+            return f"{self._last_ts:.6f}"
         self._ts_seq += 100
         return f"{1700000000 + self._ts_seq // 1_000_000}.{self._ts_seq % 1_000_000:06d}"
 
