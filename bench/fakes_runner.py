@@ -191,6 +191,7 @@ class Fakes:
                 "routing_key": ROUTING_KEY,
                 "events_url": f"{self.pagerduty.base_url}/v2/enqueue",
                 "api_url": self.pagerduty.base_url,
+                "api_token": self.pagerduty.api_token,  # lets a retry find a lost trigger
                 "ca_file": self.pagerduty.ca_file,
                 **(pagerduty or {}),
             },

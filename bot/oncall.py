@@ -2,24 +2,23 @@
 
 The ``pagerduty`` SDK's ``RestApiV2Client`` does the pagination and auth; it is
 synchronous, so each lookup runs in a worker thread (``asyncio.to_thread``) with a
-timeout and one retry. Answers are cached per schedule for ``oncall_cache_ttl``;
-concurrent lookups of one schedule share a single request.
+timeout and one retry (see ``bot.notify.pagerduty_rest``). Answers are cached per
+schedule for ``oncall_cache_ttl``; concurrent lookups of one schedule share a single
+request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import ssl
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pagerduty
-from pydantic import SecretStr
 
 from bot.clock import Clock
+from bot.notify.pagerduty_rest import RestSettings, failure
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +82,10 @@ def _order(entry: OnCall) -> tuple[int, str, str]:
 
 
 class OnCallDirectory:
-    def __init__(
-        self,
-        *,
-        api_url: str,
-        api_token: SecretStr,
-        ssl_ctx: ssl.SSLContext,
-        clock: Clock,
-        ttl: float,
-        timeout: float,
-        retry_delay: float,
-    ) -> None:
-        self.api_url = api_url
-        self._token = api_token
-        self._ssl = ssl_ctx
+    def __init__(self, rest: RestSettings, *, clock: Clock, ttl: float) -> None:
+        self.rest = rest
         self.clock = clock
         self.ttl = ttl
-        self.timeout = timeout
-        self.retry_delay = retry_delay
         self._cache: dict[str, tuple[float, list[OnCall]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -127,22 +112,14 @@ class OnCallDirectory:
         params: dict[str, Any] = {"earliest": "true"}
         if schedule:
             params["schedule_ids"] = [schedule]
-        client = pagerduty.RestApiV2Client(
-            self._token.get_secret_value(), base_url=self.api_url, verify=self._ssl
-        )
-        client.timeout = math.ceil(self.timeout)  # the SDK types it as whole seconds
-        client.sleep_timer = self.retry_delay
-        client.max_network_attempts = 1
-        client.retry = {429: 1, 500: 1, 502: 1, 503: 1, 504: 1}  # the SDK retries 429 forever
         try:
-            with client:
+            with self.rest.client() as client:
                 return [
                     parse_oncall(item)
                     for item in client.iter_all("oncalls", params=params, page_size=PAGE_SIZE)
                     if isinstance(item, Mapping)
                 ]
         except pagerduty.Error as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            reason = f"HTTP {status}" if status is not None else "unreachable"
+            reason = failure(exc)
             log.warning("PagerDuty on-call lookup failed: %s", reason)
             raise OnCallUnavailable(f"PagerDuty on-call list unavailable ({reason})") from None

@@ -173,16 +173,72 @@ async def test_5xx_is_retried_with_a_doubling_backoff(
     bot = await start_bot(
         aiohttp_client, tmp_path, fake_pagerduty, ManualClock(), pagerduty={"retry_backoff": "10s"}
     )
-    fake_pagerduty.fail_next(2, status=502)
+    fake_pagerduty.fail_next(2, status=502, match="/v2/enqueue")
     await bot.post_alert(alert_group())
     await bot.settle()
     await bot.advance(10)
-    assert [r.status for r in fake_pagerduty.requests] == [502, 502]
+    assert fake_pagerduty.sends() == [502, 502]
     await bot.advance(19)
-    assert len(fake_pagerduty.requests) == 2
+    assert len(fake_pagerduty.sends()) == 2
     await bot.advance(1)
-    assert [r.status for r in fake_pagerduty.requests] == [502, 502, 202]
+    assert fake_pagerduty.sends() == [502, 502, 202]
     assert len(fake_pagerduty.events) == 1
+    # a 5xx may follow a trigger PagerDuty took: each retry looked for its incident first
+    assert fake_pagerduty.lookups() == [200, 200]
+
+
+async def test_a_trigger_whose_answer_was_lost_is_found_not_sent_again(
+    aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
+) -> None:
+    """PagerDuty took the trigger, the answer never came back (a crash, a dropped
+    connection): the retry asks the REST API for the dedup_key's incident, finds it, and
+    records the page without a second trigger."""
+    bot = await start_bot(
+        aiohttp_client, tmp_path, fake_pagerduty, ManualClock(), pagerduty={"retry_backoff": "10s"}
+    )
+    fake_pagerduty.drop_answer_next()
+    await bot.post_alert(alert_group())
+    await bot.settle()
+    await bot.advance(10)
+    incident = await bot.incident()
+    assert bot.actions_sent() == [("trigger", incident.key)]  # one trigger, not two
+    assert fake_pagerduty.lookups() == [200]
+    [page] = await bot.pages(incident.id)
+    assert page.data["outcome"] == "found"
+    assert page.message.startswith("PagerDuty already had the page (its incident 1, triggered)")
+    state = incident.data["pagerduty"]
+    assert (state["alert"], state["escalation"], state["triggering_since"]) == (
+        "triggered",
+        "paged",
+        None,
+    )
+    assert state["pd_incident"]["id"] == fake_pagerduty.incidents()[0]["id"]
+    # and what follows goes on as usual: the resolve follows the found trigger
+    await bot.post_alert(alert_group(status="resolved"))
+    await bot.settle()
+    assert bot.actions_sent() == [("trigger", incident.key), ("resolve", incident.key)]
+
+
+async def test_without_a_rest_token_a_lost_trigger_is_sent_again(
+    aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
+) -> None:
+    """No ``api_token``: nothing to look with, so the trigger goes out again (at least
+    once; the same dedup_key keeps PagerDuty at one incident)."""
+    bot = await start_bot(
+        aiohttp_client,
+        tmp_path,
+        fake_pagerduty,
+        ManualClock(),
+        pagerduty={"retry_backoff": "10s", "api_token": None},
+    )
+    fake_pagerduty.drop_answer_next()
+    await bot.post_alert(alert_group())
+    await bot.settle()
+    await bot.advance(10)
+    incident = await bot.incident()
+    assert bot.actions_sent() == [("trigger", incident.key)] * 2
+    assert fake_pagerduty.lookups() == []
+    assert len(fake_pagerduty.incidents()) == 1
 
 
 async def test_400_is_recorded_and_not_retried(
@@ -245,7 +301,7 @@ async def test_an_outage_delays_the_page_across_a_restart_and_loses_nothing(
     await bot.post_alert(alert_group())
     await bot.settle()
     await bot.advance(30)
-    assert [r.status for r in fake_pagerduty.requests] == [503, 503]
+    assert fake_pagerduty.sends() == [503, 503]
     await bot.client.close()
 
     fake_pagerduty.outage(False)

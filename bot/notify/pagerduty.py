@@ -32,6 +32,7 @@ from bot.escalation import DECIDE_KIND, TIMER_KIND, EscalationPolicy
 from bot.incidents import Event, EventKind
 from bot.jobs import JobHandlers
 from bot.notify.pagerduty_client import EventsClient, ssl_context
+from bot.notify.pagerduty_rest import IncidentFinder, RestSettings
 from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics
 from bot.notify.pagerduty_silences import KIND as SILENCE_KIND
 from bot.notify.pagerduty_silences import AckSilencer
@@ -165,7 +166,24 @@ def build(
     client = EventsClient(
         http, settings.events_url, settings.routing_key, timeout=settings.timeout, ssl_ctx=ctx
     )
-    pager = Pager(store, clock, client, settings, metrics, playbooks=playbooks)
+    rest = None
+    if settings.api_token is not None:
+        rest = RestSettings(
+            api_url=settings.api_url,
+            api_token=settings.api_token,
+            ssl_ctx=ctx,
+            timeout=settings.timeout,
+            retry_delay=settings.api_retry_delay,
+        )
+    pager = Pager(
+        store,
+        clock,
+        client,
+        settings,
+        metrics,
+        playbooks=playbooks,
+        finder=IncidentFinder(rest) if rest is not None else None,
+    )
     policy = EscalationPolicy(
         pager,
         store,
@@ -174,16 +192,8 @@ def build(
         decision_timeout=settings.decision_timeout,
     )
     oncall = None
-    if settings.api_token is not None:
-        oncall = OnCallDirectory(
-            api_url=settings.api_url,
-            api_token=settings.api_token,
-            ssl_ctx=ctx,
-            clock=clock,
-            ttl=settings.oncall_cache_ttl,
-            timeout=settings.timeout,
-            retry_delay=settings.api_retry_delay,
-        )
+    if rest is not None:
+        oncall = OnCallDirectory(rest, clock=clock, ttl=settings.oncall_cache_ttl)
     silencer = None
     if settings.ack_silences:
         if silences is None:

@@ -6,9 +6,12 @@ so no writer overwrites another's change with a stale copy; and each send with t
 change that records it happens under that incident's lock, so the escalation timer, the
 timeline subscriber and the webhook never interleave their sends. One trigger per
 incident: once PagerDuty holds the alert, a trigger is never sent again; acknowledge and
-resolve follow only a trigger that was sent. Sends are at least once: a crash between
-PagerDuty's 202 and the state write resends the same event, which the ``dedup_key``
-makes harmless.
+resolve follow only a trigger that was sent. A trigger's intent is written before it is
+sent; a retry that finds the intent (the process died, or the answer was lost, after
+PagerDuty may have taken it) first asks the REST API for an incident with that
+``dedup_key`` and sends nothing if there is one. Without ``pagerduty.api_token`` (or
+when the lookup fails) it sends again: at least once, and the ``dedup_key`` makes the
+repeat harmless to responders.
 
     Events API answer        what happens
     202                      state written, ``page`` event on the timeline
@@ -35,6 +38,7 @@ from bot.incidents import EventKind, Incident, Status
 from bot.locks import KeyedLocks
 from bot.notify.pagerduty_client import EventsApiError, EventsClient, RateLimiter
 from bot.notify.pagerduty_payload import SEVERITY, follow_event, trigger_event
+from bot.notify.pagerduty_rest import IncidentFinder, RestUnavailable
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.settings import PagerDutySettings
@@ -45,6 +49,11 @@ log = logging.getLogger(__name__)
 Action = Literal["trigger", "acknowledge", "resolve"]
 AlertState = Literal["none", "triggered", "acknowledged", "resolved"]
 MAX_SENT = 20
+_ALERT_FOR_STATUS: dict[str, AlertState] = {
+    "triggered": "triggered",
+    "acknowledged": "acknowledged",
+    "resolved": "resolved",
+}
 
 
 class SentEvent(BaseModel):
@@ -77,6 +86,7 @@ class PageState(BaseModel):
     escalate_at: float | None = None
     triggered_at: float | None = None
     trigger_reason: str | None = None
+    triggering_since: float | None = None  # a trigger's intent, until PagerDuty answers
     last_action: Action | None = None
     last_sent_at: float | None = None
     note: str | None = None
@@ -87,6 +97,7 @@ class PageState(BaseModel):
 
 class TriggerOutcome(StrEnum):
     SENT = "sent"
+    FOUND = "found in PagerDuty"  # an earlier attempt had reached it: not sent again
     ALREADY = "already paged"
     RESOLVED = "incident resolved"
     ACKNOWLEDGED = "incident acknowledged"
@@ -101,6 +112,25 @@ class PageWrite:
 
 
 PageStep = Callable[[Incident, PageState], PageWrite | None]
+
+
+def _intent(now: float) -> PageStep:
+    """Write a trigger's intent before it goes out (kept from an earlier attempt)."""
+
+    def mark(_: Incident, state: PageState) -> PageWrite | None:
+        if state.triggering_since is not None:
+            return None
+        state.triggering_since = now
+        return PageWrite()
+
+    return mark
+
+
+def _no_intent(_: Incident, state: PageState) -> PageWrite | None:
+    if state.triggering_since is None:
+        return None
+    state.triggering_since = None
+    return PageWrite()
 
 
 def state_of(incident: Incident) -> PageState:
@@ -144,8 +174,10 @@ class Pager:
         metrics: PagerDutyMetrics,
         *,
         playbooks: Callable[[], PlaybookSet | None],
+        finder: IncidentFinder | None = None,
     ) -> None:
         self.store = store
+        self.finder = finder
         self.clock = clock
         self.client = client
         self.settings = settings
@@ -236,8 +268,52 @@ class Pager:
             event = trigger_event(
                 incident, playbooks=self.playbooks_for(incident, state.playbooks), reason=reason
             )
+            if state.triggering_since is not None and await self._found(incident, event, reason):
+                return TriggerOutcome.FOUND
             await self._send(job, incident, event, reason)
             return TriggerOutcome.SENT
+
+    async def _found(self, incident: Incident, event: dict[str, Any], reason: str) -> bool:
+        """After an interrupted trigger: whether PagerDuty has an incident for its
+        dedup_key; if so it is recorded as paged, and nothing is sent."""
+        if self.finder is None:
+            return False
+        dedup_key = str(event["dedup_key"])
+        try:
+            found = await self.finder.find(dedup_key)
+        except RestUnavailable as exc:
+            log.warning("incident #%d: %s; sending the trigger again", incident.id, exc)
+            return False
+        if found is None:
+            return False
+        now = self.clock.now()
+        ref = PdIncident(id=found.id, number=found.number, html_url=found.html_url)
+        note = NewEvent(
+            actor="alertpilot",
+            kind=EventKind.PAGE,
+            message=(
+                f"PagerDuty already had the page (its incident {found.number or found.id}, "
+                f"{found.status}): an earlier attempt reached it; not sent again"
+            ),
+            data={"action": "trigger", "outcome": "found", "dedup_key": dedup_key},
+        )
+
+        def record(_: Incident, state: PageState) -> PageWrite:
+            state.dedup_key, state.triggering_since = dedup_key, None
+            state.last_action, state.last_sent_at = "trigger", now
+            state.sent = [*state.sent, SentEvent(action="trigger", at=now, reason=reason)][
+                -MAX_SENT:
+            ]
+            state.alert = _ALERT_FOR_STATUS.get(found.status, "triggered")
+            state.escalation = "paged"
+            state.triggered_at, state.trigger_reason = now, reason
+            state.pd_incident, state.html_url = ref, ref.html_url or state.html_url
+            return PageWrite(events=[note])
+
+        await self.change(incident.id, record)
+        self.metrics.events.labels("trigger", "found").inc()
+        log.info("incident #%d: PagerDuty already had its trigger; not sent again", incident.id)
+        return True
 
     async def follow(self, job: Job, incident_id: int, action: Action, *, reason: str) -> bool:
         """Acknowledge or resolve PagerDuty's alert, if a trigger opened it and it differs."""
@@ -288,9 +364,15 @@ class Pager:
                 delay=wait,
                 counts=False,
             )
+        if action == "trigger":
+            await self.change(incident.id, _intent(self.clock.now()))
         try:
             await self.client.send(event)
         except EventsApiError as exc:
+            if action == "trigger" and exc.status is not None and exc.status < 500:
+                # PagerDuty answered that it did not take it: no need to look next time.
+                # (No answer, or a 5xx, may follow a trigger it took: the intent stays.)
+                await self.change(incident.id, _no_intent)
             if exc.transient:
                 delay = max(self.backoff(job.attempts), exc.retry_after or 0.0)
                 self.metrics.events.labels(action, "retry").inc()
@@ -323,6 +405,7 @@ class Pager:
             if action == "trigger":
                 state.alert, state.escalation = "triggered", "paged"
                 state.triggered_at, state.trigger_reason = now, reason
+                state.triggering_since = None
             else:
                 state.alert = "acknowledged" if action == "acknowledge" else "resolved"
             return PageWrite(events=[sent])
@@ -347,7 +430,7 @@ class Pager:
 
         def record(_: Incident, state: PageState) -> PageWrite:
             if action == "trigger":
-                state.escalation = "rejected"
+                state.escalation, state.triggering_since = "rejected", None
             state.note = f"{action} rejected: {exc}"
             return PageWrite(events=[rejected])
 

@@ -47,6 +47,7 @@ class FakePagerDuty(FakeServer):
         self.alerts: dict[str, str] = {}  # dedup_key -> triggered/acknowledged/resolved
         self.oncalls: list[JsonDict] = []
         self.me: JsonDict = pd_ref("user", "PUSER01", "Fake Responder")
+        self._drop_answers = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._ca_file: str | None = None
         super().__init__()
@@ -56,6 +57,7 @@ class FakePagerDuty(FakeServer):
         router.add_post("/v2/change/enqueue", self._change_enqueue)
         router.add_get("/oncalls", self._oncalls)
         router.add_get("/users/me", self._users_me)
+        router.add_get("/incidents", self._incidents)
 
     async def start(self) -> None:
         """Mint a fresh CA + 127.0.0.1 certificate, write the CA PEM, start serving TLS."""
@@ -93,6 +95,19 @@ class FakePagerDuty(FakeServer):
     def set_oncalls(self, entries: list[JsonDict]) -> None:
         """Seed ``GET /oncalls``; see :func:`oncall_entry` for the entry shape."""
         self.oncalls = list(entries)
+
+    def drop_answer_next(self, n: int = 1) -> None:
+        """Take the next ``n`` events but drop the connection instead of answering, as a
+        crash or a lost reply looks to the sender."""
+        self._drop_answers += n
+
+    def sends(self) -> list[int]:
+        """Statuses answered to Events API posts, in order."""
+        return [r.status for r in self.requests if r.path == "/v2/enqueue"]
+
+    def lookups(self) -> list[int]:
+        """Statuses answered to ``GET /incidents``, in order."""
+        return [r.status for r in self.requests if r.path == "/incidents"]
 
     def triggers_for(self, dedup_key: str) -> list[JsonDict]:
         return [
@@ -138,6 +153,10 @@ class FakePagerDuty(FakeServer):
             event["dedup_key"] = uuid.uuid4().hex
         self.events.append(event)
         self.alerts[event["dedup_key"]] = _STATUS_FOR_ACTION[event["event_action"]]
+        if self._drop_answers > 0:
+            self._drop_answers -= 1
+            if request.transport is not None:
+                request.transport.abort()
         return web.json_response(
             {"status": "success", "message": "Event processed", "dedup_key": event["dedup_key"]},
             status=202,
@@ -190,6 +209,58 @@ class FakePagerDuty(FakeServer):
                 "offset": offset,
                 "more": offset + len(page) < len(entries),
                 "total": len(entries) if q.get("total") == "true" else None,
+            }
+        )
+
+    def incidents(self) -> list[JsonDict]:
+        """The incidents the accepted events made, as ``GET /incidents`` lists them: a
+        trigger opens one for its dedup_key (unless one is open), acknowledge and resolve
+        move it."""
+        made: list[JsonDict] = []
+        open_by_key: dict[str, JsonDict] = {}
+        for n, event in enumerate(self.events):
+            key, action = str(event["dedup_key"]), event["event_action"]
+            incident = open_by_key.get(key)
+            if action == "trigger" and incident is None:
+                number = len(made) + 1
+                incident_id = f"Q{number:06d}FAKE"
+                incident = {
+                    "id": incident_id,
+                    "type": "incident",
+                    "incident_number": number,
+                    "incident_key": key,
+                    "title": str((event.get("payload") or {}).get("summary", "")),
+                    "status": "triggered",
+                    "html_url": f"https://fake.pagerduty.com/incidents/{incident_id}",
+                    "created_at": f"2026-01-01T00:00:{n % 60:02d}Z",
+                }
+                made.append(incident)
+                open_by_key[key] = incident
+            elif incident is not None and action in ("acknowledge", "resolve"):
+                incident["status"] = _STATUS_FOR_ACTION[action]
+                if action == "resolve":
+                    del open_by_key[key]
+        return made
+
+    async def _incidents(self, request: web.Request) -> web.Response:
+        if (denied := self._rest_auth_error(request)) is not None:
+            return denied
+        q = request.query
+        found = self.incidents()
+        if "incident_key" in q:
+            found = [i for i in found if i["incident_key"] == q["incident_key"]]
+        statuses = set(q.getall("statuses[]", []))
+        if statuses:
+            found = [i for i in found if i["status"] in statuses]
+        limit, offset = min(int(q.get("limit", "25")), 100), int(q.get("offset", "0"))
+        page = found[offset : offset + limit]
+        return web.json_response(
+            {
+                "incidents": page,
+                "limit": limit,
+                "offset": offset,
+                "more": offset + len(page) < len(found),
+                "total": None,
             }
         )
 
