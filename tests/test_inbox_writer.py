@@ -126,31 +126,37 @@ async def test_ctrl_c_reaches_the_server_not_the_writer(tmp_path: Path) -> None:
     """SIGINT to the server's process group (a Ctrl-C): the server drains, the webhook
     that is being committed is acknowledged, and only then does the writer stop."""
     server = ServeProcess(tmp_path)
-    await server.start()
-    assert server.proc is not None
-    writers = child_pids(server.proc.pid)
-    assert len(writers) == 1
-    os.kill(writers[0], signal.SIGINT)  # a Ctrl-C reaches every process of the terminal
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{server.url}/alertmanager", json=group(7)) as resp,
-    ):
-        assert resp.status == 200
-    assert child_pids(server.proc.pid) == writers  # still the same writer
-    server.proc.send_signal(signal.SIGINT)
-    assert await asyncio.wait_for(server.proc.wait(), 30) == 0
-    assert await gone(writers[0])
-    assert len(inbox_rows(server.db)) == 1
+    try:
+        await server.start()
+        assert server.proc is not None
+        writers = child_pids(server.proc.pid)
+        assert len(writers) == 1
+        os.kill(writers[0], signal.SIGINT)  # a Ctrl-C reaches every process of the terminal
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{server.url}/alertmanager", json=group(7)) as resp,
+        ):
+            assert resp.status == 200
+        assert child_pids(server.proc.pid) == writers  # still the same writer
+        server.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(server.proc.wait(), 30) == 0
+        assert await gone(writers[0])
+        assert len(inbox_rows(server.db)) == 1
+    finally:
+        await server.stop()
 
 
 async def test_the_writer_does_not_outlive_a_killed_server(tmp_path: Path) -> None:
     server = ServeProcess(tmp_path)
-    await server.start()
-    assert server.proc is not None
-    writers = child_pids(server.proc.pid)
-    assert len(writers) == 1
-    await server.kill()
-    assert await gone(writers[0])
+    try:
+        await server.start()
+        assert server.proc is not None
+        writers = child_pids(server.proc.pid)
+        assert len(writers) == 1
+        await server.kill()
+        assert await gone(writers[0])
+    finally:
+        await server.stop()
 
 
 def child_pids(pid: int) -> list[int]:
