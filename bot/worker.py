@@ -26,6 +26,11 @@ from bot.store.base import ApplyResult, InboxItem, Job, Store
 
 log = logging.getLogger(__name__)
 
+# Parsed groups kept for the processor: a few batches' worth. Beyond it (a flood the
+# processor is behind on) it parses the stored body again, which is cheap, rather than
+# holding thousands of parsed groups in memory.
+HANDOVER_LIMIT = 1_000
+
 
 State = tuple[str, str, datetime]
 
@@ -97,7 +102,7 @@ class InboxProcessor:
 
     def remember(self, inbox_id: int, group: AlertGroup) -> None:
         """Keep the group ingest already parsed for this committed row (bounded)."""
-        if inbox_id > self._done_upto and len(self._parsed) < 10_000:
+        if inbox_id > self._done_upto and len(self._parsed) < HANDOVER_LIMIT:
             self._parsed[inbox_id] = group
 
     async def stop(self) -> None:

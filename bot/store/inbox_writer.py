@@ -6,12 +6,13 @@ forth with the event loop that is parsing the next requests, and both wait on ea
 other. In a process of its own the writer holds its own interpreter lock: the loop sends
 a batch down a pipe, goes on serving, and reads the row ids back when they are on disk.
 
-The child speaks length-prefixed ``marshal`` frames over stdin/stdout, one reply per
-request, in order. It imports nothing but the standard library, ignores SIGINT (a
-Ctrl-C in a terminal reaches the whole process group; the parent decides when writing
-stops) and exits when its stdin closes, which is also what happens when the parent dies,
-even by SIGKILL. A child that dies is replaced on the next commit; the requests it held
-fail with ``StoreUnavailable``, so Alertmanager retries them and nothing is lost.
+The child (``bot.store.inbox_child``) speaks length-prefixed ``marshal`` frames over
+stdin/stdout, one reply per request, in order. It imports nothing but the standard
+library, ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group; the
+parent decides when writing stops) and exits when its stdin closes, which is also what
+happens when the parent dies, even by SIGKILL. A child that dies is replaced on the next
+commit; the requests it held fail with ``StoreUnavailable``, so Alertmanager retries
+them and nothing is lost.
 """
 
 from __future__ import annotations
@@ -20,93 +21,19 @@ import asyncio
 import contextlib
 import fcntl
 import marshal
-import signal
 import sqlite3
-import struct
 import sys
 from collections import deque
+from pathlib import Path
 from typing import Any
 
-HEADER = struct.Struct(">I")
+from bot.store import inbox_child
+from bot.store.inbox_child import HEADER, InboxRow, insert_rows
+
+__all__ = ["InboxRow", "InboxWriter", "WriterError", "insert_rows"]
+
 PIPE_SIZE = 1 << 20  # Linux's default limit for an unprivileged process
-
-InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, processed, result
-
-
-def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
-    """One INSERT statement for all ``rows``: on an autocommit connection that is one
-    transaction in one call into SQLite. There is one writer, so the rowids are
-    consecutive."""
-    values = ",".join(["(?,?,?,?,?)"] * len(rows))
-    cursor = conn.execute(
-        f"INSERT INTO inbox (source, body, received_at, processed_at, result) VALUES {values}",  # noqa: S608
-        [value for row in rows for value in row],
-    )
-    last = cursor.lastrowid
-    if last is None:  # pragma: no cover - an INSERT always sets it
-        raise sqlite3.DatabaseError("inbox insert returned no rowid")
-    return list(range(last - len(rows) + 1, last + 1))
-
-
-def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints in the background
-    return conn
-
-
-# -- the child ------------------------------------------------------------------------
-
-
-def _read_frame(stream: Any) -> Any:
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None  # the parent closed the pipe: stop
-    (size,) = HEADER.unpack(header)
-    body = stream.read(size)
-    if len(body) < size:
-        return None
-    return marshal.loads(body)  # noqa: S302 - our own parent, over a private pipe
-
-
-def _write_frame(stream: Any, message: Any) -> None:
-    data = marshal.dumps(message)
-    stream.write(HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def _answer(conn: sqlite3.Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
-    op = request[0]
-    try:
-        if op == "insert":
-            return ("ok", insert_rows(conn, request[1]))
-        if op == "max_pages":
-            pages = int(request[1])
-            return ("ok", int(conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()[0]))
-        return ("error", "ProgrammingError", 0, f"unknown request {op!r}")
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", 0) or 0
-        return ("error", type(exc).__name__, code, str(exc))
-
-
-def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    path, busy_timeout = argv[0], float(argv[1])
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        conn = connect(path, busy_timeout)
-    except sqlite3.Error as exc:
-        _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
-        return 1
-    _write_frame(stdout, ("ok", "ready"))  # signals are set up and the database is open
-    while (request := _read_frame(stdin)) is not None:
-        _write_frame(stdout, _answer(conn, request))
-    conn.close()
-    return 0
-
-
-# -- the parent -----------------------------------------------------------------------
+CHILD = str(Path(inbox_child.__file__).resolve())
 
 
 class WriterError(Exception):
@@ -241,7 +168,7 @@ class InboxWriter:
                 _, child = await asyncio.get_running_loop().subprocess_exec(
                     _Child,
                     sys.executable,
-                    __file__,
+                    CHILD,
                     self.path,
                     str(self.busy_timeout),
                     stdin=asyncio.subprocess.PIPE,
@@ -266,7 +193,3 @@ class InboxWriter:
         error: sqlite3.Error = getattr(sqlite3, kind, sqlite3.DatabaseError)(message)
         error.sqlite_errorcode = code
         raise WriterError(message, error)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

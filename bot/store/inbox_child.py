@@ -1,0 +1,94 @@
+"""The inbox writer's child process (see ``bot.store.inbox_writer``).
+
+Run by path, not as part of the package, and importing only the standard library, so
+it starts quickly and stays small: it commits batches of webhook payloads and answers
+with their row ids, one length-prefixed ``marshal`` frame per request and reply.
+"""
+
+from __future__ import annotations
+
+import marshal
+import signal
+import sqlite3
+import struct
+import sys
+from typing import Any
+
+HEADER = struct.Struct(">I")
+
+InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, processed, result
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
+    """One INSERT statement for all ``rows``: on an autocommit connection that is one
+    transaction in one call into SQLite. There is one writer, so the rowids are
+    consecutive."""
+    values = ",".join(["(?,?,?,?,?)"] * len(rows))
+    cursor = conn.execute(
+        f"INSERT INTO inbox (source, body, received_at, processed_at, result) VALUES {values}",  # noqa: S608
+        [value for row in rows for value in row],
+    )
+    last = cursor.lastrowid
+    if last is None:  # pragma: no cover - an INSERT always sets it
+        raise sqlite3.DatabaseError("inbox insert returned no rowid")
+    return list(range(last - len(rows) + 1, last + 1))
+
+
+def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA cache_size=-512")  # KiB: it only appends
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints in the background
+    return conn
+
+
+def _read_frame(stream: Any) -> Any:
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None  # the parent closed the pipe: stop
+    (size,) = HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return marshal.loads(body)  # noqa: S302 - our own parent, over a private pipe
+
+
+def _write_frame(stream: Any, message: Any) -> None:
+    data = marshal.dumps(message)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _answer(conn: sqlite3.Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
+    op = request[0]
+    try:
+        if op == "insert":
+            return ("ok", insert_rows(conn, request[1]))
+        if op == "max_pages":
+            pages = int(request[1])
+            return ("ok", int(conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()[0]))
+        return ("error", "ProgrammingError", 0, f"unknown request {op!r}")
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) or 0
+        return ("error", type(exc).__name__, code, str(exc))
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    path, busy_timeout = argv[0], float(argv[1])
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        conn = connect(path, busy_timeout)
+    except sqlite3.Error as exc:
+        _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
+        return 1
+    _write_frame(stdout, ("ok", "ready"))  # signals are set up and the database is open
+    while (request := _read_frame(stdin)) is not None:
+        _write_frame(stdout, _answer(conn, request))
+    conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
