@@ -13,7 +13,6 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from datetime import datetime
 
 from bot.alerts import Alert, AlertGroup, parse_group
 from bot.clock import Clock
@@ -32,12 +31,14 @@ log = logging.getLogger(__name__)
 HANDOVER_LIMIT = 1_000
 
 
-State = tuple[str, str, datetime]
+def _group(group: AlertGroup) -> int:
+    return hash((group.receiver, group.groupKey))
 
 
-def _state(alert: Alert) -> State:
-    """``Alert.state_key`` without formatting the time: this runs on every delivery."""
-    return (alert.fingerprint, alert.status, alert.startsAt)
+def _state(alert: Alert) -> int:
+    """An alert state (``Alert.state_key``, without formatting the time) as a 64-bit
+    hash: this runs on every delivery, and what is kept is an int, not three objects."""
+    return hash((alert.fingerprint, alert.status, alert.startsAt))
 
 
 class SeenStates:
@@ -46,20 +47,27 @@ class SeenStates:
     Only states the store has committed go in, and the store never forgets one, so a
     payload whose every state is here would change nothing: it can be marked a repeat
     without a transaction. Alertmanager resends (HA pairs, repeat_interval) are mostly that.
+
+    Groups and states are kept as 64-bit hashes: small, and few objects that live long
+    among the short-lived ones of a flood (each pins the allocator's memory around it).
+    Two different states with one hash would make the second look like a repeat; at 2^-64
+    per comparison that is not a practical risk.
     """
 
-    def __init__(self, groups: int = 5000) -> None:
-        self._groups: OrderedDict[str, set[State]] = OrderedDict()
+    def __init__(self, groups: int = 2000) -> None:
+        self._groups: OrderedDict[int, frozenset[int]] = OrderedDict()
         self._limit = groups
 
     def known(self, group: AlertGroup) -> bool:
-        seen = self._groups.get(group.group_hash)
+        seen = self._groups.get(_group(group))
         return seen is not None and all(_state(alert) in seen for alert in group.alerts)
 
     def add(self, group: AlertGroup) -> None:
-        seen = self._groups.setdefault(group.group_hash, set())
-        seen.update(_state(alert) for alert in group.alerts)
-        self._groups.move_to_end(group.group_hash)
+        key = _group(group)
+        states = frozenset(_state(alert) for alert in group.alerts)
+        seen = self._groups.get(key)
+        self._groups[key] = states if seen is None or seen <= states else seen | states
+        self._groups.move_to_end(key)
         while len(self._groups) > self._limit:
             self._groups.popitem(last=False)
 
