@@ -148,7 +148,10 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
         if self.path != ":memory:":
             self._writer = InboxWriter(self.path, self._busy_timeout)
-            await self._writer.start()
+            try:
+                await self._writer.start()
+            except WriterError as exc:
+                raise StoreUnavailable(f"cannot start the inbox writer: {exc}") from exc
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="store-checkpoint")
 
     async def _checkpoints(self, every: float = 1.0) -> None:
