@@ -12,14 +12,17 @@ import asyncio
 import os
 import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
+from bot.store.inbox_child import WriteLock
 from bot.store.sqlite import SqliteStore
 from conftest import make_settings, payload
 from serving import ServeProcess
@@ -162,3 +165,22 @@ async def test_the_writer_does_not_outlive_a_killed_server(tmp_path: Path) -> No
 def child_pids(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return sorted(int(child) for child in children)
+
+
+async def test_the_write_lock_is_one_writer_at_a_time(tmp_path: Path) -> None:
+    """The store thread and the writer process take turns; a writer that cannot get the
+    lock within the busy timeout fails as SQLite does, and gets it once it is free."""
+    db = str(tmp_path / "alertpilot.db")
+    first, second = WriteLock(db, timeout=0.2), WriteLock(db, timeout=0.2)
+    try:
+        with first:
+            began = time.monotonic()
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"), second:
+                pass
+            assert 0.2 <= time.monotonic() - began < 1.0
+        began = time.monotonic()
+        with second:
+            assert time.monotonic() - began < 0.05  # free at once
+    finally:
+        first.close()
+        second.close()

@@ -7,11 +7,15 @@ with their row ids, one length-prefixed ``marshal`` frame per request and reply.
 
 from __future__ import annotations
 
+import fcntl
 import marshal
+import os
 import signal
 import sqlite3
 import struct
 import sys
+import time
+from types import TracebackType
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -32,6 +36,51 @@ def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
     if last is None:  # pragma: no cover - an INSERT always sets it
         raise sqlite3.DatabaseError("inbox insert returned no rowid")
     return list(range(last - len(rows) + 1, last + 1))
+
+
+class WriteLock:
+    """One write transaction at a time across the processes that share the database:
+    the server's store thread and the inbox writer each hold it for a transaction.
+
+    SQLite would serialize them too, but a writer that finds the database locked sleeps
+    in SQLite's busy handler for 1, 2, 5, 10 ... ms, so a webhook's commit that met a
+    background transaction waited tens of milliseconds for a lock freed in one. Waiting
+    here polls every 100 µs instead, up to ``timeout`` seconds, then fails as SQLite
+    would ("database is locked").
+    """
+
+    POLL = 0.0001
+
+    def __init__(self, db_path: str, timeout: float) -> None:
+        self.path = f"{db_path}-writer.lock"
+        self.timeout = timeout
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> WriteLock:
+        deadline: float | None = None
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + self.timeout
+                if now >= deadline:
+                    raise sqlite3.OperationalError(
+                        "database is locked (another alertpilot writer holds it)"
+                    ) from None
+                time.sleep(self.POLL)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
@@ -59,11 +108,12 @@ def _write_frame(stream: Any, message: Any) -> None:
     stream.flush()
 
 
-def _answer(conn: sqlite3.Connection, request: tuple[Any, ...]) -> tuple[Any, ...]:
+def _answer(conn: sqlite3.Connection, lock: WriteLock, request: tuple[Any, ...]) -> tuple[Any, ...]:
     op = request[0]
     try:
         if op == "insert":
-            return ("ok", insert_rows(conn, request[1]))
+            with lock:
+                return ("ok", insert_rows(conn, request[1]))
         if op == "max_pages":
             pages = int(request[1])
             return ("ok", int(conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()[0]))
@@ -80,12 +130,13 @@ def main(argv: list[str]) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
         conn = connect(path, busy_timeout)
-    except sqlite3.Error as exc:
+        lock = WriteLock(path, busy_timeout)
+    except (sqlite3.Error, OSError) as exc:
         _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
         return 1
     _write_frame(stdout, ("ok", "ready"))  # signals are set up and the database is open
     while (request := _read_frame(stdin)) is not None:
-        _write_frame(stdout, _answer(conn, request))
+        _write_frame(stdout, _answer(conn, lock, request))
     conn.close()
     return 0
 

@@ -9,6 +9,7 @@ which keeps durable acks cheap under load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -33,6 +34,7 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
+from bot.store.inbox_child import WriteLock
 from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows
 from bot.store.migrations import MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
@@ -69,6 +71,7 @@ class SqliteStore(Store):
         # Webhook payloads are committed by a child process (see inbox_writer); a database
         # in memory cannot be shared with one, so there the store thread commits them.
         self._writer: InboxWriter | None = None
+        self._write_lock: WriteLock | None = None  # shared with the writer process
         self._pending: list[PendingPayload] = []
         self._flusher: asyncio.Task[None] | None = None
         self._in_flight = asyncio.Semaphore(2)  # inbox batches sent and not yet committed
@@ -82,6 +85,11 @@ class SqliteStore(Store):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._submit(NORMAL, lambda: self._call(fn, args))
 
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``_run`` for a transaction that only reads: it leaves the write lock to the
+        writers (a webhook's commit does not wait behind a read)."""
+        return await self._submit(NORMAL, lambda: self._call(fn, args, readonly=True))
+
     async def _submit(self, priority: int, work: Callable[[], T]) -> T:
         if self._thread is None:
             raise StoreUnavailable("store is closed")
@@ -91,7 +99,14 @@ class SqliteStore(Store):
             raise StoreUnavailable("store is closed") from None
         return await asyncio.wrap_future(future)
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], durable: bool = False) -> T:
+    def _call(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        durable: bool = False,
+        *,
+        readonly: bool = False,
+    ) -> T:
         """Run ``fn`` in one transaction: commit on success, roll back on error.
 
         Webhook payloads are committed with ``synchronous=FULL`` (on disk before the ack,
@@ -106,7 +121,8 @@ class SqliteStore(Store):
             if durable:
                 conn.execute("PRAGMA synchronous=FULL")
             try:
-                with conn:
+                lock = None if readonly else self._write_lock
+                with lock or contextlib.nullcontext(), conn:
                     return fn(conn, *args)
             finally:
                 if durable:
@@ -139,6 +155,8 @@ class SqliteStore(Store):
             log.info("store: applying migration %d to %s", number, self.path)
             conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
         self._conn = conn
+        if self.path != ":memory:":
+            self._write_lock = WriteLock(self.path, self._busy_timeout)
 
     async def open(self) -> None:
         self._thread = StoreThread()
@@ -193,6 +211,9 @@ class SqliteStore(Store):
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._submit(NORMAL, conn.close)
+        lock, self._write_lock = self._write_lock, None
+        if lock is not None:
+            lock.close()
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.shutdown)
 
@@ -311,7 +332,7 @@ class SqliteStore(Store):
                 )
             return [InboxItem(r[0], r[1], bodies.get(r[0], ""), r[2]) for r in rows]
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def skip_payloads(self, inbox_ids: Sequence[int], result: str, now: float) -> None:
         await self._run(
@@ -363,14 +384,14 @@ class SqliteStore(Store):
                 raise NotFound(f"no incident #{incident_id}")
             return inc.read_incident(conn, row, timeline)
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def find_incident(self, key: str) -> Incident | None:
         def read(conn: sqlite3.Connection) -> Incident | None:
             row = conn.execute("SELECT * FROM incidents WHERE key = ?", (key,)).fetchone()
             return None if row is None else inc.read_incident(conn, row, True)
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def list_incidents(
         self, *, status: Status | None = None, limit: int = 50, offset: int = 0
@@ -383,7 +404,7 @@ class SqliteStore(Store):
             ).fetchall()
             return [inc.read_incident(conn, row, False) for row in rows]
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def transition(
         self,
@@ -480,7 +501,7 @@ class SqliteStore(Store):
         return event
 
     async def events(self, incident_id: int, *, after: int = 0) -> list[Event]:
-        return await self._run(inc.read_events, incident_id, after)
+        return await self._read(inc.read_events, incident_id, after)
 
     async def change_incident(
         self, incident_id: int, change: Callable[[Incident], IncidentChange], *, now: float
@@ -566,7 +587,7 @@ class SqliteStore(Store):
         if not kinds:
             return None
         marks = ",".join("?" * len(kinds))
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 f"SELECT MIN(due_at) FROM jobs WHERE status = 'pending' AND kind IN ({marks})",  # noqa: S608
                 tuple(kinds),
@@ -587,7 +608,7 @@ class SqliteStore(Store):
 
     # key-value ---------------------------------------------------------------
     async def kv_get(self, key: str, now: float) -> str | None:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (key, now),
@@ -628,7 +649,7 @@ class SqliteStore(Store):
             }
             return Stats(depth, oldest, pending or 0, failed or 0, by_severity)
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def prune(self, before: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
