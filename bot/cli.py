@@ -126,7 +126,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def read() -> list[dict[str, object]]:
-        store = SqliteStore(settings.store.sqlite_path, clock=SystemClock().now)
+        store = SqliteStore(settings.store.sqlite_path, clock=SystemClock().now, inbox_writer=False)
         await store.open()
         try:
             status = Status(args.status) if args.status else None

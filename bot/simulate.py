@@ -88,7 +88,7 @@ async def _read_store(settings: Settings) -> AsyncIterator[SqliteStore]:
         if not _existing(settings.store.sqlite_path):
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="alertpilot-sim-"))
             path = Path(scratch) / "scratch.db"
-        store = SqliteStore(str(path), clock=SystemClock().now)
+        store = SqliteStore(str(path), clock=SystemClock().now, inbox_writer=False)
         await store.open()
         try:
             yield store

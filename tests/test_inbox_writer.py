@@ -184,3 +184,17 @@ async def test_the_write_lock_is_one_writer_at_a_time(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+async def test_a_store_opened_for_the_cli_commits_on_its_own_thread(tmp_path: Path) -> None:
+    """``alertpilot incidents``, ``simulate`` and ``explain`` take no webhooks: their store
+    starts no writer process, and what it does write still goes in."""
+    store = SqliteStore(str(tmp_path / "cli.db"), clock=time.time, inbox_writer=False)
+    await store.open()
+    try:
+        assert store.inbox_writer_pid is None
+        inbox_id = await store.enqueue_payload("alertmanager", '{"probe": 1}')
+        [item] = await store.pending_payloads(10)
+        assert (item.id, item.body) == (inbox_id, '{"probe": 1}')
+    finally:
+        await store.close()

@@ -19,7 +19,10 @@ async def explain_incident(
     """Open the store (and the LLM client), explain one incident, close both."""
     clock = clock or SystemClock()
     store = SqliteStore(
-        settings.store.sqlite_path, busy_timeout=settings.store.busy_timeout, clock=clock.now
+        settings.store.sqlite_path,
+        busy_timeout=settings.store.busy_timeout,
+        clock=clock.now,
+        inbox_writer=False,
     )
     llm = LlmClient(settings.llm) if settings.llm.provider == "openai" else None
     public = settings.server.public_url

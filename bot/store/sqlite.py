@@ -61,6 +61,7 @@ class SqliteStore(Store):
         subscribers: Subscriptions | None = None,
         busy_timeout: float = 5.0,
         clock: Callable[[], float],
+        inbox_writer: bool = True,
     ) -> None:
         self.path = path
         self.subscribers = subscribers or Subscriptions()
@@ -71,6 +72,8 @@ class SqliteStore(Store):
         # Webhook payloads are committed by a child process (see inbox_writer); a database
         # in memory cannot be shared with one, so there the store thread commits them.
         self._writer: InboxWriter | None = None
+        # The CLI's commands take no webhooks: they need no writer process.
+        self._wants_writer = inbox_writer
         self._write_lock: WriteLock | None = None  # shared with the writer process
         self._pending: list[PendingPayload] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -164,7 +167,7 @@ class SqliteStore(Store):
             await self._submit(URGENT, self._connect)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
-        if self.path != ":memory:":
+        if self.path != ":memory:" and self._wants_writer:
             self._writer = InboxWriter(self.path, self._busy_timeout)
             try:
                 await self._writer.start()
