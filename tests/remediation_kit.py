@@ -62,6 +62,38 @@ def group(
     }
 
 
+CART, SEARCH = "fa000001", "fa000002"  # the fingerprints of cart_and_search's alerts
+
+
+def cart_and_search(cart: str, search: str) -> dict[str, Any]:
+    """One CacheDown group (grouped by alertname) with an alert for service=cart and one
+    for service=search, each ``"firing"`` or ``"resolved"``."""
+    labels = {"alertname": "CacheDown"}
+
+    def alert(service: str, status: str, fingerprint: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "labels": {**labels, "service": service},
+            "annotations": {"summary": f"{service} cache down"},
+            "startsAt": STARTS,
+            "endsAt": ZERO if status == "firing" else "2026-05-01T10:30:00Z",
+            "generatorURL": "",
+            "fingerprint": fingerprint,
+        }
+
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="CacheDown"}',
+        "status": "firing" if "firing" in (cart, search) else "resolved",
+        "receiver": "bot",
+        "groupLabels": dict(labels),
+        "commonLabels": dict(labels),
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example",
+        "alerts": [alert("cart", cart, CART), alert("search", search, SEARCH)],
+    }
+
+
 def playbook(*remediations: dict[str, Any], alertname: str = "CacheDown") -> dict[str, Any]:
     return {
         "name": "cache",

@@ -9,10 +9,12 @@ never outlives the server, even one killed with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -125,41 +127,42 @@ async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
     assert len(incidents) == 5
 
 
-async def test_ctrl_c_reaches_the_server_not_the_writer(tmp_path: Path) -> None:
-    """SIGINT to the server's process group (a Ctrl-C): the server drains, the webhook
-    that is being committed is acknowledged, and only then does the writer stop."""
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[tuple[ServeProcess, int]]:
+    """``alertpilot serve`` and the pid of its one inbox writer; stopped whatever happens."""
     server = ServeProcess(tmp_path)
     try:
         await server.start()
         assert server.proc is not None
         writers = child_pids(server.proc.pid)
         assert len(writers) == 1
-        os.kill(writers[0], signal.SIGINT)  # a Ctrl-C reaches every process of the terminal
+        yield server, writers[0]
+    finally:
+        await server.stop()
+
+
+async def test_ctrl_c_reaches_the_server_not_the_writer(tmp_path: Path) -> None:
+    """SIGINT to the server's process group (a Ctrl-C): the server drains, the webhook
+    that is being committed is acknowledged, and only then does the writer stop."""
+    async with serving(tmp_path) as (server, writer):
+        assert server.proc is not None
+        os.kill(writer, signal.SIGINT)  # a Ctrl-C reaches every process of the terminal
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"{server.url}/alertmanager", json=group(7)) as resp,
         ):
             assert resp.status == 200
-        assert child_pids(server.proc.pid) == writers  # still the same writer
+        assert child_pids(server.proc.pid) == [writer]  # still the same writer
         server.proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(server.proc.wait(), 30) == 0
-        assert await gone(writers[0])
+        assert await gone(writer)
         assert len(inbox_rows(server.db)) == 1
-    finally:
-        await server.stop()
 
 
 async def test_the_writer_does_not_outlive_a_killed_server(tmp_path: Path) -> None:
-    server = ServeProcess(tmp_path)
-    try:
-        await server.start()
-        assert server.proc is not None
-        writers = child_pids(server.proc.pid)
-        assert len(writers) == 1
+    async with serving(tmp_path) as (server, writer):
         await server.kill()
-        assert await gone(writers[0])
-    finally:
-        await server.stop()
+        assert await gone(writer)
 
 
 def child_pids(pid: int) -> list[int]:

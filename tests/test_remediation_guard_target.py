@@ -16,7 +16,7 @@ from bot.remediation import guard
 from bot.remediation.records import StepState
 from bot.remediation.results import Guard
 from bot.settings import Severity
-from remediation_kit import STARTS, ZERO, Harness, Receiver, playbook, start
+from remediation_kit import STARTS, ZERO, Harness, Receiver, cart_and_search, playbook, start
 
 GROUP = {"alertname": "CacheDown"}
 
@@ -41,34 +41,6 @@ def step(receiver: Receiver, name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def two_services(cart: str, search: str) -> dict[str, Any]:
-    """One group (grouped by alertname) with an alert for service=cart and one for search."""
-
-    def alert(service: str, status: str, fingerprint: str) -> dict[str, Any]:
-        return {
-            "status": status,
-            "labels": {**GROUP, "service": service},
-            "annotations": {"summary": f"{service} cache down"},
-            "startsAt": STARTS,
-            "endsAt": ZERO if status == "firing" else "2026-05-01T10:30:00Z",
-            "generatorURL": "",
-            "fingerprint": fingerprint,
-        }
-
-    alerts = [alert("cart", cart, "fa000001"), alert("search", search, "fa000002")]
-    return {
-        "version": "4",
-        "groupKey": '{}:{alertname="CacheDown"}',
-        "status": "firing" if "firing" in (cart, search) else "resolved",
-        "receiver": "bot",
-        "groupLabels": dict(GROUP),
-        "commonLabels": dict(GROUP),
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.example",
-        "alerts": alerts,
-    }
-
-
 async def test_a_step_whose_target_resolved_does_not_run_while_the_incident_stays_open(
     aiohttp_client: Any, tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -83,7 +55,7 @@ async def test_a_step_whose_target_resolved_does_not_run_while_the_incident_stay
         background=False,
         remediation={"mode": "auto", "allowed_urls": [f"{receiver.url}/flags"]},
     )
-    await h.post(two_services("firing", "firing"))
+    await h.post(cart_and_search("firing", "firing"))
     await h.settle()
     [incident] = await h.store.list_incidents()
     planned = await h.step(incident.id, "per-service")
@@ -94,7 +66,7 @@ async def test_a_step_whose_target_resolved_does_not_run_while_the_incident_stay
     # both approved; then cart's alert resolves while search's keeps the incident open
     await h.engine.approve(incident.id, "per-service", actor="ana", source="api")
     await h.engine.approve(incident.id, "whole-group", actor="ana", source="api")
-    await h.post(two_services("resolved", "firing"))
+    await h.post(cart_and_search("resolved", "firing"))
     await h.settle()
 
     current = await h.incident(incident.id)
@@ -127,11 +99,11 @@ async def test_a_step_whose_target_still_fires_runs(
         background=False,
         remediation={"mode": "auto", "allowed_urls": [f"{receiver.url}/flags"]},
     )
-    await h.post(two_services("firing", "firing"))
+    await h.post(cart_and_search("firing", "firing"))
     await h.settle()
     [incident] = await h.store.list_incidents()
     await h.engine.approve(incident.id, "per-service", actor="ana", source="api")
-    await h.post(two_services("firing", "resolved"))  # another target resolved: no matter
+    await h.post(cart_and_search("firing", "resolved"))  # another target resolved: no matter
     await h.settle()
     assert (await h.step(incident.id, "per-service")).state is StepState.SUCCEEDED
     assert [r.body for r in receiver.received] == [{"service": "cart", "step": "per-service"}]

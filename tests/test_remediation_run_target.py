@@ -15,7 +15,17 @@ from bot.remediation import guard
 from bot.remediation.records import StepState
 from bot.remediation.results import Guard
 from bot.settings import Severity
-from remediation_kit import STARTS, ZERO, Harness, Receiver, playbook, start
+from remediation_kit import (
+    CART,
+    SEARCH,
+    STARTS,
+    ZERO,
+    Harness,
+    Receiver,
+    cart_and_search,
+    playbook,
+    start,
+)
 
 GROUP = {"alertname": "CacheDown"}
 
@@ -24,33 +34,6 @@ GROUP = {"alertname": "CacheDown"}
 async def receiver() -> AsyncIterator[Receiver]:
     async with Receiver() as server:
         yield server
-
-
-def services(cart: str, search: str) -> dict[str, Any]:
-    """One group (by alertname): an alert for service=cart, then one for service=search."""
-
-    def alert(service: str, status: str, fingerprint: str) -> dict[str, Any]:
-        return {
-            "status": status,
-            "labels": {**GROUP, "service": service},
-            "annotations": {"summary": f"{service} cache down"},
-            "startsAt": STARTS,
-            "endsAt": ZERO if status == "firing" else "2026-05-01T10:30:00Z",
-            "generatorURL": "",
-            "fingerprint": fingerprint,
-        }
-
-    return {
-        "version": "4",
-        "groupKey": '{}:{alertname="CacheDown"}',
-        "status": "firing" if "firing" in (cart, search) else "resolved",
-        "receiver": "bot",
-        "groupLabels": dict(GROUP),
-        "commonLabels": dict(GROUP),
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.example",
-        "alerts": [alert("cart", cart, "fb000001"), alert("search", search, "fb000002")],
-    }
 
 
 def webhook(receiver: Receiver, name: str, **extra: Any) -> dict[str, Any]:
@@ -69,12 +52,12 @@ def webhook(receiver: Receiver, name: str, **extra: Any) -> dict[str, Any]:
 
 async def approved_while_another_alert_becomes_first(h: Harness, *names: str) -> Incident:
     """Plan while only search fires; approve; then cart fires again and is first."""
-    await h.post(services("resolved", "firing"))
+    await h.post(cart_and_search("resolved", "firing"))
     await h.settle()
     [incident] = await h.store.list_incidents()
     for name in names:
         await h.engine.approve(incident.id, name, actor="ana", source="api")
-    await h.post(services("firing", "firing"))
+    await h.post(cart_and_search("firing", "firing"))
     current = await h.incident(incident.id)
     assert current.firing[0].labels["service"] == "cart"  # first now: nobody approved it
     await h.settle()
@@ -99,7 +82,7 @@ async def test_an_approved_webhook_runs_on_the_alert_it_was_proposed_for(
     for name in ("per-service", "whole-group"):
         record = await h.step(incident.id, name)
         assert record.state is StepState.SUCCEEDED, record
-        assert record.alert == "fb000002"
+        assert record.alert == SEARCH
         assert record.call is not None and record.call["body"]["service"] == "search"
         events = await h.remediation_events(incident.id, name)
         [asked] = [e for e in events if e.data.get("state") == "requested"]
@@ -163,12 +146,12 @@ async def test_another_alert_of_the_target_runs_the_step_when_the_call_is_the_sa
         background=False,
         remediation={"mode": "auto", "allowed_urls": [f"{receiver.url}/flags"]},
     )
-    await h.post(services("firing", "firing"))
+    await h.post(cart_and_search("firing", "firing"))
     await h.settle()
     [incident] = await h.store.list_incidents()
-    assert (await h.step(incident.id, "group-flag")).alert == "fb000001"
+    assert (await h.step(incident.id, "group-flag")).alert == CART
     await h.engine.approve(incident.id, "group-flag", actor="ana", source="api")
-    await h.post(services("resolved", "firing"))  # its alert resolved; the group's fires
+    await h.post(cart_and_search("resolved", "firing"))  # its alert resolved; the group's fires
     await h.settle()
     assert (await h.step(incident.id, "group-flag")).state is StepState.SUCCEEDED
     assert [r.body for r in receiver.received] == [{"alert": "CacheDown"}]
@@ -234,11 +217,13 @@ async def test_a_changed_call_is_refused_and_recorded(
         background=False,
         remediation={"mode": "auto", "allowed_urls": [f"{receiver.url}/flags"]},
     )
-    await h.post(services("firing", "firing"))
+    await h.post(cart_and_search("firing", "firing"))
     await h.settle()
     [found] = await h.store.list_incidents()
     await h.engine.approve(found.id, "whole-group", actor="ana", source="api")
-    await h.post(services("resolved", "firing"))  # cart's alert resolved: search would differ
+    await h.post(
+        cart_and_search("resolved", "firing")
+    )  # cart's alert resolved: search would differ
     await h.settle()
     record = await h.step(found.id, "whole-group")
     assert (record.state, record.guard) == (StepState.SKIPPED, Guard.CHANGED)

@@ -114,23 +114,30 @@ class PageWrite:
 PageStep = Callable[[Incident, PageState], PageWrite | None]
 
 
-def _intent(now: float) -> PageStep:
-    """Write a trigger's intent before it goes out (kept from an earlier attempt)."""
+def _intent(since: float | None) -> PageStep:
+    """Write a trigger's intent before it goes out (an earlier attempt's is kept), or
+    with None clear it: PagerDuty answered that it did not take the trigger."""
 
     def mark(_: Incident, state: PageState) -> PageWrite | None:
-        if state.triggering_since is not None:
+        if (state.triggering_since is None) == (since is None):
             return None
-        state.triggering_since = now
+        state.triggering_since = since
         return PageWrite()
 
     return mark
 
 
-def _no_intent(_: Incident, state: PageState) -> PageWrite | None:
-    if state.triggering_since is None:
-        return None
-    state.triggering_since = None
-    return PageWrite()
+def _has(state: PageState, action: Action, dedup_key: str, now: float, reason: str) -> None:
+    """Record that PagerDuty holds ``action`` for the incident (sent, or found there)."""
+    state.dedup_key = dedup_key
+    state.last_action, state.last_sent_at = action, now
+    state.sent = [*state.sent, SentEvent(action=action, at=now, reason=reason)][-MAX_SENT:]
+    if action == "trigger":
+        state.alert, state.escalation = "triggered", "paged"
+        state.triggered_at, state.trigger_reason = now, reason
+        state.triggering_since = None
+    else:
+        state.alert = "acknowledged" if action == "acknowledge" else "resolved"
 
 
 def state_of(incident: Incident) -> PageState:
@@ -299,14 +306,8 @@ class Pager:
         )
 
         def record(_: Incident, state: PageState) -> PageWrite:
-            state.dedup_key, state.triggering_since = dedup_key, None
-            state.last_action, state.last_sent_at = "trigger", now
-            state.sent = [*state.sent, SentEvent(action="trigger", at=now, reason=reason)][
-                -MAX_SENT:
-            ]
+            _has(state, "trigger", dedup_key, now, reason)
             state.alert = _ALERT_FOR_STATUS.get(found.status, "triggered")
-            state.escalation = "paged"
-            state.triggered_at, state.trigger_reason = now, reason
             state.pd_incident, state.html_url = ref, ref.html_url or state.html_url
             return PageWrite(events=[note])
 
@@ -372,7 +373,7 @@ class Pager:
             if action == "trigger" and exc.status is not None and exc.status < 500:
                 # PagerDuty answered that it did not take it: no need to look next time.
                 # (No answer, or a 5xx, may follow a trigger it took: the intent stays.)
-                await self.change(incident.id, _no_intent)
+                await self.change(incident.id, _intent(None))
             if exc.transient:
                 delay = max(self.backoff(job.attempts), exc.retry_after or 0.0)
                 self.metrics.events.labels(action, "retry").inc()
@@ -399,15 +400,7 @@ class Pager:
         )
 
         def record(_: Incident, state: PageState) -> PageWrite:  # PagerDuty has it: say so
-            state.dedup_key = event["dedup_key"]
-            state.last_action, state.last_sent_at = action, now
-            state.sent = [*state.sent, SentEvent(action=action, at=now, reason=reason)][-MAX_SENT:]
-            if action == "trigger":
-                state.alert, state.escalation = "triggered", "paged"
-                state.triggered_at, state.trigger_reason = now, reason
-                state.triggering_since = None
-            else:
-                state.alert = "acknowledged" if action == "acknowledge" else "resolved"
+            _has(state, action, str(event["dedup_key"]), now, reason)
             return PageWrite(events=[sent])
 
         await self.change(incident.id, record)

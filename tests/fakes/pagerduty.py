@@ -201,16 +201,7 @@ class FakePagerDuty(FakeServer):
             wanted = set(q.getall(param, []))
             if wanted:
                 entries = [e for e in entries if (e.get(key) or {}).get("id") in wanted]
-        page = entries[offset : offset + limit]
-        return web.json_response(
-            {
-                "oncalls": page,
-                "limit": limit,
-                "offset": offset,
-                "more": offset + len(page) < len(entries),
-                "total": len(entries) if q.get("total") == "true" else None,
-            }
-        )
+        return _page("oncalls", entries, limit, offset, total=q.get("total") == "true")
 
     def incidents(self) -> list[JsonDict]:
         """The incidents the accepted events made, as ``GET /incidents`` lists them: a
@@ -253,21 +244,28 @@ class FakePagerDuty(FakeServer):
         if statuses:
             found = [i for i in found if i["status"] in statuses]
         limit, offset = min(int(q.get("limit", "25")), 100), int(q.get("offset", "0"))
-        page = found[offset : offset + limit]
-        return web.json_response(
-            {
-                "incidents": page,
-                "limit": limit,
-                "offset": offset,
-                "more": offset + len(page) < len(found),
-                "total": None,
-            }
-        )
+        return _page("incidents", found, limit, offset, total=q.get("total") == "true")
 
     async def _users_me(self, request: web.Request) -> web.Response:
         if (denied := self._rest_auth_error(request)) is not None:
             return denied
         return web.json_response({"user": self.me})
+
+
+def _page(
+    name: str, items: list[JsonDict], limit: int, offset: int, *, total: bool
+) -> web.Response:
+    """One page of a REST API v2 list, with PagerDuty's classic pagination fields."""
+    page = items[offset : offset + limit]
+    return web.json_response(
+        {
+            name: page,
+            "limit": limit,
+            "offset": offset,
+            "more": offset + len(page) < len(items),
+            "total": len(items) if total else None,
+        }
+    )
 
 
 def validate_event(body: JsonDict) -> list[str]:
