@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -187,6 +188,39 @@ async def test_the_write_lock_is_one_writer_at_a_time(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
+    tmp_path: Path,
+) -> None:
+    """The inbox writer (urgent) waits for the transaction in progress, not for the run
+    of transactions the store thread starts one after another."""
+    db = str(tmp_path / "alertpilot.db")
+    store, webhook = WriteLock(db, timeout=5), WriteLock(db, timeout=5, urgent=True)
+    order: list[str] = []
+
+    def background() -> None:  # back-to-back transactions, as the store thread runs them
+        for n in range(3):
+            with store:
+                order.append(f"background {n}")
+                time.sleep(0.05)
+
+    def commit() -> None:
+        with webhook:
+            order.append("webhook")
+
+    try:
+        busy = threading.Thread(target=background)
+        busy.start()
+        time.sleep(0.02)  # the first background transaction holds the lock
+        urgent = threading.Thread(target=commit)
+        urgent.start()
+        busy.join(5)
+        urgent.join(5)
+        assert order == ["background 0", "webhook", "background 1", "background 2"]
+    finally:
+        store.close()
+        webhook.close()
 
 
 async def test_a_store_opened_for_the_cli_commits_on_its_own_thread(tmp_path: Path) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.clock import Clock, SystemClock
 from bot.incidents import EventKind, Incident
+from bot.narrative import jobs as narrative_jobs
 from conftest import payload
 from fakes import FakeOpenAI
 from narrative_support import (
@@ -117,7 +119,12 @@ async def test_template_provider_rewrites_the_template_when_facts_change(tmp_pat
     assert len(narrative_events(updated)) == 2
 
 
-async def test_an_alert_storm_gets_one_summary(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+@pytest.mark.parametrize("page", [100, 3], ids=["one-page", "pages-of-3"])
+async def test_an_alert_storm_gets_one_summary(
+    tmp_path: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    # The summary reads the storm's incidents a page at a time (a storm has hundreds).
+    monkeypatch.setattr(narrative_jobs, "STORM_PAGE", page)
     fake_openai.reply = (
         "Storm: 4 incidents across checkout, pay, search, cart. Look at the network."
     )

@@ -27,7 +27,7 @@ from bot.errors import PermanentFailure
 from bot.incidents import Event, EventKind, Incident, Status
 from bot.locks import KeyedLocks
 from bot.narrative.narrator import Narrative, Narrator
-from bot.narrative.storm import storm_facts
+from bot.narrative.storm import StormIncident, storm_facts, storm_row
 from bot.narrative.templates import PromptTemplateError
 from bot.store.base import IncidentChange, Job, NewEvent
 
@@ -37,6 +37,8 @@ SUBSCRIBER = "narrative"
 LLM_JOB = "narrative.llm"
 STORM_JOB = "narrative.storm"
 STORM_KEY = "narrative:storm:current"
+STORM_LIMIT = 1000  # incidents one storm summary covers at most (the newest)
+STORM_PAGE = 100
 _BY_DESIGN = frozenset({"", "deferred", "provider"})  # template reasons that are no fault
 _SKIPPED = frozenset({"budget_exhausted", "breaker_open", "prompt_too_large"})  # not called
 OUTCOMES = frozenset(
@@ -217,16 +219,13 @@ class NarrativeJobs:
 
     async def on_storm(self, job: Job) -> None:
         key, since = str(job.payload.get("storm", "")), float(job.payload.get("since", 0.0))
-        incidents = [
-            i
-            for i in await self.store.list_incidents(limit=1000)
-            if i.opened_at >= since and i.status is not Status.RESOLVED
-        ]
-        if not incidents:
+        rows = await self._storm_rows(since)
+        if not rows:
             return
-        facts = storm_facts(key, self.settings.storm_window, incidents)
+        facts = storm_facts(key, self.settings.storm_window, rows)
+        ids = [row.id for row in rows]
         try:
-            narrative = await self.narrator.for_storm(facts, [i.id for i in incidents])
+            narrative = await self.narrator.for_storm(facts, ids)
         except PromptTemplateError as exc:
             raise PermanentFailure(f"storm template: {exc}") from exc
         data = narrative.to_data()
@@ -236,9 +235,27 @@ class NarrativeJobs:
             now=self.clock.now(),
             ttl=2 * self.settings.storm_window,
         )
-        storm = {"key": key, "since": since, "incidents": len(incidents)}
-        for incident in incidents:
-            await self._save(incident.id, {**data, "storm": storm}, None)
+        storm = {"key": key, "since": since, "incidents": len(ids)}
+        for incident_id in ids:
+            await self._save(incident_id, {**data, "storm": storm}, None)
+
+    async def _storm_rows(self, since: float) -> list[StormIncident]:
+        """The unresolved incidents among the newest ``STORM_LIMIT`` opened since ``since``,
+        read a page at a time: in a storm there are hundreds, each with its alerts and
+        data, and only a few fields of each are needed."""
+        rows: list[StormIncident] = []
+        before: int | None = None
+        for _ in range(0, STORM_LIMIT, STORM_PAGE):
+            page = await self.store.list_incidents(limit=STORM_PAGE, before=before)
+            rows += [
+                storm_row(i)
+                for i in page
+                if i.opened_at >= since and i.status is not Status.RESOLVED
+            ]
+            if len(page) < STORM_PAGE:
+                break
+            before = page[-1].id
+        return rows
 
     # storing -----------------------------------------------------------------------
 

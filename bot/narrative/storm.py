@@ -8,6 +8,7 @@ so every incident of one burst shares one summary job (``narrative.storm:<bucket
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ class StormIncident:
     service: str
     firing: int
     failing: str  # the first failed diagnostic's label, if any
+    opened_at: float
 
 
 @dataclass(frozen=True)
@@ -49,25 +51,28 @@ class StormFacts:
         return counts.most_common(n)
 
 
-def storm_facts(key: str, window: float, incidents: list[Incident]) -> StormFacts:
-    rows = []
-    for incident in sorted(incidents, key=lambda i: (i.severity.value, i.opened_at)):
-        facts = from_incident(incident)
-        labels = {**incident.common_labels, **incident.group_labels}
-        failed = facts.failed_diagnostics
-        rows.append(
-            StormIncident(
-                id=incident.id,
-                title=incident.title,
-                severity=incident.severity.value,
-                status=incident.status.value,
-                alertname=labels.get("alertname", ""),
-                service=service_of(labels),
-                firing=len(incident.firing),
-                failing=failed[0].label if failed else "",
-            )
-        )
-    return StormFacts(key, max(1, round(window / 60)), tuple(rows))
+def storm_row(incident: Incident) -> StormIncident:
+    """What a storm summary keeps of one incident (the incident itself can be let go)."""
+    facts = from_incident(incident)
+    labels = {**incident.common_labels, **incident.group_labels}
+    failed = facts.failed_diagnostics
+    return StormIncident(
+        id=incident.id,
+        title=incident.title,
+        severity=incident.severity.value,
+        status=incident.status.value,
+        alertname=labels.get("alertname", ""),
+        service=service_of(labels),
+        firing=len(incident.firing),
+        failing=failed[0].label if failed else "",
+        opened_at=incident.opened_at,
+    )
+
+
+def storm_facts(key: str, window: float, rows: Iterable[StormIncident]) -> StormFacts:
+    """The storm's facts, most severe incidents first (then the earliest)."""
+    ordered = sorted(rows, key=lambda row: (row.severity, row.opened_at))
+    return StormFacts(key, max(1, round(window / 60)), tuple(ordered))
 
 
 class StormSubject:

@@ -175,8 +175,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_incidents(
-        self, *, status: Status | None = None, limit: int = 50, offset: int = 0
-    ) -> list[Incident]: ...
+        self,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        before: int | None = None,
+    ) -> list[Incident]:
+        """Newest first; ``before``: only incidents with a lower id (a page after the
+        last one read, steady while new incidents open)."""
 
     @abc.abstractmethod
     async def transition(

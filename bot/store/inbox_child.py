@@ -47,29 +47,46 @@ class WriteLock:
     background transaction waited tens of milliseconds for a lock freed in one. Waiting
     here polls every 100 µs instead, up to ``timeout`` seconds, then fails as SQLite
     would ("database is locked").
+
+    The inbox writer takes it ``urgent``: an acknowledgement is waiting on its commit.
+    While it waits it says so (an exclusive lock on a second file), and the store thread
+    starts no new transaction until it has had its turn, so a webhook's commit waits for
+    at most the one background transaction in progress, not for a run of them.
     """
 
     POLL = 0.0001
 
-    def __init__(self, db_path: str, timeout: float) -> None:
+    def __init__(self, db_path: str, timeout: float, *, urgent: bool = False) -> None:
         self.path = f"{db_path}-writer.lock"
         self.timeout = timeout
+        self.urgent = urgent
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._want = os.open(f"{db_path}-writer.want", os.O_RDWR | os.O_CREAT, 0o600)
 
     def __enter__(self) -> WriteLock:
-        deadline: float | None = None
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                now = time.monotonic()
-                deadline = deadline or now + self.timeout
-                if now >= deadline:
-                    raise sqlite3.OperationalError(
-                        "database is locked (another alertpilot writer holds it)"
-                    ) from None
-                time.sleep(self.POLL)
+        if not self.urgent:
+            deadline = None
+            while not self._nobody_urgent() or not _try(self._fd, fcntl.LOCK_EX):
+                deadline = deadline or time.monotonic() + self.timeout
+                _wait(deadline)
+            return self
+        if _try(self._fd, fcntl.LOCK_EX):
+            return self
+        deadline = time.monotonic() + self.timeout
+        while not _try(self._want, fcntl.LOCK_EX):  # free but for a moment's check
+            _wait(deadline)
+        try:
+            while not _try(self._fd, fcntl.LOCK_EX):
+                _wait(deadline)
+        finally:
+            fcntl.flock(self._want, fcntl.LOCK_UN)
+        return self
+
+    def _nobody_urgent(self) -> bool:
+        if not _try(self._want, fcntl.LOCK_SH):
+            return False
+        fcntl.flock(self._want, fcntl.LOCK_UN)
+        return True
 
     def __exit__(
         self,
@@ -81,6 +98,21 @@ class WriteLock:
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._want)
+
+
+def _try(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait(deadline: float) -> None:
+    if time.monotonic() >= deadline:
+        raise sqlite3.OperationalError("database is locked (another alertpilot writer holds it)")
+    time.sleep(WriteLock.POLL)
 
 
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
@@ -130,7 +162,7 @@ def main(argv: list[str]) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
         conn = connect(path, busy_timeout)
-        lock = WriteLock(path, busy_timeout)
+        lock = WriteLock(path, busy_timeout, urgent=True)
     except (sqlite3.Error, OSError) as exc:
         _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
         return 1

@@ -397,10 +397,23 @@ class SqliteStore(Store):
         return await self._read(read)
 
     async def list_incidents(
-        self, *, status: Status | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        before: int | None = None,
     ) -> list[Incident]:
         def read(conn: sqlite3.Connection) -> list[Incident]:
-            where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
+            conditions: list[str] = []
+            args: list[str | int] = []
+            if status is not None:
+                conditions.append("status = ?")
+                args.append(status.value)
+            if before is not None:
+                conditions.append("id < ?")
+                args.append(before)
+            where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
             rows = conn.execute(
                 f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT ? OFFSET ?",  # noqa: S608
                 (*args, limit, offset),
@@ -537,17 +550,18 @@ class SqliteStore(Store):
         return bool(added)
 
     async def claim_jobs(self, now: float, limit: int, kinds: Sequence[str]) -> list[Job]:
+        marks = ",".join("?" * len(kinds))
+        # Jobs of one kind for one incident run one at a time, in order: a later Slack
+        # update never overtakes the post it updates.
+        sql = (
+            "SELECT * FROM jobs j WHERE status = 'pending' AND due_at <= ?"  # noqa: S608
+            f" AND kind IN ({marks}) AND NOT EXISTS (SELECT 1 FROM jobs e"
+            " WHERE e.incident_id = j.incident_id AND e.kind = j.kind AND e.id < j.id"
+            " AND e.status IN ('pending', 'running')) ORDER BY due_at, id LIMIT ?"
+        )
+
         def claim(conn: sqlite3.Connection) -> list[Job]:
-            marks = ",".join("?" * len(kinds))
-            # Jobs of one kind for one incident run one at a time, in order: a later
-            # Slack update never overtakes the post it updates.
-            rows = conn.execute(
-                "SELECT * FROM jobs j WHERE status = 'pending' AND due_at <= ?"  # noqa: S608
-                f" AND kind IN ({marks}) AND NOT EXISTS (SELECT 1 FROM jobs e"
-                " WHERE e.incident_id = j.incident_id AND e.kind = j.kind AND e.id < j.id"
-                " AND e.status IN ('pending', 'running')) ORDER BY due_at, id LIMIT ?",
-                (now, *kinds, limit),
-            ).fetchall()
+            rows = conn.execute(sql, (now, *kinds, limit)).fetchall()
             conn.executemany(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? "
                 "WHERE id = ?",
@@ -566,7 +580,10 @@ class SqliteStore(Store):
                 for r in rows
             ]
 
-        return await self._run(claim) if kinds else []
+        # The runner asks after every job it finishes, often when nothing is due: asking
+        # first in a read keeps those questions off the write lock.
+        due = kinds and await self._read(lambda c: c.execute(sql, (now, *kinds, 1)).fetchone())
+        return await self._run(claim) if due else []
 
     async def finish_job(self, job_id: int, now: float) -> None:
         await self._run(_set_job, job_id, "done", None, None, now)
