@@ -92,6 +92,17 @@ class AlertRecord:
 
 
 @dataclass(frozen=True)
+class IncidentBrief:
+    """What a list of many incidents shows of each (a storm's roll-up): a few columns,
+    not the alerts and data of hundreds of incidents at once."""
+
+    id: int
+    status: Status
+    severity: Severity
+    title: str
+
+
+@dataclass(frozen=True)
 class Incident:
     id: int
     key: str

@@ -133,6 +133,11 @@ async def test_storm_of_200_incidents_rolls_up_and_keeps_the_channel_rate(
     assert 20 <= shown <= 40 and f"…and {200 - shown} more" in listed
     incidents = await client.app[keys.STORE].list_incidents(limit=500)
     assert len({i.data["slack"]["ts"] for i in incidents}) == 200
+    by_id = {i.id: i for i in incidents}
+    for line in listed.splitlines()[:-1]:  # each named incident, with its own message's link
+        incident = by_id[int(line.split("#", 1)[1].split()[0])]
+        assert incident.title in line
+        assert f"<{incident.data['slack']['permalink']}|open>" in line
 
     writes = sorted(
         r.at for r in fake_slack.requests

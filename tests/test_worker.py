@@ -244,3 +244,21 @@ async def test_scheduled_waits_use_up_no_attempts(tmp_path: Path) -> None:
         assert stats.jobs_failed == 0 and stats.jobs_pending == 0
     finally:
         await store.close()
+
+
+async def test_incident_briefs_keep_the_order_asked_and_skip_unknown_ids(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        first = await incident(store, clock)
+        await IncidentActions(store, clock).acknowledge(first, actor="ana", source="slack")
+        briefs = await store.incident_briefs([999, first, 998])
+        assert [(b.id, b.status, b.severity) for b in briefs] == [
+            (first, Status.ACKNOWLEDGED, Severity.P1)
+        ]
+        full = await store.get_incident(first)
+        assert briefs[0].title == full.title
+        assert await store.incident_briefs([]) == []
+        assert len(await store.incident_briefs([first] * 1200)) == 1200  # chunked IN lists
+    finally:
+        await store.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bot.incidents import Event, EventKind, Incident, Status
+from bot.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.notify import mrkdwn
 from bot.notify.mrkdwn import clip, escape
 from bot.notify.render import SEVERITY_ICON, Rendered, context, section
@@ -72,12 +72,15 @@ def _diagnostics_summary(incident: Incident) -> str | None:
     return "\n".join(lines)
 
 
+ROLLUP_SHOWN = 40  # incidents listed by name in a roll-up; the rest are counted
+
+
 def rollup_message(
-    channel_incidents: Sequence[Incident],
+    channel_incidents: Sequence[IncidentBrief],
     permalinks: Mapping[int, str | None],
     *,
     window: float,
-    limit: int = 40,
+    limit: int = ROLLUP_SHOWN,
 ) -> Rendered:
     """One message standing for a storm of incidents in a channel; their own are in its thread."""
     total = len(channel_incidents)

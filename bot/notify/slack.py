@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from bot.clock import Clock
 from bot.errors import NotFound, RetryLater
-from bot.incidents import Event, EventKind, Incident, Status
+from bot.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.matchers import matches_all
 from bot.notify.optional import AppFeatures
 from bot.notify.render import Extras, Rendered, incident_message
-from bot.notify.render_events import event_reply, rollup_message
+from bot.notify.render_events import ROLLUP_SHOWN, event_reply, rollup_message
 from bot.notify.slack_outbox import SlackOutbox
 from bot.notify.slack_storm import StormState, StormTracker
 from bot.settings import SlackSettings
@@ -293,8 +293,8 @@ class SlackNotifier:
         """The roll-up's ts, posting it first if this storm has none yet (lock held)."""
         if state.rollup_ts:
             return state.rollup_ts
-        members = [await self.store.get_incident(i, timeline=False) for i in state.listed]
-        rendered = rollup_message(members, self._links_of(members), window=self.storms.window)
+        members, links = await self._rollup_members(state.listed)
+        rendered = rollup_message(members, links, window=self.storms.window)
         answer = await self.outbox.post(
             channel, text=rendered.text, blocks=rendered.blocks, job_id=job.id
         )
@@ -309,13 +309,14 @@ class SlackNotifier:
         )
         return state.rollup_ts
 
-    @staticmethod
-    def _links_of(incidents: list[Incident]) -> dict[int, str | None]:
-        out: dict[int, str | None] = {}
-        for incident in incidents:
-            slack = incident.data.get("slack")
-            out[incident.id] = slack.get("permalink") if isinstance(slack, Mapping) else None
-        return out
+    async def _rollup_members(
+        self, listed: Sequence[int]
+    ) -> tuple[list[IncidentBrief], dict[int, str | None]]:
+        """A storm's incidents as the roll-up lists them, and the links of those it names.
+        A storm has hundreds: they are read as a few columns each, in one query."""
+        members = await self.store.incident_briefs(listed)
+        links = {i.id: await self._permalink_of(i.id) for i in members[:ROLLUP_SHOWN]}
+        return members, links
 
     async def schedule_rollup(self, channel: str, rollup_ts: str) -> None:
         """At most one roll-up update per ``rollup_debounce`` seconds."""
@@ -334,8 +335,8 @@ class SlackNotifier:
         channel, listed = await self.storms.rollup_members(ts)
         if channel is None:
             return
-        members = [await self.store.get_incident(i, timeline=False) for i in listed]
-        rendered = rollup_message(members, self._links_of(members), window=self.storms.window)
+        members, links = await self._rollup_members(listed)
+        rendered = rollup_message(members, links, window=self.storms.window)
         digest = hashlib.sha256(rendered.digest().encode()).hexdigest()
         key = f"slack:digest:rollup:{ts}"
         if await self.store.kv_get(key, self.clock.now()) == digest:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.alerts import AlertGroup
-from bot.incidents import Event, Incident, Status
+from bot.incidents import Event, Incident, IncidentBrief, Status
 from bot.settings import Severity
 
 
@@ -172,6 +172,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def find_incident(self, key: str) -> Incident | None: ...
+
+    @abc.abstractmethod
+    async def incident_briefs(self, ids: Sequence[int]) -> list[IncidentBrief]:
+        """The incidents ``ids`` in that order, a few columns of each; unknown ids are
+        left out."""
 
     @abc.abstractmethod
     async def list_incidents(

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 
 from bot.alerts import AlertGroup
 from bot.errors import NotFound, StoreError, StoreUnavailable
-from bot.incidents import Event, EventKind, Incident, Status, check_transition
+from bot.incidents import (
+    Event,
+    EventKind,
+    Incident,
+    IncidentBrief,
+    Status,
+    check_transition,
+)
 from bot.settings import Severity
 from bot.store import sqlite_changes as changes
 from bot.store import sqlite_incidents as inc
@@ -395,6 +402,22 @@ class SqliteStore(Store):
             return None if row is None else inc.read_incident(conn, row, True)
 
         return await self._read(read)
+
+    async def incident_briefs(self, ids: Sequence[int]) -> list[IncidentBrief]:
+        def read(conn: sqlite3.Connection) -> list[IncidentBrief]:
+            found: dict[int, IncidentBrief] = {}
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                    "SELECT id, status, severity, title FROM incidents"  # noqa: S608
+                    f" WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    found[row[0]] = IncidentBrief(row[0], Status(row[1]), Severity(row[2]), row[3])
+            return [found[i] for i in ids if i in found]
+
+        return await self._read(read) if ids else []
 
     async def list_incidents(
         self,
