@@ -136,6 +136,14 @@ class InboxWriter:
         ids: list[int] = await self._call(("insert", rows))
         return ids
 
+    def send_insert(self, rows: list[InboxRow]) -> asyncio.Future[Any] | None:
+        """``insert`` without a coroutine, for a writer already running: the future of
+        its raw reply (read it with ``result``), or None when no child is running."""
+        child = self._child
+        if child is None or child.exited.done():
+            return None
+        return child.send(("insert", rows))
+
     async def max_pages(self, pages: int) -> int:
         """Cap the database at ``pages`` pages on the writer's connection (SQLite's
         ``max_page_count`` is per connection); return the cap in force."""
@@ -184,9 +192,13 @@ class InboxWriter:
         child = await self._running()
         return await self._reply(child.send(request))
 
+    @classmethod
+    async def _reply(cls, future: asyncio.Future[Any]) -> Any:
+        return cls.result(await future)
+
     @staticmethod
-    async def _reply(future: asyncio.Future[Any]) -> Any:
-        reply = await future
+    def result(reply: tuple[Any, ...]) -> Any:
+        """What the child answered, or its error raised as ``WriterError``."""
         if reply[0] == "ok":
             return reply[1]
         _, kind, code, message = reply

@@ -60,6 +60,14 @@ _TRANSITION_EVENTS = {
 }
 
 
+def _store_error(exc: WriterError) -> StoreError:
+    """The inbox writer's failure as the store's: unavailable (locked, full, the writer
+    gone) or an error."""
+    if exc.error is None or isinstance(exc.error, sqlite3.OperationalError):
+        return StoreUnavailable(f"store cannot commit: {exc}")
+    return StoreError(f"store error: {exc}")
+
+
 class SqliteStore(Store):
     def __init__(
         self,
@@ -85,7 +93,7 @@ class SqliteStore(Store):
         self._pending: list[PendingPayload] = []
         self._flusher: asyncio.Task[None] | None = None
         self._in_flight = asyncio.Semaphore(2)  # inbox batches sent and not yet committed
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batches: set[asyncio.Future[Any]] = set()  # inbox batches in flight
         self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
         self.job_signal = asyncio.Event()
@@ -212,7 +220,7 @@ class SqliteStore(Store):
             self._checkpointer = None
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
-        await asyncio.gather(*self._batches)
+        await asyncio.gather(*self._batches, return_exceptions=True)
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer.close()
@@ -258,17 +266,34 @@ class SqliteStore(Store):
         while self._pending:
             await self._in_flight.acquire()
             batch, self._pending = self._pending[:INBOX_CHUNK], self._pending[INBOX_CHUNK:]
-            task = asyncio.create_task(self._commit_batch(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            rows = [
+                (source, body, at, None if result is None else at, result)
+                for source, body, at, result, _ in batch
+            ]
+            # With the writer running, the batch goes down its pipe now and the reply
+            # settles it from a callback: no task and no coroutines per batch (this runs
+            # for every webhook). Otherwise the slow path starts the writer first.
+            sent = None if self._writer is None else self._writer.send_insert(rows)
+            raw = sent is not None
+            if sent is None:
+                sent = asyncio.ensure_future(self._commit_inbox(rows))
+            self._batches.add(sent)
+            sent.add_done_callback(functools.partial(self._committed, batch, rows, raw))
 
-    async def _commit_batch(self, batch: list[PendingPayload]) -> None:
-        rows = [
-            (source, body, at, None if result is None else at, result)
-            for source, body, at, result, _ in batch
-        ]
+    def _committed(
+        self,
+        batch: list[PendingPayload],
+        rows: list[InboxRow],
+        raw: bool,
+        sent: asyncio.Future[Any],
+    ) -> None:
+        self._batches.discard(sent)
+        self._in_flight.release()
         try:
-            ids = await self._commit_inbox(rows)
+            try:
+                ids: list[int] = InboxWriter.result(sent.result()) if raw else sent.result()
+            except WriterError as exc:
+                raise _store_error(exc) from exc.error
         except StoreError as exc:
             cause = exc.__cause__
             if (
@@ -280,8 +305,6 @@ class SqliteStore(Store):
                 if not future.done():
                     future.set_exception(StoreUnavailable(str(exc)))
             return
-        finally:
-            self._in_flight.release()
         self._full = None
         for (*_, future), row_id in zip(batch, ids, strict=True):
             if not future.done():
@@ -297,9 +320,7 @@ class SqliteStore(Store):
         try:
             return await writer.insert(rows)
         except WriterError as exc:
-            if exc.error is None or isinstance(exc.error, sqlite3.OperationalError):
-                raise StoreUnavailable(f"store cannot commit: {exc}") from exc.error
-            raise StoreError(f"store error: {exc}") from exc.error
+            raise _store_error(exc) from exc.error
 
     @property
     def inbox_writer_pid(self) -> int | None:
