@@ -198,12 +198,14 @@ def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
     db = str(tmp_path / "alertpilot.db")
     store, webhook = WriteLock(db, timeout=5), WriteLock(db, timeout=5, urgent=True)
     order: list[str] = []
+    holding = threading.Event()
 
     def background() -> None:  # back-to-back transactions, as the store thread runs them
         for n in range(3):
             with store:
                 order.append(f"background {n}")
-                time.sleep(0.05)
+                holding.set()
+                time.sleep(0.2)
 
     def commit() -> None:
         with webhook:
@@ -212,7 +214,7 @@ def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
     try:
         busy = threading.Thread(target=background)
         busy.start()
-        time.sleep(0.02)  # the first background transaction holds the lock
+        assert holding.wait(5)  # the first background transaction holds the lock
         urgent = threading.Thread(target=commit)
         urgent.start()
         busy.join(5)
@@ -221,6 +223,38 @@ def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
     finally:
         store.close()
         webhook.close()
+
+
+async def test_the_writer_process_commits_between_background_transactions(
+    tmp_path: Path,
+) -> None:
+    """The real writer takes the lock as the urgent one: a webhook's commit does not wait
+    out a run of back-to-back background transactions."""
+    db = str(tmp_path / "alertpilot.db")
+    store = SqliteStore(db, clock=time.time)
+    await store.open()
+    background = WriteLock(db, timeout=5)
+    stop = threading.Event()
+
+    def busy() -> None:  # 0.1 s transactions, one after another, for up to 3 s
+        deadline = time.monotonic() + 3
+        while not stop.is_set() and time.monotonic() < deadline:
+            with background:
+                time.sleep(0.1)
+
+    worker = threading.Thread(target=busy)
+    try:
+        await store.enqueue_payload("alertmanager", '{"warm": 1}')  # the writer is up
+        worker.start()
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        await store.enqueue_payload("alertmanager", '{"probe": 1}')
+        assert time.monotonic() - began < 1.0
+    finally:
+        stop.set()
+        await asyncio.to_thread(worker.join, 5)
+        background.close()
+        await store.close()
 
 
 async def test_a_store_opened_for_the_cli_commits_on_its_own_thread(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from bot.jobs import JobHandlers
 from bot.metrics import Metrics
 from bot.settings import Severity
 from bot.store.base import Job, Subscriptions
+from bot.store.inbox_child import WriteLock
 from bot.store.sqlite import SqliteStore
 from bot.worker import JobRunner
 from conftest import make_settings, payload
@@ -261,4 +262,23 @@ async def test_incident_briefs_keep_the_order_asked_and_skip_unknown_ids(tmp_pat
         assert await store.incident_briefs([]) == []
         assert len(await store.incident_briefs([first] * 1200)) == 1200  # chunked IN lists
     finally:
+        await store.close()
+
+
+async def test_asking_for_due_jobs_when_none_are_due_takes_no_write_lock(tmp_path: Path) -> None:
+    """The runner asks after every job it finishes; with nothing due that question must
+    not queue behind (or hold up) a writer."""
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    writer = WriteLock(str(tmp_path / "s.db"), timeout=5)
+    try:
+        await store.enqueue_job("notify.test", "later", due_at=clock.now() + 60)
+        with writer:  # another writer holds the lock for as long as this takes
+            claimed = await asyncio.wait_for(store.claim_jobs(clock.now(), 10, ["notify.test"]), 2)
+        assert claimed == []
+        clock.advance(61)
+        [job] = await store.claim_jobs(clock.now(), 10, ["notify.test"])
+        assert job.key == "later"
+    finally:
+        writer.close()
         await store.close()

@@ -245,14 +245,15 @@ class NarrativeJobs:
         data, and only a few fields of each are needed."""
         rows: list[StormIncident] = []
         before: int | None = None
-        for _ in range(0, STORM_LIMIT, STORM_PAGE):
-            page = await self.store.list_incidents(limit=STORM_PAGE, before=before)
+        for start in range(0, STORM_LIMIT, STORM_PAGE):
+            size = min(STORM_PAGE, STORM_LIMIT - start)
+            page = await self.store.list_incidents(limit=size, before=before)
             rows += [
                 storm_row(i)
                 for i in page
                 if i.opened_at >= since and i.status is not Status.RESOLVED
             ]
-            if len(page) < STORM_PAGE:
+            if len(page) < size:
                 break
             before = page[-1].id
         return rows

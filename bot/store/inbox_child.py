@@ -61,15 +61,22 @@ class WriteLock:
         self.timeout = timeout
         self.urgent = urgent
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._want = os.open(f"{db_path}-writer.want", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._want = os.open(f"{db_path}-writer.want", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            os.close(self._fd)
+            raise
 
     def __enter__(self) -> WriteLock:
         if not self.urgent:
             deadline = None
-            while not self._nobody_urgent() or not _try(self._fd, fcntl.LOCK_EX):
+            while True:
+                if self._nobody_urgent() and _try(self._fd, fcntl.LOCK_EX):
+                    if self._nobody_urgent():
+                        return self
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)  # it began to wait meanwhile: after it
                 deadline = deadline or time.monotonic() + self.timeout
                 _wait(deadline)
-            return self
         if _try(self._fd, fcntl.LOCK_EX):
             return self
         deadline = time.monotonic() + self.timeout

@@ -140,8 +140,8 @@ class InboxWriter:
         """``insert`` without a coroutine, for a writer already running: the future of
         its raw reply (read it with ``result``), or None when no child is running."""
         child = self._child
-        if child is None or child.exited.done():
-            return None
+        if child is None or child.exited.done() or not child.ready.done():
+            return None  # not one that has said it is ready: ``insert`` waits for it, in order
         return child.send(("insert", rows))
 
     async def max_pages(self, pages: int) -> int:
@@ -166,8 +166,9 @@ class InboxWriter:
 
     async def _running(self) -> _Child:
         child = self._child
-        if child is not None and not child.exited.done():
+        if child is not None and not child.exited.done() and child.ready.done():
             return child
+        # Starting one, or one is starting: wait in line, so batches keep their order.
         async with self._spawning:
             child = self._child
             if child is None or child.exited.done():

@@ -68,6 +68,12 @@ def _store_error(exc: WriterError) -> StoreError:
     return StoreError(f"store error: {exc}")
 
 
+def _fail(batch: list[PendingPayload], error: StoreError) -> None:
+    for *_, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
 class SqliteStore(Store):
     def __init__(
         self,
@@ -220,7 +226,8 @@ class SqliteStore(Store):
             self._checkpointer = None
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
-        await asyncio.gather(*self._batches, return_exceptions=True)
+        if self._batches:  # wait for them (each settles its requests); cancel none
+            await asyncio.wait(set(self._batches))
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer.close()
@@ -273,7 +280,13 @@ class SqliteStore(Store):
             # With the writer running, the batch goes down its pipe now and the reply
             # settles it from a callback: no task and no coroutines per batch (this runs
             # for every webhook). Otherwise the slow path starts the writer first.
-            sent = None if self._writer is None else self._writer.send_insert(rows)
+            try:
+                sent = None if self._writer is None else self._writer.send_insert(rows)
+            except Exception as exc:  # a bug in sending: these requests fail, not hang
+                log.exception("store: an inbox batch could not be sent to the writer")
+                self._in_flight.release()
+                _fail(batch, StoreUnavailable(f"store cannot commit: {exc}"))
+                continue
             raw = sent is not None
             if sent is None:
                 sent = asyncio.ensure_future(self._commit_inbox(rows))
@@ -287,6 +300,8 @@ class SqliteStore(Store):
         raw: bool,
         sent: asyncio.Future[Any],
     ) -> None:
+        """Settle a batch's requests from the writer's answer. Whatever went wrong, each
+        request gets an answer: a webhook waiting on its commit never hangs."""
         self._batches.discard(sent)
         self._in_flight.release()
         try:
@@ -294,6 +309,8 @@ class SqliteStore(Store):
                 ids: list[int] = InboxWriter.result(sent.result()) if raw else sent.result()
             except WriterError as exc:
                 raise _store_error(exc) from exc.error
+            if len(ids) != len(batch):
+                raise StoreError(f"the writer answered {len(ids)} ids for {len(batch)} rows")
         except StoreError as exc:
             cause = exc.__cause__
             if (
@@ -301,9 +318,12 @@ class SqliteStore(Store):
                 and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
             ):
                 self._full = (self._clock(), str(exc))
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(StoreUnavailable(str(exc)))
+            _fail(batch, StoreUnavailable(str(exc)))
+            return
+        except BaseException as exc:  # cancelled at shutdown, or a bug
+            _fail(batch, StoreUnavailable(f"store cannot commit: {exc!r}"))
+            if not isinstance(exc, Exception | asyncio.CancelledError):
+                raise
             return
         self._full = None
         for (*_, future), row_id in zip(batch, ids, strict=True):
