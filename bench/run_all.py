@@ -165,6 +165,14 @@ def _doc(name: str) -> str:
     return re.sub(r"``([^`]+)``", r"`\1`", "\n".join(kept)).strip()
 
 
+def settle_disk(pause: float = 3.0) -> None:
+    """Start each benchmark with no write-back left over from what ran before it (the
+    last benchmark, a test run): the ack path waits on fsync, and a disk still flushing
+    someone else's writes would be measured as ours."""
+    os.sync()
+    time.sleep(pause)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run of each")
@@ -180,6 +188,7 @@ def main() -> int:
     timings: dict[str, float] = {}
     for name in chosen:
         print(f"== {name}", flush=True)
+        settle_disk()
         began = time.monotonic()
         try:
             got = narrative_rows() if name == "narrative" else run_one(name, args.quick)
