@@ -282,3 +282,19 @@ async def test_asking_for_due_jobs_when_none_are_due_takes_no_write_lock(tmp_pat
     finally:
         writer.close()
         await store.close()
+
+
+async def test_two_claims_at_once_never_take_the_same_job(tmp_path: Path) -> None:
+    """Claims read first and write after: a job both saw goes to one of them only."""
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        await store.enqueue_job("notify.test", "once", due_at=clock.now())
+        first, second = await asyncio.gather(
+            store.claim_jobs(clock.now(), 10, ["notify.test"]),
+            store.claim_jobs(clock.now(), 10, ["notify.test"]),
+        )
+        assert [job.key for job in first + second] == ["once"]
+        assert [job.attempts for job in first + second] == [1]
+    finally:
+        await store.close()

@@ -624,30 +624,34 @@ class SqliteStore(Store):
             " AND e.status IN ('pending', 'running')) ORDER BY due_at, id LIMIT ?"
         )
 
-        def claim(conn: sqlite3.Connection) -> list[Job]:
-            rows = conn.execute(sql, (now, *kinds, limit)).fetchall()
-            conn.executemany(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? "
-                "WHERE id = ?",
-                [(now, row["id"]) for row in rows],
-            )
-            return [
-                Job(
-                    r["id"],
-                    r["kind"],
-                    r["key"],
-                    r["incident_id"],
-                    json.loads(r["payload"]),
-                    r["attempts"] + 1,
-                    r["due_at"],
-                )
-                for r in rows
-            ]
+        # The runner asks after every job it finishes, often when nothing is due: the
+        # question is a read, and only the claim itself takes the write lock.
+        if not kinds:
+            return []
+        rows = await self._read(lambda c: c.execute(sql, (now, *kinds, limit)).fetchall())
+        if not rows:
+            return []
 
-        # The runner asks after every job it finishes, often when nothing is due: asking
-        # first in a read keeps those questions off the write lock.
-        due = kinds and await self._read(lambda c: c.execute(sql, (now, *kinds, 1)).fetchone())
-        return await self._run(claim) if due else []
+        def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            # Still pending: another claim may have taken it between the read and here.
+            update = (
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? "
+                "WHERE id = ? AND status = 'pending'"
+            )
+            return [r for r in rows if conn.execute(update, (now, r["id"])).rowcount == 1]
+
+        return [
+            Job(
+                r["id"],
+                r["kind"],
+                r["key"],
+                r["incident_id"],
+                json.loads(r["payload"]),
+                r["attempts"] + 1,
+                r["due_at"],
+            )
+            for r in await self._run(claim)
+        ]
 
     async def finish_job(self, job_id: int, now: float) -> None:
         await self._run(_set_job, job_id, "done", None, None, now)
