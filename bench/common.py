@@ -306,6 +306,8 @@ class StoreView:
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         conn.row_factory = sqlite3.Row
         try:
+            # The inbox is a file of its own, written by the inbox writer.
+            conn.execute("ATTACH DATABASE ? AS received", (f"file:{self.db}-inbox?mode=ro",))
             return conn.execute(sql, args).fetchall()
         finally:
             conn.close()
@@ -337,7 +339,12 @@ class StoreView:
         return [json.loads(r[0]) for r in self._query("SELECT labels FROM alerts")]
 
     def inbox_pending(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL")[0][0])
+        return int(
+            self._query(
+                "SELECT COUNT(*) FROM received.inbox AS i WHERE i.processed_at IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM inbox_done AS d WHERE d.id = i.id)"
+            )[0][0]
+        )
 
     def jobs_due(self, within: float = 5.0, like: str = "%") -> int:
         """Jobs pending or running that are due within ``within`` seconds."""

@@ -54,7 +54,7 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
         acked = await post_all(server.url, bodies)
         await server.kill()  # no drain, no cleanup: the process is gone
         assert len(set(acked)) == 150
-        conn = sqlite3.connect(server.db)
+        conn = sqlite3.connect(f"{server.db}-inbox")  # the inbox's own file
         stored = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
         conn.close()
         assert stored == 150  # every acknowledged payload was on disk

@@ -1,8 +1,10 @@
-"""The store locked by another process, or its disk full. The webhook answers 503 at
-once (Alertmanager keeps the payload and retries) and 200 again when the store
-commits; /readyz says 503 with the reason and alertpilot_ready drops to 0 meanwhile;
-every payload acknowledged before, during or after becomes an incident, and a job
-caught mid-flight is run again rather than left hanging."""
+"""The store locked by another process, or its disk full. While the inbox cannot commit
+the webhook answers 503 at once (Alertmanager keeps the payload and retries) and 200
+again when it can; while only the store's own file is locked, webhooks are still
+acknowledged and processing waits. /readyz says 503 with the reason and
+alertpilot_ready drops to 0 meanwhile; every payload acknowledged before, during or
+after becomes an incident, and a job caught mid-flight is run again rather than left
+hanging."""
 
 from __future__ import annotations
 
@@ -54,11 +56,13 @@ async def all_processed(client: TestClient, count: int) -> None:
     assert stats.inbox_depth == 0 and stats.jobs_failed == 0
 
 
-async def test_a_locked_store_refuses_then_recovers_and_loses_nothing(
+async def test_a_locked_store_keeps_acking_and_loses_nothing(
     aiohttp_client: Any, tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    """Another process holds ``BEGIN EXCLUSIVE`` on the file; ``store.busy_timeout`` is
-    how long a commit waits for it before giving up."""
+    """Another process holds ``BEGIN EXCLUSIVE`` on the store's file; ``store.busy_timeout``
+    is how long a commit waits for it before giving up. Payloads are committed to the
+    inbox's own file, so webhooks are still acknowledged; processing waits, and /readyz
+    says why."""
     fake_openai.delay = 0.5  # a narrative job is in a provider call when the lock comes
     settings = make_settings(
         tmp_path, store={"busy_timeout": 0.1}, llm=llm_section(fake_openai, settle=0.05)
@@ -69,27 +73,21 @@ async def test_a_locked_store_refuses_then_recovers_and_loses_nothing(
     await until(lambda: asyncio.sleep(0, fake_openai.completions), what="an LLM call")
 
     with exclusive_lock(settings.store.sqlite_path):
-        await refused(client, alert_group(2))
+        await ack(client, alert_group(2))  # the ack path does not need the store's file
         status, ready = await readyz(client)
         assert status == 503 and ready["status"] == "not ready"
         assert ready["checks"]["store"] == "failing: store cannot commit: database is locked"
         metrics = await scrape(client)
         assert metrics.value("alertpilot_ready") == 0
-        assert metrics.value("alertpilot_store_errors_total", operation="alertmanager") == 1
-        assert (
-            metrics.value(
-                "alertpilot_webhooks_total", endpoint="alertmanager", result="store_unavailable"
-            )
-            == 1
-        )
+        assert metrics.value("alertpilot_store_errors_total", operation="alertmanager") == 0
         # the provider answers; the job cannot record that while the lock is held
         await until(
             lambda: asyncio.sleep(0, [r for r in fake_openai.requests if r.status == 200]),
             what="the LLM answer",
         )
         await asyncio.sleep(0.3)
+        assert len(await client.app[keys.STORE].list_incidents(limit=100)) == 2
 
-    await ack(client, alert_group(2))  # Alertmanager's retry of the refused payload
     status, ready = await readyz(client)
     assert status == 200 and ready["status"] == "ready"
     await all_processed(client, 3)
@@ -102,6 +100,37 @@ async def test_a_locked_store_refuses_then_recovers_and_loses_nothing(
         assert incident.data["narrative"]["source"] == "llm", incident_id
         written = [e for e in incident.timeline if e.kind == EventKind.NARRATIVE]
         assert [e.message for e in written].count("narrative updated (llm, gpt-4o-mini)") == 1
+
+
+async def test_a_locked_inbox_refuses_then_recovers_and_loses_nothing(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Another process holds ``BEGIN EXCLUSIVE`` on the inbox's file: a payload cannot be
+    made durable, so the webhook says 503 and Alertmanager keeps it for a retry."""
+    settings = make_settings(tmp_path, store={"busy_timeout": 0.1})
+    client = await aiohttp_client(create_app(settings))
+    await ack(client, alert_group(0))
+
+    with exclusive_lock(f"{settings.store.sqlite_path}-inbox"):
+        await refused(client, alert_group(1))
+        status, ready = await readyz(client)
+        assert status == 503 and ready["status"] == "not ready"
+        assert ready["checks"]["store"] == "failing: store cannot commit: database is locked"
+        metrics = await scrape(client)
+        assert metrics.value("alertpilot_ready") == 0
+        assert metrics.value("alertpilot_store_errors_total", operation="alertmanager") == 1
+        assert (
+            metrics.value(
+                "alertpilot_webhooks_total", endpoint="alertmanager", result="store_unavailable"
+            )
+            == 1
+        )
+
+    await ack(client, alert_group(1))  # Alertmanager's retry of the refused payload
+    status, ready = await readyz(client)
+    assert status == 200 and ready["status"] == "ready"
+    await all_processed(client, 2)
+    assert (await scrape(client)).value("alertpilot_ready") == 1
 
 
 async def test_a_full_disk_refuses_then_recovers_and_loses_nothing(

@@ -54,7 +54,8 @@ def process_state(pid: int) -> str | None:
 
 
 def inbox_rows(db: Path) -> list[tuple[int, str | None]]:
-    conn = sqlite3.connect(db)
+    """The rows of the inbox's own file, as the writer stored them."""
+    conn = sqlite3.connect(f"{db}-inbox")
     try:
         return conn.execute("SELECT id, result FROM inbox ORDER BY id").fetchall()
     finally:
@@ -228,12 +229,12 @@ def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
 async def test_the_writer_process_commits_between_background_transactions(
     tmp_path: Path,
 ) -> None:
-    """The real writer takes the lock as the urgent one: a webhook's commit does not wait
-    out a run of back-to-back background transactions."""
+    """The real writer takes the inbox's lock as the urgent one: a webhook's commit does
+    not wait out a run of back-to-back transactions of the store's on the inbox's file."""
     db = str(tmp_path / "alertpilot.db")
     store = SqliteStore(db, clock=time.time)
     await store.open()
-    background = WriteLock(db, timeout=5)
+    background = WriteLock(store.inbox_path, timeout=5)
     stop = threading.Event()
 
     def busy() -> None:  # 0.1 s transactions, one after another, for up to 3 s
@@ -254,6 +255,32 @@ async def test_the_writer_process_commits_between_background_transactions(
         stop.set()
         await asyncio.to_thread(worker.join, 5)
         background.close()
+        await store.close()
+
+
+async def test_a_webhook_commit_does_not_wait_for_a_write_to_the_store(tmp_path: Path) -> None:
+    """The inbox is a file of its own: a write transaction on the store's file (here held
+    by another connection) does not delay a webhook's commit, and the payload is
+    processed once the store's file is free again."""
+    db = str(tmp_path / "alertpilot.db")
+    store = SqliteStore(db, clock=time.time, busy_timeout=10)
+    await store.open()
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        await store.enqueue_payload("alertmanager", '{"warm": 1}')  # the writer is up
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO kv (key, value) VALUES ('held', 'by another writer')")
+        began = time.monotonic()
+        inbox_id = await store.enqueue_payload("alertmanager", '{"probe": 1}')
+        assert time.monotonic() - began < 0.5
+        marking = asyncio.ensure_future(store.skip_payloads([inbox_id], "duplicate", time.time()))
+        await asyncio.sleep(0.3)
+        assert not marking.done()  # the store's own write waits for the other writer
+        other.execute("COMMIT")
+        await marking
+        assert [item.id for item in await store.pending_payloads(10)] == [1]
+    finally:
+        other.close()
         await store.close()
 
 

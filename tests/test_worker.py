@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from bot.jobs import JobHandlers
 from bot.metrics import Metrics
 from bot.settings import Severity
 from bot.store.base import Job, Subscriptions
-from bot.store.inbox_child import WriteLock
+from bot.store.migrations import MIGRATIONS
 from bot.store.sqlite import SqliteStore
 from bot.worker import JobRunner
 from conftest import make_settings, payload
@@ -213,7 +214,7 @@ async def test_one_bad_payload_does_not_block_the_batch(tmp_path: Path) -> None:
         assert await store.pending_payloads(10) == []
         assert [i.group_key for i in await store.list_incidents()] == ["b", "a"]
         row = await store._run(
-            lambda c: c.execute("SELECT result FROM inbox WHERE id = 2").fetchone()[0]
+            lambda c: c.execute("SELECT result FROM inbox_done WHERE id = 2").fetchone()[0]
         )
         assert row.startswith("rejected: ValueError: bug triggered")
     finally:
@@ -270,11 +271,12 @@ async def test_asking_for_due_jobs_when_none_are_due_takes_no_write_lock(tmp_pat
     not queue behind (or hold up) a writer."""
     clock = ManualClock()
     store = await open_store(tmp_path, clock, Subscriptions())
-    writer = WriteLock(str(tmp_path / "s.db"), timeout=5)
+    writer = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     try:
         await store.enqueue_job("notify.test", "later", due_at=clock.now() + 60)
-        with writer:  # another writer holds the lock for as long as this takes
-            claimed = await asyncio.wait_for(store.claim_jobs(clock.now(), 10, ["notify.test"]), 2)
+        writer.execute("BEGIN IMMEDIATE")  # another writer holds the file meanwhile
+        claimed = await asyncio.wait_for(store.claim_jobs(clock.now(), 10, ["notify.test"]), 2)
+        writer.execute("ROLLBACK")
         assert claimed == []
         clock.advance(61)
         [job] = await store.claim_jobs(clock.now(), 10, ["notify.test"])
@@ -296,5 +298,66 @@ async def test_two_claims_at_once_never_take_the_same_job(tmp_path: Path) -> Non
         )
         assert [job.key for job in first + second] == ["once"]
         assert [job.attempts for job in first + second] == [1]
+    finally:
+        await store.close()
+
+
+async def test_an_inbox_kept_in_the_store_file_moves_to_its_own(tmp_path: Path) -> None:
+    """A database from before the inbox had a file of its own: its rows move over with
+    their ids and outcomes; the pending one is still pending, the others are not."""
+    db = tmp_path / "s.db"
+    old = sqlite3.connect(db, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(f"BEGIN;{MIGRATIONS[0]}PRAGMA user_version = 1;COMMIT;")
+    old.executemany(
+        "INSERT INTO inbox (id, source, body, received_at, processed_at, result)"
+        " VALUES (?, 'alertmanager', ?, 1.0, ?, ?)",
+        [
+            (7, '{"n": 7}', 2.0, "applied (incident #1)"),
+            (8, '{"n": 8}', 1.0, "duplicate"),
+            (9, '{"n": 9}', None, None),
+        ],
+    )
+    old.close()
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        [pending] = await store.pending_payloads(10)
+        assert (pending.id, pending.body) == (9, '{"n": 9}')
+        assert await store.enqueue_payload("alertmanager", '{"n": 10}') == 10
+        tables = await store._run(
+            lambda c: [r[0] for r in c.execute("SELECT name FROM main.sqlite_master")]
+        )
+        assert "inbox" not in tables and "inbox_done" in tables
+    finally:
+        await store.close()
+    moved = sqlite3.connect(f"{db}-inbox")
+    rows = moved.execute("SELECT id, result FROM inbox ORDER BY id").fetchall()
+    moved.close()
+    assert rows == [(7, "applied (incident #1)"), (8, "duplicate"), (9, None), (10, None)]
+
+
+async def test_pruning_keeps_pending_payloads_and_never_reuses_an_id(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        ids = [await store.enqueue_payload("alertmanager", f'{{"n": {n}}}') for n in range(4)]
+        await store.skip_payloads(ids[:2], "duplicate", 100.0)
+        await store.prune(before=200.0)
+        assert [item.id for item in await store.pending_payloads(10)] == ids[2:]
+        await store.skip_payloads(ids[2:], "duplicate", 100.0)
+        await store.prune(before=200.0)
+        assert await store.pending_payloads(10) == []
+        # The newest row stays: the next payload gets a new id, and is pending.
+        later = await store.enqueue_payload("alertmanager", '{"n": 4}')
+        assert later == ids[-1] + 1
+        assert [item.id for item in await store.pending_payloads(10)] == [later]
+        left = await store._run(
+            lambda c: [
+                c.execute("SELECT id FROM received.inbox ORDER BY id").fetchall(),
+                c.execute("SELECT id FROM inbox_done ORDER BY id").fetchall(),
+            ]
+        )
+        assert [[r[0] for r in rows] for rows in left] == [[ids[-1], later], [ids[-1]]]
     finally:
         await store.close()

@@ -39,19 +39,19 @@ def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
 
 
 class WriteLock:
-    """One write transaction at a time across the processes that share the database:
-    the server's store thread and the inbox writer each hold it for a transaction.
+    """One write transaction at a time on the inbox's file, across the processes that
+    write it: the inbox writer holds it for each commit, the server's store thread for
+    its rare writes there (pruning old payloads, moving an old inbox over).
 
     SQLite would serialize them too, but a writer that finds the database locked sleeps
-    in SQLite's busy handler for 1, 2, 5, 10 ... ms, so a webhook's commit that met a
-    background transaction waited tens of milliseconds for a lock freed in one. Waiting
+    in SQLite's busy handler for 1, 2, 5, 10 ... ms, so a webhook's commit that met the
+    store's transaction would wait tens of milliseconds for a lock freed in one. Waiting
     here polls every 100 µs instead, up to ``timeout`` seconds, then fails as SQLite
     would ("database is locked").
 
     The inbox writer takes it ``urgent``: an acknowledgement is waiting on its commit.
     While it waits it says so (an exclusive lock on a second file), and the store thread
-    starts no new transaction until it has had its turn, so a webhook's commit waits for
-    at most the one background transaction in progress, not for a run of them.
+    starts no new transaction there until it has had its turn.
     """
 
     POLL = 0.0001
@@ -153,8 +153,13 @@ def _answer(conn: sqlite3.Connection, lock: WriteLock, request: tuple[Any, ...])
         if op == "insert":
             with lock:
                 return ("ok", insert_rows(conn, request[1]))
-        if op == "max_pages":
-            pages = int(request[1])
+        if op == "ping":  # the write lock can be had: take it and let go
+            with lock:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            return ("ok", None)
+        if op == "max_pages":  # 0: the pages the file has now
+            pages = int(request[1]) or int(conn.execute("PRAGMA page_count").fetchone()[0])
             return ("ok", int(conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()[0]))
         return ("error", "ProgrammingError", 0, f"unknown request {op!r}")
     except sqlite3.Error as exc:

@@ -145,9 +145,14 @@ class InboxWriter:
         return child.send(("insert", rows))
 
     async def max_pages(self, pages: int) -> int:
-        """Cap the database at ``pages`` pages on the writer's connection (SQLite's
-        ``max_page_count`` is per connection); return the cap in force."""
+        """Cap the inbox's file at ``pages`` pages (0: the pages it has now) on the
+        writer's connection (SQLite's ``max_page_count`` is per connection); return the
+        cap in force."""
         return int(await self._call(("max_pages", pages)))
+
+    async def ping(self) -> None:
+        """The writer answers, and can take the inbox's write lock."""
+        await self._call(("ping",))
 
     async def close(self) -> None:
         """Let the child answer what it holds, then stop it."""

@@ -1,6 +1,7 @@
 """Versioned schema migrations. Append new steps; never edit a released one.
 
-``PRAGMA user_version`` holds the number of steps applied.
+``PRAGMA user_version`` holds the number of steps applied, in each file: the store's
+database and the inbox's (``<db>-inbox``, attached as ``received``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,36 @@ MIGRATIONS: list[str] = [
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         expires_at REAL
+    );
+    """,
+    # 2: the inbox moved to a file of its own (INBOX_MIGRATIONS; its rows are copied there
+    # before this step runs); what processing made of each payload is recorded here, in
+    # the transaction that applied it.
+    """
+    DROP TABLE inbox;
+    CREATE TABLE inbox_done (
+        id INTEGER PRIMARY KEY,
+        processed_at REAL NOT NULL,
+        result TEXT NOT NULL
+    );
+    """,
+]
+
+# The step of MIGRATIONS before which the inbox's rows are copied to its own file.
+INBOX_MOVED = 2
+
+INBOX_MIGRATIONS: list[str] = [
+    # 1: payloads as received, appended by the inbox writer alone. A row stored as a
+    # repeat has processed_at and result from the start; every other row is pending
+    # until the store's inbox_done has its id.
+    """
+    CREATE TABLE received.inbox (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        processed_at REAL,
+        result TEXT
     );
     """,
 ]

@@ -4,6 +4,14 @@ Every call runs on a single dedicated thread, so the event loop never blocks on 
 and transactions never interleave. Webhook payloads that arrive together are
 committed together: each waits for the one commit that covers it (group commit),
 which keeps durable acks cheap under load.
+
+The inbox is a database file of its own (``<db>-inbox``, attached as ``received``),
+written by the inbox writer alone. SQLite lets one transaction write a file at a time,
+so with one file an ack's commit waited for whatever background transaction was in
+progress, and its fsync flushed that transaction's pages too. Now nothing the workers
+do stands between a webhook and its commit. What processing made of a payload is
+recorded in the store's own file (``inbox_done``), in the transaction that applied it,
+so applying a payload and marking it done stay one atomic step.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from bot.store.base import (
 )
 from bot.store.inbox_child import WriteLock
 from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows
-from bot.store.migrations import MIGRATIONS
+from bot.store.migrations import INBOX_MIGRATIONS, INBOX_MOVED, MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
 
 log = logging.getLogger(__name__)
@@ -85,6 +93,7 @@ class SqliteStore(Store):
         inbox_writer: bool = True,
     ) -> None:
         self.path = path
+        self.inbox_path = path if path == ":memory:" else f"{path}-inbox"
         self.subscribers = subscribers or Subscriptions()
         self._busy_timeout = busy_timeout
         self._clock = clock
@@ -95,7 +104,10 @@ class SqliteStore(Store):
         self._writer: InboxWriter | None = None
         # The CLI's commands take no webhooks: they need no writer process.
         self._wants_writer = inbox_writer
-        self._write_lock: WriteLock | None = None  # shared with the writer process
+        self._write_lock: WriteLock | None = None  # the inbox's, shared with its writer
+        # Every inbox row up to this id is done (ids only grow): the scan for pending
+        # payloads starts after it. Found again by one full scan after a restart.
+        self._inbox_floor = 0
         self._pending: list[PendingPayload] = []
         self._flusher: asyncio.Task[None] | None = None
         self._in_flight = asyncio.Semaphore(2)  # inbox batches sent and not yet committed
@@ -110,9 +122,14 @@ class SqliteStore(Store):
         return await self._submit(NORMAL, lambda: self._call(fn, args))
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``_run`` for a transaction that only reads: it leaves the write lock to the
-        writers (a webhook's commit does not wait behind a read)."""
-        return await self._submit(NORMAL, lambda: self._call(fn, args, readonly=True))
+        """``_run`` for a transaction that only reads (a name for what it does: in WAL
+        mode a read holds no lock that a writer waits for)."""
+        return await self._submit(NORMAL, lambda: self._call(fn, args))
+
+    async def _write_inbox(self, fn: Callable[..., T], *args: Any) -> T:
+        """``_run`` for a transaction that writes the inbox's file (pruning it): it takes
+        the inbox writer's lock, after any commit a webhook is waiting for."""
+        return await self._submit(NORMAL, lambda: self._call(fn, args, inbox=True))
 
     async def _submit(self, priority: int, work: Callable[[], T]) -> T:
         if self._thread is None:
@@ -127,30 +144,24 @@ class SqliteStore(Store):
         self,
         fn: Callable[..., T],
         args: tuple[Any, ...],
-        durable: bool = False,
         *,
-        readonly: bool = False,
+        inbox: bool = False,
     ) -> T:
         """Run ``fn`` in one transaction: commit on success, roll back on error.
 
-        Webhook payloads are committed with ``synchronous=FULL`` (on disk before the ack,
-        even across a power loss); everything else with ``NORMAL``, which in WAL mode
+        The inbox's file is written with ``synchronous=FULL`` (on disk before the ack,
+        even across a power loss); the store's own with ``NORMAL``, which in WAL mode
         survives a process crash and costs no fsync. Losing such a write to a power cut
-        only means redoing idempotent work from the inbox.
+        only means redoing idempotent work from the inbox. ``inbox``: ``fn`` writes the
+        inbox's file, so it takes the lock the inbox writer takes.
         """
         conn = self._conn
         if conn is None:
             raise StoreUnavailable("store is closed")
         try:
-            if durable:
-                conn.execute("PRAGMA synchronous=FULL")
-            try:
-                lock = None if readonly else self._write_lock
-                with lock or contextlib.nullcontext(), conn:
-                    return fn(conn, *args)
-            finally:
-                if durable:
-                    conn.execute("PRAGMA synchronous=NORMAL")
+            lock = self._write_lock if inbox else None
+            with lock or contextlib.nullcontext(), conn:
+                return fn(conn, *args)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"store cannot commit: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -172,15 +183,26 @@ class SqliteStore(Store):
         # Checkpoints run on their own connection (see _checkpoints), never inside a commit
         # that an ack is waiting for.
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: schema version {version} is newer than this alertpilot")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            log.info("store: applying migration %d to %s", number, self.path)
-            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-        self._conn = conn
+        conn.execute("ATTACH DATABASE ? AS received", (self.inbox_path,))
+        conn.execute("PRAGMA received.journal_mode=WAL")
+        conn.execute("PRAGMA received.synchronous=FULL")
         if self.path != ":memory:":
-            self._write_lock = WriteLock(self.path, self._busy_timeout)
+            self._write_lock = WriteLock(self.inbox_path, self._busy_timeout)
+        self._conn = conn
+        self._migrate(conn, "received", INBOX_MIGRATIONS, self.inbox_path)
+        self._migrate(conn, "main", MIGRATIONS, self.path)
+
+    def _migrate(self, conn: sqlite3.Connection, schema: str, steps: list[str], path: str) -> None:
+        version = conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
+        if version > len(steps):
+            raise StoreError(f"{path}: schema version {version} is newer than this alertpilot")
+        for number, script in enumerate(steps[version:], start=version + 1):
+            log.info("store: applying migration %d to %s", number, path)
+            if schema == "main" and number == INBOX_MOVED:
+                self._call(_copy_inbox, (), inbox=True)
+            conn.executescript(
+                f"BEGIN;\n{script}\nPRAGMA {schema}.user_version = {number};\nCOMMIT;"
+            )
 
     async def open(self) -> None:
         self._thread = StoreThread()
@@ -189,7 +211,7 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
         if self.path != ":memory:" and self._wants_writer:
-            self._writer = InboxWriter(self.path, self._busy_timeout)
+            self._writer = InboxWriter(self.inbox_path, self._busy_timeout)
             try:
                 await self._writer.start()
             except WriterError as exc:
@@ -197,16 +219,14 @@ class SqliteStore(Store):
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="store-checkpoint")
 
     async def _checkpoints(self, every: float = 1.0) -> None:
-        """Copy the WAL into the database in the background (PASSIVE: writers go on)."""
-        conn = await asyncio.to_thread(
-            sqlite3.connect, self.path, timeout=self._busy_timeout, check_same_thread=False
-        )
+        """Copy each file's WAL into it in the background (PASSIVE: writers go on). A
+        checkpointed WAL starts again from its beginning, so commits overwrite blocks the
+        file already has rather than growing it: a cheaper fsync."""
+        conn = await asyncio.to_thread(self._checkpoint_connection)
         try:
             while True:
                 await asyncio.sleep(every)
-                step = asyncio.ensure_future(
-                    asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-                )
+                step = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
                 try:
                     await asyncio.shield(step)
                 except asyncio.CancelledError:
@@ -218,6 +238,11 @@ class SqliteStore(Store):
                     log.warning("store: checkpoint failed: %s", exc)
         finally:
             await asyncio.to_thread(conn.close)
+
+    def _checkpoint_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
+        conn.execute("ATTACH DATABASE ? AS received", (self.inbox_path,))
+        return conn
 
     async def close(self) -> None:
         if self._checkpointer is not None:
@@ -243,14 +268,21 @@ class SqliteStore(Store):
         await asyncio.to_thread(thread.shutdown)
 
     async def ping(self) -> None:
-        """A small write, and no webhook commit refused for want of space lately (rewriting
-        one row in place can still work on a full disk, where a payload no longer fits)."""
+        """A small write to each file (the inbox's by its writer, which takes its write
+        lock and lets go), and no webhook commit refused for want of space lately
+        (rewriting one row in place can still work on a full disk, where a payload no
+        longer fits)."""
         sql = (
             "INSERT INTO kv (key, value) VALUES ('ping', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
         now = self._clock()
         await self._submit(URGENT, lambda: self._call(lambda c: c.execute(sql, (str(now),)), ()))
+        if self._writer is not None:
+            try:
+                await self._writer.ping()
+            except WriterError as exc:
+                raise _store_error(exc) from exc.error
         full = self._full
         if full is not None and now - full[0] < FULL_MEMORY:
             raise StoreUnavailable(f"a webhook commit failed {now - full[0]:.0f}s ago: {full[1]}")
@@ -334,8 +366,8 @@ class SqliteStore(Store):
 
     async def _commit_inbox(self, rows: list[InboxRow]) -> list[int]:
         writer = self._writer
-        if writer is None:  # in memory: the one connection is the whole database
-            work = functools.partial(self._call, insert_rows, (rows,), True)
+        if writer is None:  # in memory, or a command's store: the store thread commits
+            work = functools.partial(self._call, insert_rows, (rows,), inbox=True)
             return await self._submit(URGENT, work)
         try:
             return await writer.insert(rows)
@@ -348,28 +380,36 @@ class SqliteStore(Store):
         return None if self._writer is None else self._writer.pid
 
     async def set_max_pages(self, pages: int | None) -> int:
-        """Cap the database file at ``pages`` pages (None: the pages it has now) on every
-        connection that writes (SQLite's ``max_page_count`` is per connection); return
-        the cap. A commit that needs a page beyond it fails as on a full disk."""
+        """Cap both database files at ``pages`` pages each (None: the pages each has now)
+        on every connection that writes (SQLite's ``max_page_count`` is per connection);
+        return the store's cap. A commit that needs a page beyond it fails as on a full
+        disk."""
 
         def cap(conn: sqlite3.Connection) -> int:
-            wanted = pages or int(conn.execute("PRAGMA page_count").fetchone()[0])
-            return int(conn.execute(f"PRAGMA max_page_count = {int(wanted)}").fetchone()[0])
+            capped = []
+            for schema in ("main", "received"):
+                have = int(conn.execute(f"PRAGMA {schema}.page_count").fetchone()[0])
+                wanted = int(pages or have)
+                capped.append(conn.execute(f"PRAGMA {schema}.max_page_count = {wanted}"))
+            return int(capped[0].fetchone()[0])
 
         capped = await self._run(cap)
         if self._writer is not None:
-            await self._writer.max_pages(capped)
+            await self._writer.max_pages(pages or 0)
         return capped
 
     async def pending_payloads(
         self, limit: int, *, bodies_except: Container[int] = ()
     ) -> list[InboxItem]:
         def read(conn: sqlite3.Connection) -> list[InboxItem]:
-            rows = conn.execute(
-                "SELECT id, source, received_at FROM inbox WHERE processed_at IS NULL"
-                " ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
+            floor = self._inbox_floor
+            # The newest row first: each statement reads the files as they are when it
+            # starts, and a row committed between the two must not count as done.
+            newest = conn.execute("SELECT MAX(id) FROM received.inbox").fetchone()[0] or 0
+            rows = conn.execute(_PENDING + " ORDER BY id LIMIT ?", (floor, limit)).fetchall()
+            # None is pending below the first pending row (or up to the newest, if none
+            # is), and a done row stays done.
+            self._inbox_floor = max(floor, rows[0][0] - 1 if rows else newest)
             missing = [row[0] for row in rows if row[0] not in bodies_except]
             bodies: dict[int, str] = {}
             for start in range(0, len(missing), 500):
@@ -377,7 +417,7 @@ class SqliteStore(Store):
                 marks = ",".join("?" * len(chunk))
                 bodies.update(
                     conn.execute(
-                        f"SELECT id, body FROM inbox WHERE id IN ({marks})",  # noqa: S608
+                        f"SELECT id, body FROM received.inbox WHERE id IN ({marks})",  # noqa: S608
                         chunk,
                     ).fetchall()
                 )
@@ -387,10 +427,7 @@ class SqliteStore(Store):
 
     async def skip_payloads(self, inbox_ids: Sequence[int], result: str, now: float) -> None:
         await self._run(
-            lambda c: c.executemany(
-                "UPDATE inbox SET processed_at = ?, result = ? WHERE id = ?",
-                [(now, result, inbox_id) for inbox_id in inbox_ids],
-            )
+            lambda c: c.executemany(_MARK_DONE, [(inbox_id, now, result) for inbox_id in inbox_ids])
         )
 
     async def apply_group(
@@ -723,7 +760,8 @@ class SqliteStore(Store):
     async def stats(self) -> Stats:
         def read(conn: sqlite3.Connection) -> Stats:
             depth, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL"
+                f"SELECT COUNT(*), MIN(received_at) FROM ({_PENDING})",  # noqa: S608
+                (self._inbox_floor,),
             ).fetchone()
             pending, failed = conn.execute(
                 "SELECT SUM(status IN ('pending', 'running')), SUM(status = 'failed') FROM jobs"
@@ -740,11 +778,22 @@ class SqliteStore(Store):
         return await self._read(read)
 
     async def prune(self, before: float) -> int:
+        def delete_payloads(conn: sqlite3.Connection) -> int:
+            # The newest row stays, so no id is ever handed out twice (inbox_done keys on it).
+            return int(
+                conn.execute(
+                    "DELETE FROM received.inbox"
+                    " WHERE id < (SELECT MAX(id) FROM received.inbox)"
+                    " AND (processed_at < ? OR id IN"
+                    " (SELECT id FROM inbox_done WHERE processed_at < ?))",
+                    (before, before),
+                ).rowcount
+            )
+
         def delete(conn: sqlite3.Connection) -> int:
+            # After the payloads they speak of: a row never loses its mark while it is kept.
+            conn.execute("DELETE FROM inbox_done WHERE id < (SELECT MIN(id) FROM received.inbox)")
             gone = conn.execute(
-                "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?", (before,)
-            ).rowcount
-            gone += conn.execute(
                 "DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (before,)
             ).rowcount
             gone += conn.execute(
@@ -752,16 +801,40 @@ class SqliteStore(Store):
             ).rowcount
             return int(gone)
 
-        return await self._run(delete)
+        payloads = await self._write_inbox(delete_payloads)
+        return payloads + await self._run(delete)
+
+
+# Rows after a floor that are neither stored as repeats nor done.
+_PENDING = (
+    "SELECT id, source, received_at FROM received.inbox AS i"
+    " WHERE i.id > ? AND i.processed_at IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM inbox_done AS d WHERE d.id = i.id)"
+)
+_MARK_DONE = "INSERT OR REPLACE INTO inbox_done (id, processed_at, result) VALUES (?, ?, ?)"
 
 
 def _mark_processed(
     conn: sqlite3.Connection, inbox_id: int, now: float, result: str, incident_id: int | None
 ) -> None:
     outcome = result if incident_id is None else f"{result} (incident #{incident_id})"
+    conn.execute(_MARK_DONE, (inbox_id, now, outcome))
+
+
+def _copy_inbox(conn: sqlite3.Connection) -> None:
+    """Before the inbox moved to its own file it was a table of the store's: copy its rows
+    over, ids and outcomes kept (a row processed before has its outcome on it). Run
+    again after a crash, it copies nothing twice."""
     conn.execute(
-        "UPDATE inbox SET processed_at = ?, result = ? WHERE id = ?", (now, outcome, inbox_id)
+        "INSERT OR IGNORE INTO received.inbox"
+        " (id, source, body, received_at, processed_at, result)"
+        " SELECT id, source, body, received_at, processed_at, result FROM main.inbox"
     )
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA main.wal_checkpoint(PASSIVE)")
+    conn.execute("PRAGMA received.wal_checkpoint(PASSIVE)")
 
 
 def _set_job(
