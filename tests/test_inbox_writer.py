@@ -296,3 +296,46 @@ async def test_a_store_opened_for_the_cli_commits_on_its_own_thread(tmp_path: Pa
         assert (item.id, item.body) == (inbox_id, '{"probe": 1}')
     finally:
         await store.close()
+
+
+def wal_size(db: str) -> int:
+    return os.path.getsize(f"{db}-wal") if os.path.exists(f"{db}-wal") else 0
+
+
+async def test_the_inbox_wal_starts_again_instead_of_growing(tmp_path: Path) -> None:
+    """The writer checkpoints its file between commits, so its WAL is reused from the
+    beginning rather than grown: 4 MB of payloads, one at a time (the writer idle in
+    between) or all at once (always one waiting), leave a WAL of a few hundred KB or a
+    few MB, not the 10 MB and more they make without checkpoints."""
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=time.time)
+    await store.open()
+    body = "x" * 8000
+    try:
+        for _ in range(500):  # one at a time: checkpoints from 256 KiB, when idle
+            await store.enqueue_payload("alertmanager", body)
+        one_by_one = wal_size(store.inbox_path)
+        flood = [store.enqueue_payload("alertmanager", body) for _ in range(1500)]
+        await asyncio.gather(*flood)  # 12 MB at once: from 4 MiB on, checkpoints anyway
+        at_once = wal_size(store.inbox_path)
+        assert len(await store.pending_payloads(5000)) == 2000
+    finally:
+        await store.close()
+    assert one_by_one < 1_500_000, one_by_one
+    assert at_once < 10_000_000, at_once
+
+
+async def test_the_store_wal_starts_again_after_each_checkpoint(tmp_path: Path) -> None:
+    """The store thread checkpoints its own file between transactions, so the WAL does
+    not grow from one second's writes to the next."""
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=time.time)
+    await store.open()
+    try:
+        sizes = []
+        for second in range(3):
+            for n in range(300):
+                await store.enqueue_job("notify.test", f"{second}-{n}", due_at=time.time() + 60)
+            await asyncio.sleep(1.2)  # a checkpoint runs every second
+            sizes.append(wal_size(store.path))
+    finally:
+        await store.close()
+    assert sizes[0] > 0 and sizes[2] <= sizes[0] * 1.2, sizes

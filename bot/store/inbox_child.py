@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import marshal
 import os
+import select
 import signal
 import sqlite3
 import struct
@@ -126,19 +127,67 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA cache_size=-512")  # KiB: it only appends
-    conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints in the background
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # it checkpoints when idle: see Checkpoints
     return conn
 
 
-def _read_frame(stream: Any) -> Any:
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None  # the parent closed the pipe: stop
-    (size,) = HEADER.unpack(header)
-    body = stream.read(size)
-    if len(body) < size:
-        return None
-    return marshal.loads(body)  # noqa: S302 - our own parent, over a private pipe
+class Requests:
+    """Frames read from the parent's pipe, and whether another one is already waiting."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = bytearray()
+
+    def next(self) -> Any:
+        """The next request, or None once the parent has closed the pipe."""
+        header = self._take(HEADER.size)
+        if header is None:
+            return None
+        (size,) = HEADER.unpack(header)
+        body = self._take(size)
+        if body is None:
+            return None
+        return marshal.loads(body)  # noqa: S302 - our own parent, over a private pipe
+
+    def waiting(self) -> bool:
+        return bool(self._buffer) or bool(select.select([self.fd], [], [], 0)[0])
+
+    def _take(self, size: int) -> bytes | None:
+        while len(self._buffer) < size:
+            chunk = os.read(self.fd, max(1 << 16, size - len(self._buffer)))
+            if not chunk:
+                return None
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+class Checkpoints:
+    """The writer checkpoints its own file, between commits, when no request waits.
+
+    A WAL that has been checkpointed in full starts again from its beginning at the next
+    commit, so commits overwrite blocks the file already has. A WAL that only grows makes
+    every commit's fsync write the file's new size too: on ext4 that is a journal commit,
+    and the commit took twice as long (0.5 against 0.26 ms at the median, on a virtual
+    disk). The writer is the file's only writer, so a checkpoint it runs between two of
+    its commits copies everything and the WAL restarts; one from another connection
+    would race the next commit and seldom finish in time. Below ``idle`` bytes of
+    payloads it waits; from there it checkpoints when no request is waiting (about 1 ms
+    for 256 KiB); from ``always`` on, even if one is (a sustained flood)."""
+
+    def __init__(self, idle: int = 256 << 10, always: int = 4 << 20) -> None:
+        self.idle = idle
+        self.always = always
+        self.written = 0
+
+    def after_insert(
+        self, conn: sqlite3.Connection, rows: list[InboxRow], requests: Requests
+    ) -> None:
+        self.written += sum(len(row[1]) for row in rows)
+        if self.written >= self.always or (self.written >= self.idle and not requests.waiting()):
+            self.written = 0
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _write_frame(stream: Any, message: Any) -> None:
@@ -171,7 +220,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, busy_timeout = argv[0], float(argv[1])
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout = sys.stdout.buffer
     try:
         conn = connect(path, busy_timeout)
         lock = WriteLock(path, busy_timeout, urgent=True)
@@ -179,8 +228,15 @@ def main(argv: list[str]) -> int:
         _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
         return 1
     _write_frame(stdout, ("ok", "ready"))  # signals are set up and the database is open
-    while (request := _read_frame(stdin)) is not None:
-        _write_frame(stdout, _answer(conn, lock, request))
+    requests, checkpoints = Requests(sys.stdin.fileno()), Checkpoints()
+    while (request := requests.next()) is not None:
+        reply = _answer(conn, lock, request)
+        _write_frame(stdout, reply)
+        if request[0] == "insert" and reply[0] == "ok":
+            try:
+                checkpoints.after_insert(conn, request[1], requests)
+            except sqlite3.Error as exc:  # the next one may work; the commits stand
+                sys.stderr.write(f"alertpilot inbox writer: checkpoint failed: {exc}\n")
     conn.close()
     return 0
 

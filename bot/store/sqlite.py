@@ -219,30 +219,18 @@ class SqliteStore(Store):
             self._checkpointer = asyncio.create_task(self._checkpoints(), name="store-checkpoint")
 
     async def _checkpoints(self, every: float = 1.0) -> None:
-        """Copy each file's WAL into it in the background (PASSIVE: writers go on). A
-        checkpointed WAL starts again from its beginning, so commits overwrite blocks the
-        file already has rather than growing it: a cheaper fsync."""
-        conn = await asyncio.to_thread(self._checkpoint_connection)
-        try:
-            while True:
-                await asyncio.sleep(every)
-                step = asyncio.ensure_future(asyncio.to_thread(_checkpoint, conn))
-                try:
-                    await asyncio.shield(step)
-                except asyncio.CancelledError:
-                    # Cancelling does not stop the thread: closing the connection under a
-                    # running checkpoint crashes the process (SIGSEGV). Let it finish first.
-                    await asyncio.gather(step, return_exceptions=True)
-                    raise
-                except sqlite3.Error as exc:
-                    log.warning("store: checkpoint failed: %s", exc)
-        finally:
-            await asyncio.to_thread(conn.close)
-
-    def _checkpoint_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
-        conn.execute("ATTACH DATABASE ? AS received", (self.inbox_path,))
-        return conn
+        """Copy the WAL into the store's file every ``every`` seconds (PASSIVE: readers go
+        on). It runs on the store thread, between two transactions: the thread is the
+        file's only writer, so the checkpoint copies everything and the next commit
+        starts the WAL again from its beginning. Run from another connection it would
+        race the next commit and seldom finish, and the WAL would only grow, filling the
+        disk and making every write dearer. The inbox's writer checkpoints its own file."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._run(_checkpoint)
+            except StoreError as exc:
+                log.warning("store: checkpoint failed: %s", exc)
 
     async def close(self) -> None:
         if self._checkpointer is not None:
@@ -834,7 +822,6 @@ def _copy_inbox(conn: sqlite3.Connection) -> None:
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA main.wal_checkpoint(PASSIVE)")
-    conn.execute("PRAGMA received.wal_checkpoint(PASSIVE)")
 
 
 def _set_job(
