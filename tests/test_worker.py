@@ -361,3 +361,41 @@ async def test_pruning_keeps_pending_payloads_and_never_reuses_an_id(tmp_path: P
         assert [[r[0] for r in rows] for rows in left] == [[ids[-1], later], [ids[-1]]]
     finally:
         await store.close()
+
+
+async def test_outcomes_of_jobs_finishing_together_are_each_recorded(tmp_path: Path) -> None:
+    """Outcomes that arrive together share one commit; each is recorded as given, and a
+    commit that fails fails every caller in it."""
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        for n in range(30):
+            await store.enqueue_job("notify.test", f"job-{n}", due_at=clock.now())
+        jobs = await store.claim_jobs(clock.now(), 30, ["notify.test"])
+        assert len(jobs) == 30
+        now = clock.now()
+        await asyncio.gather(
+            *(store.finish_job(job.id, now) for job in jobs[:10]),
+            *(store.retry_job(job.id, now + 60, "later", now) for job in jobs[10:20]),
+            *(store.fail_job(job.id, "broken", now) for job in jobs[20:]),
+        )
+        sql = "SELECT status, due_at, last_error FROM jobs ORDER BY id"
+        rows = await store._run(lambda c: c.execute(sql).fetchall())
+        assert [tuple(r) for r in rows] == (
+            [("done", now, None)] * 10
+            + [("pending", now + 60, "later")] * 10
+            + [("failed", now, "broken")] * 10
+        )
+        other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the file past the timeout
+        try:
+            await store._run(lambda c: c.execute("PRAGMA busy_timeout = 100"))
+            outcomes = await asyncio.gather(
+                *(store.finish_job(job.id, now) for job in jobs[10:13]), return_exceptions=True
+            )
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert [type(outcome).__name__ for outcome in outcomes] == ["StoreUnavailable"] * 3
+    finally:
+        await store.close()
