@@ -329,12 +329,28 @@ async def test_an_inbox_kept_in_the_store_file_moves_to_its_own(tmp_path: Path) 
             lambda c: [r[0] for r in c.execute("SELECT name FROM main.sqlite_master")]
         )
         assert "inbox" not in tables and "inbox_done" in tables
+        [[page_size]] = await store._run(lambda c: c.execute("PRAGMA page_size").fetchall())
+        assert page_size == 4096  # an existing file keeps its page size
     finally:
         await store.close()
     moved = sqlite3.connect(f"{db}-inbox")
     rows = moved.execute("SELECT id, result FROM inbox ORDER BY id").fetchall()
     moved.close()
     assert rows == [(7, "applied (incident #1)"), (8, "duplicate"), (9, None), (10, None)]
+
+
+async def test_a_new_store_file_has_small_pages(tmp_path: Path) -> None:
+    """Most writes change one small row, and a WAL frame is a whole page."""
+    store = await open_store(tmp_path, ManualClock(), Subscriptions())
+    try:
+        sizes = await store._run(
+            lambda c: [
+                c.execute(f"PRAGMA {db}.page_size").fetchone()[0] for db in ("main", "received")
+            ]
+        )
+    finally:
+        await store.close()
+    assert sizes == [1024, 4096]  # the inbox's rows are payloads of a few KB
 
 
 async def test_pruning_keeps_pending_payloads_and_never_reuses_an_id(tmp_path: Path) -> None:
