@@ -193,8 +193,8 @@ class SqliteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        # Checkpoints run on their own connection (see _checkpoints), never inside a commit
-        # that an ack is waiting for.
+        # Checkpoints run on this thread between transactions (see _checkpoints), not at the
+        # end of whichever commit crosses SQLite's threshold.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("ATTACH DATABASE ? AS received", (self.inbox_path,))
         conn.execute("PRAGMA received.journal_mode=WAL")
