@@ -42,6 +42,21 @@ async def refused(client: TestClient, body: dict[str, Any]) -> None:
     assert status == 503 and took < ACK_BUDGET, (status, took)
 
 
+async def not_ready_while_locked(client: TestClient, refused_webhooks: int) -> None:
+    """/readyz and the metrics tell an operator the store is locked, and how many
+    webhooks it refused meanwhile."""
+    status, ready = await readyz(client)
+    assert status == 503 and ready["status"] == "not ready"
+    assert ready["checks"]["store"] == "failing: store cannot commit: database is locked"
+    metrics = await scrape(client)
+    assert metrics.value("alertpilot_ready") == 0
+    errors = metrics.value("alertpilot_store_errors_total", operation="alertmanager")
+    refused = metrics.value(
+        "alertpilot_webhooks_total", endpoint="alertmanager", result="store_unavailable"
+    )
+    assert errors == refused == refused_webhooks, (errors, refused)
+
+
 async def all_processed(client: TestClient, count: int) -> None:
     """Every acknowledged payload is an incident, and no job is due, running or failed
     (timers due later, such as the LLM narrative's second chance, may wait)."""
@@ -74,12 +89,7 @@ async def test_a_locked_store_keeps_acking_and_loses_nothing(
 
     with exclusive_lock(settings.store.sqlite_path):
         await ack(client, alert_group(2))  # the ack path does not need the store's file
-        status, ready = await readyz(client)
-        assert status == 503 and ready["status"] == "not ready"
-        assert ready["checks"]["store"] == "failing: store cannot commit: database is locked"
-        metrics = await scrape(client)
-        assert metrics.value("alertpilot_ready") == 0
-        assert metrics.value("alertpilot_store_errors_total", operation="alertmanager") == 0
+        await not_ready_while_locked(client, refused_webhooks=0)
         # the provider answers; the job cannot record that while the lock is held
         await until(
             lambda: asyncio.sleep(0, [r for r in fake_openai.requests if r.status == 200]),
@@ -113,18 +123,7 @@ async def test_a_locked_inbox_refuses_then_recovers_and_loses_nothing(
 
     with exclusive_lock(f"{settings.store.sqlite_path}-inbox"):
         await refused(client, alert_group(1))
-        status, ready = await readyz(client)
-        assert status == 503 and ready["status"] == "not ready"
-        assert ready["checks"]["store"] == "failing: store cannot commit: database is locked"
-        metrics = await scrape(client)
-        assert metrics.value("alertpilot_ready") == 0
-        assert metrics.value("alertpilot_store_errors_total", operation="alertmanager") == 1
-        assert (
-            metrics.value(
-                "alertpilot_webhooks_total", endpoint="alertmanager", result="store_unavailable"
-            )
-            == 1
-        )
+        await not_ready_while_locked(client, refused_webhooks=1)
 
     await ack(client, alert_group(1))  # Alertmanager's retry of the refused payload
     status, ready = await readyz(client)
