@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +14,7 @@ from bot.actions import IncidentActions
 from bot.alertmanager import AlertmanagerClient
 from bot.chat import setup as slack_feature
 from bot.clock import Clock, SystemClock
+from bot.durations import format_duration
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
 from bot.incidents import TransitionError
 from bot.ingest import alertmanager_webhook
@@ -22,6 +24,7 @@ from bot.notify.log import LogNotifier
 from bot.prometheus import PrometheusClient
 from bot.settings import Settings
 from bot.silences import SilenceService
+from bot.store.base import Store
 from bot.store.sqlite import SqliteStore
 from bot.worker import InboxProcessor, JobRunner
 
@@ -154,7 +157,27 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     inbox, runner = app[keys.INBOX], app[keys.RUNNER]
     inbox.start()
     runner.start()
+    retention = app[keys.SETTINGS].store.retention
+    pruner = asyncio.create_task(_prune(app[keys.STORE], app[keys.CLOCK], retention))
     yield
     log.info("draining workers")
+    pruner.cancel()
+    await asyncio.gather(pruner, return_exceptions=True)
     await inbox.stop()
     await runner.stop()
+
+
+async def _prune(store: Store, clock: Clock, retention: float, every: float = 3600.0) -> None:
+    """Delete what ``store.retention`` says is old: at startup, then every hour (or every
+    ``retention``, if that is shorter). Without it the inbox's file grows by every
+    payload received, repeats included, for as long as the server runs."""
+    every = min(every, retention)
+    while True:
+        try:
+            gone = await store.prune(clock.now() - retention)
+        except StoreError as exc:
+            log.warning("store: pruning failed, will retry: %s", exc)
+        else:
+            if gone:
+                log.info("store: pruned %d rows older than %s", gone, format_duration(retention))
+        await asyncio.sleep(every)

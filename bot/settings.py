@@ -83,6 +83,16 @@ class LoggingSettings(Strict):
 class StoreSettings(Strict):
     url: str = "sqlite:///var/alertpilot.db"
     busy_timeout: Duration = 5.0
+    # Processed webhook payloads, finished jobs and expired keys older than this are
+    # deleted (hourly); incidents and their timelines are kept.
+    retention: Duration = 7 * 86400.0
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive (e.g. 7d)")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -9,6 +9,8 @@ hanging."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,30 @@ async def test_a_full_disk_refuses_then_recovers_and_loses_nothing(
     assert (await readyz(client))[0] == 200
     await all_processed(client, acked + 1)
     assert (await scrape(client)).value("alertpilot_ready") == 1
+
+
+async def test_old_payloads_and_finished_jobs_are_pruned_and_incidents_kept(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """``store.retention``: processed payloads and finished jobs older than it go (the
+    newest payload stays, so no id is handed out twice); incidents stay."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path, store={"retention": "1s"})))
+    for n in range(3):
+        await ack(client, alert_group(n))
+    await all_processed(client, 3)
+    inbox = f"{tmp_path}/alertpilot.db-inbox"
+
+    def rows() -> tuple[int, int]:
+        with contextlib.closing(sqlite3.connect(inbox)) as payloads:
+            kept = payloads.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        with contextlib.closing(sqlite3.connect(f"{tmp_path}/alertpilot.db")) as store:
+            done = store.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
+        return kept, done
+
+    assert rows()[0] == 3 and rows()[1] > 0
+
+    async def pruned() -> bool:
+        return rows() == (1, 0)
+
+    await until(pruned, what="payloads and finished jobs pruned", timeout=5)
+    assert len(await client.app[keys.STORE].list_incidents(limit=100)) == 3

@@ -72,6 +72,7 @@ def test_missing_env_var_names_file_and_line(tmp_path: Path) -> None:
             ":2: workers.poll_interval: Value error, not a duration",
         ),
         ("store:\n  url: postgres://x\n", ":2: store.url: Value error, only sqlite"),
+        ("store:\n  retention: 0s\n", ":2: store.retention: Value error, must be positive"),
         ("server: [1, 2\n", ":2: invalid YAML"),
         ("server:\n  listen: a:1\nserver:\n  listen: b:2\n", ":3: server: duplicate key"),
         ("- 1\n- 2\n", ":1: expected a mapping at the top level"),

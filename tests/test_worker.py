@@ -17,6 +17,7 @@ from bot.incidents import Status, TransitionError
 from bot.jobs import JobHandlers
 from bot.metrics import Metrics
 from bot.settings import Severity
+from bot.store import sqlite as sqlite_store
 from bot.store.base import Job, Subscriptions
 from bot.store.migrations import MIGRATIONS
 from bot.store.sqlite import SqliteStore
@@ -413,5 +414,22 @@ async def test_outcomes_of_jobs_finishing_together_are_each_recorded(tmp_path: P
             other.execute("ROLLBACK")
             other.close()
         assert [type(outcome).__name__ for outcome in outcomes] == ["StoreUnavailable"] * 3
+    finally:
+        await store.close()
+
+
+async def test_pruning_a_large_inbox_goes_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk is one transaction the inbox writer waits for, never the whole backlog."""
+    monkeypatch.setattr(sqlite_store, "PRUNE_CHUNK", 2)
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        ids = [await store.enqueue_payload("alertmanager", f'{{"n": {n}}}') for n in range(7)]
+        await store.skip_payloads(ids, "duplicate", 100.0)
+        assert await store.prune(before=200.0) == 6  # all but the newest
+        left = await store._run(lambda c: c.execute("SELECT id FROM received.inbox").fetchall())
+        assert [row[0] for row in left] == [ids[-1]]
     finally:
         await store.close()

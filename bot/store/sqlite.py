@@ -62,6 +62,7 @@ PendingPayload = tuple[str, str, float, str | None, "asyncio.Future[int]"]
 JobUpdate = tuple[str, float | None, str | None, float, int, "asyncio.Future[None]"]
 PAGE_SIZE = 1024  # bytes, for a new store file
 CHECKPOINT_EVERY = 0.2  # s
+PRUNE_CHUNK = 2000  # inbox rows deleted per transaction
 INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
 FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
 
@@ -817,14 +818,16 @@ class SqliteStore(Store):
 
     async def prune(self, before: float) -> int:
         def delete_payloads(conn: sqlite3.Connection) -> int:
+            # The oldest first, a chunk per transaction: the inbox writer waits for each.
             # The newest row stays, so no id is ever handed out twice (inbox_done keys on it).
             return int(
                 conn.execute(
-                    "DELETE FROM received.inbox"
-                    " WHERE id < (SELECT MAX(id) FROM received.inbox)"
-                    " AND (processed_at < ? OR id IN"
-                    " (SELECT id FROM inbox_done WHERE processed_at < ?))",
-                    (before, before),
+                    "DELETE FROM received.inbox WHERE id IN ("
+                    " SELECT i.id FROM received.inbox AS i"
+                    " LEFT JOIN inbox_done AS d ON d.id = i.id"
+                    " WHERE i.id < (SELECT MAX(id) FROM received.inbox)"
+                    " AND (i.processed_at < ? OR d.processed_at < ?) ORDER BY i.id LIMIT ?)",
+                    (before, before, PRUNE_CHUNK),
                 ).rowcount
             )
 
@@ -839,7 +842,12 @@ class SqliteStore(Store):
             ).rowcount
             return int(gone)
 
-        payloads = await self._write_inbox(delete_payloads)
+        payloads = 0
+        while True:
+            gone = await self._write_inbox(delete_payloads)
+            payloads += gone
+            if gone < PRUNE_CHUNK:
+                break
         return payloads + await self._run(delete)
 
 
