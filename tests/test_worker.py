@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -431,5 +433,27 @@ async def test_pruning_a_large_inbox_goes_a_chunk_at_a_time(
         assert await store.prune(before=200.0) == 6  # all but the newest
         left = await store._run(lambda c: c.execute("SELECT id FROM received.inbox").fetchall())
         assert [row[0] for row in left] == [ids[-1]]
+    finally:
+        await store.close()
+
+
+async def test_a_replaced_inbox_file_never_hands_out_an_id_already_done(tmp_path: Path) -> None:
+    """The inbox's file deleted (to free space, say) while the store's is kept: the next
+    payload is numbered after the last one processed, so it is processed too."""
+    clock = ManualClock()
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        ids = [await store.enqueue_payload("alertmanager", f'{{"n": {n}}}') for n in range(3)]
+        await store.skip_payloads(ids, "duplicate", clock.now())
+    finally:
+        await store.close()
+    for suffix in ("", "-wal", "-shm"):  # the inbox's file and what SQLite keeps beside it
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{tmp_path}/s.db-inbox{suffix}")
+    store = await open_store(tmp_path, clock, Subscriptions())
+    try:
+        later = await store.enqueue_payload("alertmanager", '{"n": 3}')
+        assert later == ids[-1] + 1
+        assert [item.id for item in await store.pending_payloads(10)] == [later]
     finally:
         await store.close()

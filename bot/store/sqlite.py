@@ -205,6 +205,13 @@ class SqliteStore(Store):
         self._conn = conn
         self._migrate(conn, "received", INBOX_MIGRATIONS, self.inbox_path)
         self._migrate(conn, "main", MIGRATIONS, self.path)
+        if self._call(_continue_inbox_ids, (self._clock(),), inbox=True):
+            log.warning(
+                "store: %s holds fewer payloads than %s has processed (replaced or deleted?);"
+                " new payloads are numbered after the last processed one",
+                self.inbox_path,
+                self.path,
+            )
 
     def _migrate(self, conn: sqlite3.Connection, schema: str, steps: list[str], path: str) -> None:
         version = conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
@@ -876,6 +883,23 @@ def _copy_inbox(conn: sqlite3.Connection) -> None:
         " (id, source, body, received_at, processed_at, result)"
         " SELECT id, source, body, received_at, processed_at, result FROM main.inbox"
     )
+
+
+def _continue_inbox_ids(conn: sqlite3.Connection, now: float) -> bool:
+    """An inbox file newer than the store's (deleted to free space, restored from an
+    older backup) would hand out ids that inbox_done already marks done, and those
+    payloads would never be processed. A placeholder row at the last done id makes the
+    next payload's id follow it. True if one was needed."""
+    done = conn.execute("SELECT MAX(id) FROM inbox_done").fetchone()[0] or 0
+    have = conn.execute("SELECT MAX(id) FROM received.inbox").fetchone()[0] or 0
+    if done <= have:
+        return False
+    conn.execute(
+        "INSERT INTO received.inbox (id, source, body, received_at, processed_at, result)"
+        " VALUES (?, 'alertpilot', '', ?, ?, 'placeholder: ids continue after it')",
+        (done, now, now),
+    )
+    return True
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
