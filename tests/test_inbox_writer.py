@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from bot import keys
 from bot.app import create_app
 from bot.store.inbox_child import WriteLock
+from bot.store.inbox_writer import InboxWriter, WriterError
 from bot.store.sqlite import SqliteStore
 from conftest import make_settings, payload
 from serving import ServeProcess
@@ -339,3 +340,123 @@ async def test_the_store_wal_starts_again_after_each_checkpoint(tmp_path: Path) 
     finally:
         await store.close()
     assert sizes[0] > 0 and sizes[2] <= sizes[0] * 1.2, sizes
+
+
+def wal_commits(path: str) -> int:
+    """Transactions in a WAL since it last started again: frames whose header records
+    the database size after a commit (SQLite's WAL format: a 32-byte file header, then
+    per frame a 24-byte header and one page)."""
+    data = Path(f"{path}-wal").read_bytes()
+    page_size = int.from_bytes(data[8:12], "big")
+    frames = range(32, len(data) - 24 - page_size + 1, 24 + page_size)
+    salt = data[16:24]
+    return sum(
+        1
+        for at in frames
+        if data[at + 8 : at + 16] == salt and int.from_bytes(data[at + 4 : at + 8], "big")
+    )
+
+
+async def test_batches_waiting_for_the_writer_share_one_commit(tmp_path: Path) -> None:
+    """What reaches the writer while it commits goes into its next transaction whole:
+    three batches queued behind a commit held up by the lock make one commit, not three,
+    and each still gets its own ids, in the order sent."""
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=time.time)
+    await store.open()
+    await store.close()  # the files and schema, and nothing else writing
+    writer = InboxWriter(store.inbox_path, busy_timeout=5)
+    held = WriteLock(store.inbox_path, timeout=5)
+    try:
+        await writer.start()
+        before = wal_commits(store.inbox_path)
+        with held:
+            first = asyncio.ensure_future(writer.insert([("alertmanager", "a", 1.0, None, None)]))
+            await asyncio.sleep(0.2)  # it is in the writer, waiting for the lock
+            queued = [
+                asyncio.ensure_future(writer.insert([("alertmanager", body, 1.0, None, None)]))
+                for body in ("b", "c", "d")
+            ]
+            pinged = asyncio.ensure_future(writer.ping())  # not an insert: not merged
+            after = asyncio.ensure_future(writer.insert([("alertmanager", "e", 1.0, None, None)]))
+            await asyncio.sleep(0.2)
+        ids = [await first] + [await one for one in queued]
+        await pinged
+        assert ids == [[1], [2], [3], [4]]
+        assert await after == [5]
+        assert wal_commits(store.inbox_path) - before == 3  # a; b, c and d; e
+    finally:
+        held.close()
+        await writer.close()
+    assert [body for (body,) in _bodies(store.inbox_path)] == ["a", "b", "c", "d", "e"]
+
+
+async def test_a_shared_commit_that_fails_fails_every_batch_in_it(tmp_path: Path) -> None:
+    """Batches that share a transaction share its fate: none is half stored, each is
+    told, and the writer goes on with the next."""
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=time.time)
+    await store.open()
+    await store.close()
+    writer = InboxWriter(store.inbox_path, busy_timeout=5)
+    held = WriteLock(store.inbox_path, timeout=5)
+    try:
+        await writer.start()
+        await writer.max_pages(0)  # the file cannot grow: a big payload does not fit
+        with held:
+            first = asyncio.ensure_future(writer.insert([("alertmanager", "a", 1.0, None, None)]))
+            await asyncio.sleep(0.2)
+            queued = [
+                asyncio.ensure_future(writer.insert([("alertmanager", body, 1.0, None, None)]))
+                for body in ("b", "x" * 100_000, "c")
+            ]
+            await asyncio.sleep(0.2)
+        assert await first == [1]
+        for one in queued:
+            with pytest.raises(WriterError, match="full"):
+                await one
+        assert await writer.insert([("alertmanager", "d", 1.0, None, None)]) == [2]
+    finally:
+        held.close()
+        await writer.close()
+    assert [body for (body,) in _bodies(store.inbox_path)] == ["a", "d"]
+
+
+def _bodies(path: str) -> list[tuple[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT body FROM inbox ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_payload_goes_to_the_writer_at_once_and_later_ones_together(
+    tmp_path: Path,
+) -> None:
+    """Group commit without waiting: the first payload is sent before the event loop
+    turns again; those that come while two batches are in flight follow in one batch
+    as soon as one comes back. Each gets its own id."""
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=time.time)
+    await store.open()
+    try:
+        await store.enqueue_payload("alertmanager", '{"warm": 1}')  # the writer is up
+        writer = store._writer
+        assert writer is not None
+        sent: list[int] = []
+        send = writer.send_insert
+
+        def counting(rows: list[Any], settled: Any) -> Any:
+            sent.append(len(rows))
+            return send(rows, settled)
+
+        writer.send_insert = counting  # type: ignore[method-assign]
+        one = asyncio.ensure_future(store.enqueue_payload("alertmanager", '{"n": 0}'))
+        await asyncio.sleep(0)  # the task ran up to its wait for the commit
+        assert sent == [1]
+        await one
+        sent.clear()
+        many = [store.enqueue_payload("alertmanager", f'{{"n": {n}}}') for n in range(1, 101)]
+        ids = await asyncio.gather(*many)
+        assert sorted(ids) == list(range(ids[0], ids[0] + 100))
+        assert sum(sent) == 100
+        assert sent[:2] == [1, 1] and len(sent) <= 4, sent
+    finally:
+        await store.close()

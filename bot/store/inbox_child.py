@@ -23,6 +23,10 @@ HEADER = struct.Struct(">I")
 
 InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, processed, result
 
+# Rows that batches waiting in the pipe may bring into one commit (the parent sends at
+# most 500 per batch: SQLite takes 32,766 parameters per statement, 5 per row).
+MERGE_ROWS = 2000
+
 
 def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
     """One INSERT statement for all ``rows``: on an autocommit connection that is one
@@ -137,9 +141,13 @@ class Requests:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._buffer = bytearray()
+        self._held: Any = None  # read ahead by ``inserts_waiting``, not yet handed out
 
     def next(self) -> Any:
         """The next request, or None once the parent has closed the pipe."""
+        if self._held is not None:
+            request, self._held = self._held, None
+            return request
         header = self._take(HEADER.size)
         if header is None:
             return None
@@ -150,7 +158,26 @@ class Requests:
         return marshal.loads(body)  # noqa: S302 - our own parent, over a private pipe
 
     def waiting(self) -> bool:
-        return bool(self._buffer) or bool(select.select([self.fd], [], [], 0)[0])
+        return (
+            self._held is not None
+            or bool(self._buffer)
+            or bool(select.select([self.fd], [], [], 0)[0])
+        )
+
+    def inserts_waiting(self, rows: int) -> list[list[InboxRow]]:
+        """The batches of the insert requests already in the pipe, in order, until one
+        that is not an insert or until they hold ``rows`` rows or more."""
+        batches: list[list[InboxRow]] = []
+        while rows > 0 and self._held is None and self.waiting():
+            request = self.next()
+            if request is None:  # closed: the next ``next`` finds that out again
+                break
+            if request[0] != "insert":
+                self._held = request
+                break
+            batches.append(request[1])
+            rows -= len(request[1])
+        return batches
 
     def _take(self, size: int) -> bytes | None:
         while len(self._buffer) < size:
@@ -182,26 +209,48 @@ class Checkpoints:
         self.written = 0
 
     def after_insert(
-        self, conn: sqlite3.Connection, rows: list[InboxRow], requests: Requests
+        self, conn: sqlite3.Connection, batches: list[list[InboxRow]], requests: Requests
     ) -> None:
-        self.written += sum(len(row[1]) for row in rows)
+        self.written += sum(len(row[1]) for rows in batches for row in rows)
         if self.written >= self.always or (self.written >= self.idle and not requests.waiting()):
             self.written = 0
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _write_frame(stream: Any, message: Any) -> None:
-    data = marshal.dumps(message)
-    stream.write(HEADER.pack(len(data)) + data)
+def _write_frames(stream: Any, messages: list[Any]) -> None:
+    """One write for all of them: the parent reads them in one go."""
+    data = [marshal.dumps(message) for message in messages]
+    stream.write(b"".join(HEADER.pack(len(part)) + part for part in data))
     stream.flush()
+
+
+def _error(exc: sqlite3.Error) -> tuple[Any, ...]:
+    code = getattr(exc, "sqlite_errorcode", 0) or 0
+    return ("error", type(exc).__name__, code, str(exc))
+
+
+def _insert(conn: sqlite3.Connection, lock: WriteLock, batches: list[list[InboxRow]]) -> list[Any]:
+    """All ``batches`` in one transaction, one fsync: one reply per batch, in order."""
+    try:
+        with lock:
+            if len(batches) == 1:
+                return [("ok", insert_rows(conn, batches[0]))]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [insert_rows(conn, rows) for rows in batches]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return [("ok", batch) for batch in ids]
+    except sqlite3.Error as exc:
+        return [_error(exc)] * len(batches)
 
 
 def _answer(conn: sqlite3.Connection, lock: WriteLock, request: tuple[Any, ...]) -> tuple[Any, ...]:
     op = request[0]
     try:
-        if op == "insert":
-            with lock:
-                return ("ok", insert_rows(conn, request[1]))
         if op == "ping":  # the write lock can be had: take it and let go
             with lock:
                 conn.execute("BEGIN IMMEDIATE")
@@ -212,8 +261,7 @@ def _answer(conn: sqlite3.Connection, lock: WriteLock, request: tuple[Any, ...])
             return ("ok", int(conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()[0]))
         return ("error", "ProgrammingError", 0, f"unknown request {op!r}")
     except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", 0) or 0
-        return ("error", type(exc).__name__, code, str(exc))
+        return _error(exc)
 
 
 def main(argv: list[str]) -> int:
@@ -225,16 +273,24 @@ def main(argv: list[str]) -> int:
         conn = connect(path, busy_timeout)
         lock = WriteLock(path, busy_timeout, urgent=True)
     except (sqlite3.Error, OSError) as exc:
-        _write_frame(stdout, ("error", type(exc).__name__, 0, str(exc)))
+        _write_frames(stdout, [("error", type(exc).__name__, 0, str(exc))])
         return 1
-    _write_frame(stdout, ("ok", "ready"))  # signals are set up and the database is open
+    _write_frames(stdout, [("ok", "ready")])  # signals are set up and the database is open
     requests, checkpoints = Requests(sys.stdin.fileno()), Checkpoints()
     while (request := requests.next()) is not None:
-        reply = _answer(conn, lock, request)
-        _write_frame(stdout, reply)
-        if request[0] == "insert" and reply[0] == "ok":
+        if request[0] != "insert":
+            _write_frames(stdout, [_answer(conn, lock, request)])
+            continue
+        # The batches the parent sent while the last commit ran share this one: a
+        # webhook that arrived meanwhile waits for one commit, not for the one queued
+        # ahead of it too.
+        batches = [request[1]]
+        batches += requests.inserts_waiting(MERGE_ROWS - len(request[1]))
+        replies = _insert(conn, lock, batches)
+        _write_frames(stdout, replies)
+        if replies[0][0] == "ok":
             try:
-                checkpoints.after_insert(conn, request[1], requests)
+                checkpoints.after_insert(conn, batches, requests)
             except sqlite3.Error as exc:  # the next one may work; the commits stand
                 sys.stderr.write(f"alertpilot inbox writer: checkpoint failed: {exc}\n")
     conn.close()

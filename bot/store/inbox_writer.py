@@ -24,6 +24,7 @@ import marshal
 import sqlite3
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,22 @@ class WriterError(Exception):
         self.error = error
 
 
+Settle = Callable[["asyncio.Future[Any]"], None]
+
+
 class _Child(asyncio.SubprocessProtocol):
     """One child process: frames go out on its stdin; each reply read from its stdout
     goes to the oldest waiting request; when it exits, every request it held fails."""
 
     def __init__(self) -> None:
         self.transport: asyncio.SubprocessTransport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        # A request's future, and what to call as soon as it is settled, if anything.
+        self.waiting: deque[tuple[asyncio.Future[Any], Settle | None]] = deque()
         self.exited = asyncio.get_running_loop().create_future()
         self._buffer = bytearray()
         # The child's first frame, sent once it is ready, before any request.
         self.ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiting.append(self.ready)
+        self.waiting.append((self.ready, None))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.SubprocessTransport)
@@ -68,15 +73,20 @@ class _Child(asyncio.SubprocessProtocol):
             with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size
                 fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
-    def send(self, request: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send(self, request: tuple[Any, ...], settled: Settle | None = None) -> asyncio.Future[Any]:
+        """Write ``request``; its future gets the reply. ``settled`` is called with it
+        right then, from the read of the reply: a future's own callbacks would wait
+        for the next turn of the event loop."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.exited.done() or self.transport is None:
             future.set_exception(WriterError("the inbox writer has exited"))
+            if settled is not None:
+                future.add_done_callback(settled)
             return future
         data = marshal.dumps(request)
         stdin = self.transport.get_pipe_transport(0)
         assert isinstance(stdin, asyncio.WriteTransport)
-        self.waiting.append(future)  # replies come in the order frames are written
+        self.waiting.append((future, settled))  # replies come in the order frames are written
         stdin.writelines((HEADER.pack(len(data)), data))
         return future
 
@@ -89,16 +99,20 @@ class _Child(asyncio.SubprocessProtocol):
                 return
             reply = marshal.loads(bytes(buffer[HEADER.size : HEADER.size + size]))  # noqa: S302
             del buffer[: HEADER.size + size]
-            future = self.waiting.popleft()
+            future, settled = self.waiting.popleft()
             if not future.done():
                 future.set_result(reply)
+                if settled is not None:
+                    settled(future)
 
     def process_exited(self) -> None:
         code = None if self.transport is None else self.transport.get_returncode()
         while self.waiting:
-            future = self.waiting.popleft()
+            future, settled = self.waiting.popleft()
             if not future.done():
                 future.set_exception(WriterError(f"the inbox writer exited (code {code})"))
+                if settled is not None:
+                    settled(future)
         if not self.exited.done():
             self.exited.set_result(code)
 
@@ -136,13 +150,14 @@ class InboxWriter:
         ids: list[int] = await self._call(("insert", rows))
         return ids
 
-    def send_insert(self, rows: list[InboxRow]) -> asyncio.Future[Any] | None:
+    def send_insert(self, rows: list[InboxRow], settled: Settle) -> asyncio.Future[Any] | None:
         """``insert`` without a coroutine, for a writer already running: the future of
-        its raw reply (read it with ``result``), or None when no child is running."""
+        its raw reply (read it with ``result``), passed to ``settled`` as soon as it is
+        read; or None when no child is running."""
         child = self._child
         if child is None or child.exited.done() or not child.ready.done():
             return None  # not one that has said it is ready: ``insert`` waits for it, in order
-        return child.send(("insert", rows))
+        return child.send(("insert", rows), settled)
 
     async def max_pages(self, pages: int) -> int:
         """Cap the inbox's file at ``pages`` pages (0: the pages it has now) on the

@@ -64,6 +64,7 @@ PAGE_SIZE = 1024  # bytes, for a new store file
 CHECKPOINT_EVERY = 0.2  # s
 PRUNE_CHUNK = 2000  # inbox rows deleted per transaction
 INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
+IN_FLIGHT = 2  # inbox batches sent to the writer and not yet answered
 FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
 
 _TRANSITION_EVENTS = {
@@ -114,10 +115,9 @@ class SqliteStore(Store):
         # payloads starts after it. Found again by one full scan after a restart.
         self._inbox_floor = 0
         self._pending: list[PendingPayload] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._job_updates: list[JobUpdate] = []  # see _set_job_status
         self._job_writer: asyncio.Task[None] | None = None
-        self._in_flight = asyncio.Semaphore(2)  # inbox batches sent and not yet committed
+        self._in_flight = 0  # inbox batches sent and not yet answered
         self._batches: set[asyncio.Future[Any]] = set()  # inbox batches in flight
         self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
@@ -262,11 +262,9 @@ class SqliteStore(Store):
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
             self._checkpointer = None
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
         if self._job_writer is not None:
             await asyncio.shield(self._job_writer)
-        if self._batches:  # wait for them (each settles its requests); cancel none
+        while self._batches:  # wait for them (each settles its requests); cancel none
             await asyncio.wait(set(self._batches))
         writer, self._writer = self._writer, None
         if writer is not None:
@@ -306,39 +304,44 @@ class SqliteStore(Store):
     async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((source, body, self._clock(), result, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if self._in_flight < IN_FLIGHT:
+            self._send_pending()
         return await future
 
-    async def _flush(self) -> None:
-        """Group commit: the payloads that arrived while the previous batch was being
-        written share the next commit. Two batches may be in flight, so the writer finds
-        the next one waiting when it finishes this one."""
-        # Let the loop finish the requests that are already readable, so they share this
-        # commit: group commit without a fixed delay.
-        await asyncio.sleep(0)
-        while self._pending:
-            await self._in_flight.acquire()
+    def _send_pending(self) -> None:
+        """Group commit: a payload goes to the writer at once while fewer than
+        ``IN_FLIGHT`` batches are in flight; the ones that arrive meanwhile go together
+        as soon as one comes back (and the writer commits the batches waiting for it in
+        one transaction). Nothing waits for a timer or a turn of the event loop: each
+        turn is the time to parse every request that came in, and a commit that waited
+        for the next one waited for all of them."""
+        while self._pending and self._in_flight < IN_FLIGHT:
             batch, self._pending = self._pending[:INBOX_CHUNK], self._pending[INBOX_CHUNK:]
             rows = [
                 (source, body, at, None if result is None else at, result)
                 for source, body, at, result, _ in batch
             ]
+            self._in_flight += 1
             # With the writer running, the batch goes down its pipe now and the reply
-            # settles it from a callback: no task and no coroutines per batch (this runs
-            # for every webhook). Otherwise the slow path starts the writer first.
+            # settles it as soon as it is read: no task, no coroutine and no callback
+            # scheduled per batch. Otherwise the slow path starts the writer first.
             try:
-                sent = None if self._writer is None else self._writer.send_insert(rows)
+                sent = (
+                    None
+                    if self._writer is None
+                    else self._writer.send_insert(
+                        rows, functools.partial(self._committed, batch, rows, True)
+                    )
+                )
             except Exception as exc:  # a bug in sending: these requests fail, not hang
                 log.exception("store: an inbox batch could not be sent to the writer")
-                self._in_flight.release()
+                self._in_flight -= 1
                 _fail(batch, StoreUnavailable(f"store cannot commit: {exc}"))
                 continue
-            raw = sent is not None
             if sent is None:
                 sent = asyncio.ensure_future(self._commit_inbox(rows))
+                sent.add_done_callback(functools.partial(self._committed, batch, rows, False))
             self._batches.add(sent)
-            sent.add_done_callback(functools.partial(self._committed, batch, rows, raw))
 
     def _committed(
         self,
@@ -347,10 +350,24 @@ class SqliteStore(Store):
         raw: bool,
         sent: asyncio.Future[Any],
     ) -> None:
-        """Settle a batch's requests from the writer's answer. Whatever went wrong, each
-        request gets an answer: a webhook waiting on its commit never hangs."""
+        """Settle a batch's requests from the writer's answer, and send what is pending.
+        Whatever went wrong, each request gets an answer: a webhook waiting on its
+        commit never hangs."""
         self._batches.discard(sent)
-        self._in_flight.release()
+        self._in_flight -= 1
+        try:
+            self._settle(batch, rows, raw, sent)
+        finally:
+            if self._pending:
+                self._send_pending()
+
+    def _settle(
+        self,
+        batch: list[PendingPayload],
+        rows: list[InboxRow],
+        raw: bool,
+        sent: asyncio.Future[Any],
+    ) -> None:
         try:
             try:
                 ids: list[int] = InboxWriter.result(sent.result()) if raw else sent.result()
