@@ -23,9 +23,13 @@ HEADER = struct.Struct(">I")
 
 InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, processed, result
 
-# Rows that batches waiting in the pipe may bring into one commit (the parent sends at
-# most 500 per batch: SQLite takes 32,766 parameters per statement, 5 per row).
-MERGE_ROWS = 2000
+# Payload bytes that batches waiting in the pipe may bring into one commit. A WAL can
+# start again only between commits: one commit of a flood's worth would grow it.
+MERGE_BYTES = 1 << 20
+
+
+def payload_bytes(rows: list[InboxRow]) -> int:
+    return sum(len(row[1]) for row in rows)
 
 
 def insert_rows(conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int]:
@@ -164,11 +168,11 @@ class Requests:
             or bool(select.select([self.fd], [], [], 0)[0])
         )
 
-    def inserts_waiting(self, rows: int) -> list[list[InboxRow]]:
+    def inserts_waiting(self, size: int) -> list[list[InboxRow]]:
         """The batches of the insert requests already in the pipe, in order, until one
-        that is not an insert or until they hold ``rows`` rows or more."""
+        that is not an insert or until they hold ``size`` bytes of payloads or more."""
         batches: list[list[InboxRow]] = []
-        while rows > 0 and self._held is None and self.waiting():
+        while size > 0 and self._held is None and self.waiting():
             request = self.next()
             if request is None:  # closed: the next ``next`` finds that out again
                 break
@@ -176,7 +180,7 @@ class Requests:
                 self._held = request
                 break
             batches.append(request[1])
-            rows -= len(request[1])
+            size -= payload_bytes(request[1])
         return batches
 
     def _take(self, size: int) -> bytes | None:
@@ -211,7 +215,7 @@ class Checkpoints:
     def after_insert(
         self, conn: sqlite3.Connection, batches: list[list[InboxRow]], requests: Requests
     ) -> None:
-        self.written += sum(len(row[1]) for rows in batches for row in rows)
+        self.written += sum(payload_bytes(rows) for rows in batches)
         if self.written >= self.always or (self.written >= self.idle and not requests.waiting()):
             self.written = 0
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -285,7 +289,7 @@ def main(argv: list[str]) -> int:
         # webhook that arrived meanwhile waits for one commit, not for the one queued
         # ahead of it too.
         batches = [request[1]]
-        batches += requests.inserts_waiting(MERGE_ROWS - len(request[1]))
+        batches += requests.inserts_waiting(MERGE_BYTES - payload_bytes(request[1]))
         replies = _insert(conn, lock, batches)
         _write_frames(stdout, replies)
         if replies[0][0] == "ok":

@@ -64,7 +64,7 @@ PAGE_SIZE = 1024  # bytes, for a new store file
 CHECKPOINT_EVERY = 0.2  # s
 PRUNE_CHUNK = 2000  # inbox rows deleted per transaction
 INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
-IN_FLIGHT = 2  # inbox batches sent to the writer and not yet answered
+SEND_AT = 4  # payloads sent together while an inbox batch is out (see _send_pending)
 FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
 
 _TRANSITION_EVENTS = {
@@ -117,7 +117,6 @@ class SqliteStore(Store):
         self._pending: list[PendingPayload] = []
         self._job_updates: list[JobUpdate] = []  # see _set_job_status
         self._job_writer: asyncio.Task[None] | None = None
-        self._in_flight = 0  # inbox batches sent and not yet answered
         self._batches: set[asyncio.Future[Any]] = set()  # inbox batches in flight
         self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
@@ -304,24 +303,25 @@ class SqliteStore(Store):
     async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((source, body, self._clock(), result, future))
-        if self._in_flight < IN_FLIGHT:
+        if not self._batches or len(self._pending) >= SEND_AT:
             self._send_pending()
         return await future
 
     def _send_pending(self) -> None:
-        """Group commit: a payload goes to the writer at once while fewer than
-        ``IN_FLIGHT`` batches are in flight; the ones that arrive meanwhile go together
-        as soon as one comes back (and the writer commits the batches waiting for it in
-        one transaction). Nothing waits for a timer or a turn of the event loop: each
-        turn is the time to parse every request that came in, and a commit that waited
-        for the next one waited for all of them."""
-        while self._pending and self._in_flight < IN_FLIGHT:
+        """Group commit: a payload goes to the writer at once when no batch is out;
+        while one is, they go ``SEND_AT`` at a time, and the rest as soon as one comes
+        back. The writer commits every batch waiting for it in one transaction.
+
+        Nothing waits for a timer or a turn of the event loop: under load each turn
+        parses every request that came in, and a commit that waited for the next turn
+        waited for all of them, with the loop idle meanwhile. Sent a few at a time, most
+        of a turn's payloads are on disk by the time it ends."""
+        while self._pending:
             batch, self._pending = self._pending[:INBOX_CHUNK], self._pending[INBOX_CHUNK:]
             rows = [
                 (source, body, at, None if result is None else at, result)
                 for source, body, at, result, _ in batch
             ]
-            self._in_flight += 1
             # With the writer running, the batch goes down its pipe now and the reply
             # settles it as soon as it is read: no task, no coroutine and no callback
             # scheduled per batch. Otherwise the slow path starts the writer first.
@@ -335,7 +335,6 @@ class SqliteStore(Store):
                 )
             except Exception as exc:  # a bug in sending: these requests fail, not hang
                 log.exception("store: an inbox batch could not be sent to the writer")
-                self._in_flight -= 1
                 _fail(batch, StoreUnavailable(f"store cannot commit: {exc}"))
                 continue
             if sent is None:
@@ -354,7 +353,6 @@ class SqliteStore(Store):
         Whatever went wrong, each request gets an answer: a webhook waiting on its
         commit never hangs."""
         self._batches.discard(sent)
-        self._in_flight -= 1
         try:
             self._settle(batch, rows, raw, sent)
         finally:
