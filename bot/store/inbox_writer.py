@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.store import inbox_child
-from bot.store.inbox_child import HEADER, InboxRow, insert_rows
+from bot.store.inbox_child import HEADER, InboxRow, insert_rows, pack, unpack
 
-__all__ = ["InboxRow", "InboxWriter", "WriterError", "insert_rows"]
+__all__ = ["InboxRow", "InboxWriter", "WriterError", "insert_rows", "pack", "unpack"]
 
 PIPE_SIZE = 1 << 20  # Linux's default limit for an unprivileged process
 CHILD = str(Path(inbox_child.__file__).resolve())

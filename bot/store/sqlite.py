@@ -50,7 +50,7 @@ from bot.store.base import (
     Subscriptions,
 )
 from bot.store.inbox_child import WriteLock
-from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows
+from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows, pack, unpack
 from bot.store.migrations import INBOX_MIGRATIONS, INBOX_MOVED, MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
 
@@ -397,7 +397,7 @@ class SqliteStore(Store):
     async def _commit_inbox(self, rows: list[InboxRow]) -> list[int]:
         writer = self._writer
         if writer is None:  # in memory, or a command's store: the store thread commits
-            work = functools.partial(self._call, insert_rows, (rows,), inbox=True)
+            work = functools.partial(self._call, insert_rows, (pack(rows),), inbox=True)
             return await self._submit(URGENT, work)
         try:
             return await writer.insert(rows)
@@ -445,12 +445,11 @@ class SqliteStore(Store):
             for start in range(0, len(missing), 500):
                 chunk = missing[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                bodies.update(
-                    conn.execute(
-                        f"SELECT id, body FROM received.inbox WHERE id IN ({marks})",  # noqa: S608
-                        chunk,
-                    ).fetchall()
+                stored = conn.execute(
+                    f"SELECT id, body FROM received.inbox WHERE id IN ({marks})",  # noqa: S608
+                    chunk,
                 )
+                bodies.update((inbox_id, unpack(body)) for inbox_id, body in stored)
             return [InboxItem(r[0], r[1], bodies.get(r[0], ""), r[2]) for r in rows]
 
         return await self._read(read)
