@@ -354,18 +354,22 @@ class SqliteStore(Store):
         commit never hangs."""
         self._batches.discard(sent)
         try:
-            self._settle(batch, rows, raw, sent)
+            ids = self._inbox_ids(batch, raw, sent)
+            if ids is None:
+                return
+            for (*_, future), row_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(row_id)
+            if any(row[4] is None for row in rows):
+                self.inbox_signal.set()
         finally:
             if self._pending:
                 self._send_pending()
 
-    def _settle(
-        self,
-        batch: list[PendingPayload],
-        rows: list[InboxRow],
-        raw: bool,
-        sent: asyncio.Future[Any],
-    ) -> None:
+    def _inbox_ids(
+        self, batch: list[PendingPayload], raw: bool, sent: asyncio.Future[Any]
+    ) -> list[int] | None:
+        """The ids the writer answered for ``batch``; or None, its requests failed."""
         try:
             try:
                 ids: list[int] = InboxWriter.result(sent.result()) if raw else sent.result()
@@ -381,18 +385,14 @@ class SqliteStore(Store):
             ):
                 self._full = (self._clock(), str(exc))
             _fail(batch, StoreUnavailable(str(exc)))
-            return
+            return None
         except BaseException as exc:  # cancelled at shutdown, or a bug
             _fail(batch, StoreUnavailable(f"store cannot commit: {exc!r}"))
             if not isinstance(exc, Exception | asyncio.CancelledError):
                 raise
-            return
+            return None
         self._full = None
-        for (*_, future), row_id in zip(batch, ids, strict=True):
-            if not future.done():
-                future.set_result(row_id)
-        if any(row[4] is None for row in rows):
-            self.inbox_signal.set()
+        return ids
 
     async def _commit_inbox(self, rows: list[InboxRow]) -> list[int]:
         writer = self._writer
