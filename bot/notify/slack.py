@@ -27,7 +27,7 @@ from bot.matchers import matches_all
 from bot.notify.optional import AppFeatures
 from bot.notify.render import Extras, Rendered, incident_message
 from bot.notify.render_events import ROLLUP_SHOWN, event_reply, rollup_message
-from bot.notify.slack_outbox import SlackOutbox
+from bot.notify.slack_outbox import JsonDict, SlackOutbox
 from bot.notify.slack_storm import StormState, StormTracker
 from bot.settings import SlackSettings
 from bot.store.base import Job, Store
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 POSTING = "posting since "  # a thread reply's kv value from its intent until Slack's ts
 
 KV_TTL = 30 * 86400.0
+CLOCK_SKEW = 120.0  # s: a retry looks for its earlier post from this long before its intent
 GRAPH_KIND = "notify.slack.graph"
 ROLLUP_KIND = "notify.slack.rollup"
 _ROLLUP_EVENTS = frozenset(
@@ -138,34 +139,32 @@ class SlackNotifier:
             if admission.threaded:
                 thread_ts = await self._ensure_rollup(job, channel, admission.state)
         rendered = await self.render(incident, rollup_ts=thread_ts)
-        # Record the intent before posting and tag the post: if the process dies after Slack
-        # took the post but before its ts is stored, the retry finds it instead of posting
-        # a second message (looking back from the intent, with room for clock skew).
         intent = incident.data.get("slack_posting")
-        ts = None
-        if isinstance(intent, Mapping) and intent.get("channel") == channel:
-            ts = await self.outbox.find_tagged(
-                channel, incident.key, since=float(intent["since"]) - 120, thread_ts=thread_ts
-            )
-        else:
-            await self.store.update_incident(
-                incident.id,
-                now=self.clock.now(),
-                data={"slack_posting": {"channel": channel, "since": self.clock.now()}},
-            )
+        started = (
+            float(intent["since"])
+            if isinstance(intent, Mapping) and intent.get("channel") == channel
+            else None
+        )
+
+        async def remember(now: float) -> None:
+            data = {"slack_posting": {"channel": channel, "since": now}}
+            await self.store.update_incident(incident.id, now=now, data=data)
+
+        ts, answer = await self._post_once(
+            channel,
+            incident.key,
+            thread_ts=thread_ts,
+            started=started,
+            remember=remember,
+            text=rendered.text,
+            blocks=rendered.blocks,
+            job_id=job.id,
+        )
         channel_id = channel
-        if ts is None:
-            answer = await self.outbox.post(
-                channel,
-                text=rendered.text,
-                blocks=rendered.blocks,
-                thread_ts=thread_ts,
-                job_id=job.id,
-                tag=incident.key,
-            )
-            channel_id, ts = str(answer.get("channel") or channel), str(answer["ts"])
-        else:
+        if answer is None:
             log.info("incident #%d: found its Slack message %s after a restart", incident.id, ts)
+        else:
+            channel_id = str(answer.get("channel") or channel)
         state = {
             "channel": channel_id,
             "ts": ts,
@@ -236,33 +235,62 @@ class SlackNotifier:
     async def _reply(
         self, job: Job, incident: Incident, state: Mapping[str, Any], event: Event, text: str
     ) -> None:
-        """One thread reply per timeline event. The intent is stored before the post and
-        the post is tagged, as for the incident's message: a retry after a lost answer
-        looks for the reply in the thread instead of posting it twice."""
+        """One thread reply per timeline event, posted once as the incident's message is
+        (see ``_post_once``)."""
         key = f"slack:reply:{event.id}"
-        channel, thread_ts = str(state["channel"]), str(state["thread_ts"])
-        tag = f"{incident.key}#{event.id}"
         done = await self.store.kv_get(key, self.clock.now())
-        ts = None
         if done is not None and not done.startswith(POSTING):
-            return
-        if done is not None:
-            since = float(done.removeprefix(POSTING)) - 120
-            ts = await self.outbox.find_tagged(channel, tag, since=since, thread_ts=thread_ts)
-        else:
-            await self.store.kv_set(
-                key, f"{POSTING}{self.clock.now()}", now=self.clock.now(), ttl=KV_TTL
-            )
-        if ts is None:
-            if state.get("rollup_ts"):
-                text = f"*#{incident.id}* · {text}"
-            answer = await self.outbox.post(
-                channel, text=text, thread_ts=thread_ts, job_id=job.id, tag=tag
-            )
-            ts = str(answer.get("ts", ""))
-        else:
+            return  # posted: its ts is stored
+
+        async def remember(now: float) -> None:
+            await self.store.kv_set(key, f"{POSTING}{now}", now=now, ttl=KV_TTL)
+
+        if state.get("rollup_ts"):
+            text = f"*#{incident.id}* · {text}"
+        ts, answer = await self._post_once(
+            str(state["channel"]),
+            f"{incident.key}#{event.id}",
+            thread_ts=str(state["thread_ts"]),
+            started=None if done is None else float(done.removeprefix(POSTING)),
+            remember=remember,
+            text=text,
+            job_id=job.id,
+        )
+        if answer is None:
             log.info("incident #%d: found its reply %s after a restart", incident.id, ts)
         await self.store.kv_set(key, ts, now=self.clock.now(), ttl=KV_TTL)
+
+    async def _post_once(
+        self,
+        channel: str,
+        tag: str,
+        *,
+        thread_ts: str | None,
+        started: float | None,
+        remember: Callable[[float], Awaitable[None]],
+        text: str,
+        blocks: list[JsonDict] | None = None,
+        job_id: int,
+    ) -> tuple[str, JsonDict | None]:
+        """Post a tagged message that a retry does not post twice: its ts, and Slack's
+        answer (None: an earlier attempt's post was found).
+
+        The intent is recorded (``remember``) before the post. If the process dies after
+        Slack took the post but before its ts is stored, or the answer is lost, the retry
+        (``started``: when the earlier attempt recorded its intent) looks for the tagged
+        message from then on, with room for clock skew, instead of posting again."""
+        if started is not None:
+            found = await self.outbox.find_tagged(
+                channel, tag, since=started - CLOCK_SKEW, thread_ts=thread_ts
+            )
+            if found is not None:
+                return found, None
+        else:
+            await remember(self.clock.now())
+        answer = await self.outbox.post(
+            channel, text=text, blocks=blocks, thread_ts=thread_ts, job_id=job_id, tag=tag
+        )
+        return str(answer["ts"]), answer
 
     async def _follow_up(self, incident: Incident, state: Mapping[str, Any], event: Event) -> None:
         if state.get("rollup_ts") and event.kind in _ROLLUP_EVENTS:
