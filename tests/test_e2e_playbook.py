@@ -221,13 +221,18 @@ async def _some(items: list[T]) -> list[T] | None:
 
 
 async def outage_incident(store: Store) -> Incident:
+    """The incident Alertmanager's alert opened, once its playbooks are matched (that
+    runs after the incident is stored, in a job of its own)."""
+
     async def probe() -> Incident | None:
         for summary in await store.list_incidents():
             if summary.group_labels.get("alertname") == "ErrorRateOutage":
-                return await store.get_incident(summary.id)
+                incident = await store.get_incident(summary.id)
+                matched = "matched_at" in incident.data.get("pipeline", {})
+                return incident if matched else None
         return None
 
-    return await eventually(probe, "ErrorRateOutage incident from Alertmanager", 25)
+    return await eventually(probe, "ErrorRateOutage incident, its playbooks matched", 25)
 
 
 async def step_in(store: Store, incident_id: int, states: set[StepState]) -> StepRecord:
