@@ -52,8 +52,7 @@ def payload_bytes(rows: list[InboxRow] | list[StoredRow]) -> int:
 
 
 def insert_rows(conn: sqlite3.Connection, rows: list[StoredRow]) -> list[int]:
-    """One INSERT statement for all ``rows``: on an autocommit connection that is one
-    transaction in one call into SQLite. There is one writer, so the rowids are
+    """One INSERT statement for all ``rows``. There is one writer, so the rowids are
     consecutive."""
     values = ",".join(["(?,?,?,?,?)"] * len(rows))
     cursor = conn.execute(
@@ -257,8 +256,6 @@ def _insert(conn: sqlite3.Connection, lock: WriteLock, batches: list[list[Stored
     """All ``batches`` in one transaction, one fsync: one reply per batch, in order."""
     try:
         with lock:
-            if len(batches) == 1:
-                return [("ok", insert_rows(conn, batches[0]))]
             conn.execute("BEGIN IMMEDIATE")
             try:
                 ids = [insert_rows(conn, rows) for rows in batches]
