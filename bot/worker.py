@@ -259,13 +259,21 @@ class JobRunner:
         return len(self._running)
 
     async def run_due(self) -> int:
-        """Claim and run due jobs until none is due; return how many ran. For tests and the CLI."""
+        """Claim and run due jobs until none is due; return how many ran. For tests and the CLI.
+
+        Jobs the background loop has already claimed are waited for too, so that on return
+        no job that was due is still half-way through.
+        """
         count = 0
-        while jobs := await self.store.claim_jobs(self.clock.now(), 50, self.handlers.kinds):
+        while True:
+            if self._running:
+                await asyncio.wait(set(self._running))
+            jobs = await self.store.claim_jobs(self.clock.now(), 50, self.handlers.kinds)
+            if not jobs and not self._running:
+                return count
             for job in jobs:
                 await self._run(job)
                 count += 1
-        return count
 
     async def _loop(self) -> None:
         while not self._stopping:

@@ -175,6 +175,41 @@ async def test_running_jobs_resume_after_restart(tmp_path: Path) -> None:
         await store2.close()
 
 
+async def test_run_due_waits_for_a_job_the_background_loop_already_claimed(
+    tmp_path: Path,
+) -> None:
+    """The background loop and ``run_due`` share the queue: a job the loop claimed first is
+    finished, not still half-way, when ``run_due`` returns (tests read its outcome next)."""
+    clock = ManualClock()
+    handlers = JobHandlers()
+    claimed = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def slow(job: Job) -> None:
+        claimed.set()
+        await release.wait()
+        finished.append(job.id)
+
+    handlers.register("slow", slow, subscribe=True)
+    store = await open_store(tmp_path, clock, handlers.subscribers)
+    work = runner(store, handlers, clock)
+    try:
+        await incident(store, clock)
+        work.start()
+        await asyncio.wait_for(claimed.wait(), 5)  # the loop has it
+        running = asyncio.create_task(work.run_due())
+        await asyncio.sleep(0.05)
+        assert not running.done()  # waiting for the loop's job, not returning at once
+        release.set()
+        await asyncio.wait_for(running, 5)
+        assert len(finished) == 1
+        assert (await store.stats()).jobs_pending == 0
+    finally:
+        await work.stop()
+        await store.close()
+
+
 async def test_enqueue_job_is_idempotent_by_key(tmp_path: Path) -> None:
     clock = ManualClock()
     store = await open_store(tmp_path, clock, Subscriptions())
