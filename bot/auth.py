@@ -13,7 +13,12 @@ from bot.settings import BasicAuth
 
 
 def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time equality. A header's bytes that are not UTF-8 arrive as lone
+    surrogates (aiohttp decodes with ``surrogateescape``): they are encoded back to the
+    bytes sent, which never equal a configured secret, rather than raising."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
 
 
 def check_credentials(

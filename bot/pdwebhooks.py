@@ -66,7 +66,8 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
     for part in header.split(","):
         scheme, _, value = part.strip().partition("=")
         if scheme == "v1" and value:
-            matched |= hmac.compare_digest(value.strip().lower().encode(), expected)
+            given = value.strip().lower().encode("utf-8", "surrogateescape")
+            matched |= hmac.compare_digest(given, expected)
     return matched
 
 

@@ -8,11 +8,13 @@ later is covered without anyone remembering to list it here.
 from __future__ import annotations
 
 import ast
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -266,3 +268,51 @@ def test_no_credential_is_compared_with_equality() -> None:
             if SECRETISH.search(ast.unparse(node)):
                 found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+# -- credentials no client library would send ----------------------------------------------
+
+
+async def raw_request(
+    client: TestClient, method: str, path: str, headers: bytes, body: bytes
+) -> int:
+    """Send a request byte for byte (a header's value need not be text) and return its
+    status."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".encode()
+            + headers
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_credentials_that_are_not_text_get_401_not_500(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack, fake_pagerduty: FakePagerDuty
+) -> None:
+    """Header bytes that are not UTF-8, and a Slack timestamp longer than ``int()`` takes,
+    are wrong credentials like any other."""
+    client = await start(aiohttp_client, tmp_path, fake_slack, fake_pagerduty)
+    now = str(int(time.time())).encode()
+    bad: list[bytes] = [
+        b"Authorization: Bearer \xff\xfe\r\n",
+        b"Authorization: Bearer " + WEBHOOK_TOKEN.encode() + b"\xff\r\n",
+        b"Authorization: Basic \xc0\xaf\r\n",
+        b"X-PagerDuty-Signature: v1=\xff\xfe\r\n",
+        b"X-Slack-Request-Timestamp: " + now + b"\r\nX-Slack-Signature: v0=\xff\r\n",
+        b"X-Slack-Request-Timestamp: " + b"9" * 5000 + b"\r\nX-Slack-Signature: v0=00\r\n",
+    ]
+    for method, template in routes(client.app):
+        if template in PUBLIC:
+            continue
+        body = body_for(template, fake_slack) if method == "POST" else b""
+        for headers in bad:
+            status = await raw_request(client, method, concrete(template), headers, body)
+            assert status == 401, (method, template, headers[:60], status)
+    assert (await client.get("/healthz")).status == 200

@@ -67,8 +67,12 @@ async def _read_body(request: web.Request) -> bytes:
 
 def _verified(verifier: SignatureVerifier, body: bytes, timestamp: str, signature: str) -> bool:
     """The verifier raises on a non-UTF-8 body, a non-ASCII signature (``compare_digest``
-    of ``str``s) and digits ``int()`` refuses ("²".isdigit() is true): refuse those first."""
-    if not (timestamp.isascii() and timestamp.isdigit() and signature.isascii()):
+    of ``str``s) and digits ``int()`` refuses ("²".isdigit() is true, and past 4,300
+    digits ``int()`` raises): refuse those first. A Unix time has at most 11 digits."""
+    if (
+        not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 11)
+        or not signature.isascii()
+    ):
         return False
     try:
         body.decode("utf-8")
