@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import aiohttp
 import yaml
 
 from stack import free_port
+
+STARTUP_TIMEOUT = 60.0  # s
 
 
 class ServeProcess:
@@ -41,8 +44,10 @@ class ServeProcess:
                 sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config),
                 stdout=log, stderr=log, env=env,
             )  # fmt: skip
+        # Generous: on a loaded machine the imports alone can take many seconds.
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
+            while time.monotonic() < deadline:
                 try:
                     async with session.get(f"{self.url}/healthz") as resp:
                         if resp.status == 200:

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import aiohttp
@@ -60,9 +61,9 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
         assert stored == 150  # every acknowledged payload was on disk
 
         await server.start()
-        for _ in range(100):
-            found = incidents_by_service(server.db)
-            if len(found) == 150:
+        deadline = time.monotonic() + 60
+        while len(found := incidents_by_service(server.db)) < 150:
+            if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
         assert sorted(found) == sorted(f"svc-{i}" for i in range(150))

@@ -318,7 +318,7 @@ async def test_alert_to_diagnostics_to_auto_failover_verified_when_the_service_r
         assert states[:4] == ["queued", "running", "verifying", "verified"]
         assert [e.kind for e in incident.timeline].count(EventKind.ESCALATED) == 0
         assert [r.path for r in control_api.received] == ["/v1/llm/failover"]
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 90  # seconds-long timers: never minutes of waiting
 
 
 async def test_error_rate_stays_high_so_verify_fails_escalates_and_fails_back(
@@ -365,4 +365,4 @@ async def test_error_rate_stays_high_so_verify_fails_escalates_and_fails_back(
         assert states[:4] == ["queued", "running", "verifying", "failed"]
         rollbacks = [e.data["rollback"] for e in step_events(incident) if "rollback" in e.data]
         assert rollbacks == ["running", "succeeded"]
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 90  # seconds-long timers: never minutes of waiting

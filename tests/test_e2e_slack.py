@@ -210,4 +210,4 @@ async def test_real_alertmanager_to_slack_message_thread_ack_button_and_resolved
         assert [(i.title, i.status) for i in others] == [
             ("CheckoutLatencyHigh (service=checkout)", Status.TRIGGERED)
         ]
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 90  # seconds-long timers: never minutes of waiting

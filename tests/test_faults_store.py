@@ -89,6 +89,10 @@ async def test_a_locked_store_keeps_acking_and_loses_nothing(
         await ack(client, alert_group(n))
     await until(lambda: asyncio.sleep(0, fake_openai.completions), what="an LLM call")
 
+    async def both_opened() -> bool:
+        return len(await client.app[keys.STORE].list_incidents(limit=100)) == 2
+
+    await until(both_opened, what="the first two incidents")
     with exclusive_lock(settings.store.sqlite_path):
         await ack(client, alert_group(2))  # the ack path does not need the store's file
         await not_ready_while_locked(client, refused_webhooks=0)
@@ -178,7 +182,7 @@ async def test_old_payloads_and_finished_jobs_are_pruned_and_incidents_kept(
 ) -> None:
     """``store.retention``: processed payloads and finished jobs older than it go (the
     newest payload stays, so no id is handed out twice); incidents stay."""
-    client = await aiohttp_client(create_app(make_settings(tmp_path, store={"retention": "1s"})))
+    client = await aiohttp_client(create_app(make_settings(tmp_path, store={"retention": "3s"})))
     for n in range(3):
         await ack(client, alert_group(n))
     await all_processed(client, 3)
@@ -196,5 +200,5 @@ async def test_old_payloads_and_finished_jobs_are_pruned_and_incidents_kept(
     async def pruned() -> bool:
         return rows() == (1, 0)
 
-    await until(pruned, what="payloads and finished jobs pruned", timeout=5)
+    await until(pruned, what="payloads and finished jobs pruned", timeout=15)
     assert len(await client.app[keys.STORE].list_incidents(limit=100)) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -33,6 +34,26 @@ from bot.store.sqlite import SqliteStore
 from conftest import make_settings, payload
 from serving import ServeProcess
 from test_crash import group
+
+
+def urgent_waiting(db: str) -> bool:
+    """Whether an urgent commit (the inbox writer's) is waiting for the write lock: it
+    holds the ``-writer.want`` file exclusively while it waits."""
+    fd = os.open(f"{db}-writer.want", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+async def until_urgent_waiting(db: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not urgent_waiting(db):
+        assert time.monotonic() < deadline, "the writer never began to wait for the lock"
+        await asyncio.sleep(0.005)
 
 
 async def start(aiohttp_client: Any, tmp_path: Path) -> TestClient:
@@ -117,7 +138,12 @@ async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
     os.kill(pid, signal.SIGSTOP)  # the writer hangs: webhooks queue up behind it
     try:
         posts = [asyncio.create_task(client.post("/alertmanager", json=group(i))) for i in range(5)]
-        await asyncio.sleep(0.3)
+        store = client.app[keys.STORE]
+        deadline = time.monotonic() + 10
+        while store._pending or len(store._batches) < 2:  # the first alone, then four
+            assert time.monotonic() < deadline, "the webhooks never reached the writer"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
         assert not any(post.done() for post in posts)  # no ack before the commit
     finally:
         os.kill(pid, signal.SIGKILL)
@@ -202,14 +228,16 @@ def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
     db = str(tmp_path / "alertpilot.db")
     store, webhook = WriteLock(db, timeout=5), WriteLock(db, timeout=5, urgent=True)
     order: list[str] = []
-    holding = threading.Event()
+    holding, waiting = threading.Event(), threading.Event()
 
     def background() -> None:  # back-to-back transactions, as the store thread runs them
         for n in range(3):
             with store:
                 order.append(f"background {n}")
                 holding.set()
-                time.sleep(0.2)
+                if n == 0:
+                    waiting.wait(5)  # until the webhook's commit waits for this one
+                time.sleep(0.05)
 
     def commit() -> None:
         with webhook:
@@ -221,6 +249,11 @@ def test_a_waiting_webhook_commit_goes_before_the_next_background_transaction(
         assert holding.wait(5)  # the first background transaction holds the lock
         urgent = threading.Thread(target=commit)
         urgent.start()
+        deadline = time.monotonic() + 10
+        while not urgent_waiting(db):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        waiting.set()
         busy.join(5)
         urgent.join(5)
         assert order == ["background 0", "webhook", "background 1", "background 2"]
@@ -341,7 +374,10 @@ async def test_the_store_wal_starts_again_after_each_checkpoint(tmp_path: Path) 
             sizes.append(wal_size(store.path))
     finally:
         await store.close()
-    assert sizes[0] > 0 and sizes[2] <= sizes[0] * 1.2, sizes
+    # Without checkpoints the WAL only grows: three rounds make it three times the first.
+    # With them it holds what was written since the last one, which depends on how fast
+    # the machine wrote each round: hence the room up to twice.
+    assert sizes[0] > 0 and sizes[2] <= sizes[0] * 2, sizes
 
 
 def wal_commits(path: str) -> int:
@@ -373,7 +409,7 @@ async def test_batches_waiting_for_the_writer_share_one_commit(tmp_path: Path) -
         before = wal_commits(store.inbox_path)
         with held:
             first = asyncio.ensure_future(writer.insert([("alertmanager", "a", 1.0, None, None)]))
-            await asyncio.sleep(0.2)  # it is in the writer, waiting for the lock
+            await until_urgent_waiting(store.inbox_path)  # "a" is in the writer, waiting
             queued = [
                 asyncio.ensure_future(writer.insert([("alertmanager", body, 1.0, None, None)]))
                 for body in ("b", "c", "d")
@@ -405,7 +441,7 @@ async def test_a_shared_commit_that_fails_fails_every_batch_in_it(tmp_path: Path
         await writer.max_pages(0)  # the file cannot grow: a big payload does not fit
         with held:
             first = asyncio.ensure_future(writer.insert([("alertmanager", "a", 1.0, None, None)]))
-            await asyncio.sleep(0.2)
+            await until_urgent_waiting(store.inbox_path)
             queued = [
                 asyncio.ensure_future(writer.insert([("alertmanager", body, 1.0, None, None)]))
                 for body in ("b", secrets.token_hex(50_000), "c")

@@ -7,6 +7,7 @@ by the real job runner, with nothing stepped by hand."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,9 @@ async def test_template_at_once_then_llm_replaces_it(
 ) -> None:
     fake_openai.reply = "- 5xx at 12.5% on checkout (pod-a, pod-b)\nNext: roll back"
     clock = SystemClock()
-    settings = app_settings(tmp_path, fake_openai, llm={"settle": 0.2})
+    # settle: long enough to see the template and add diagnostics before the LLM is due,
+    # however slow the machine
+    settings = app_settings(tmp_path, fake_openai, llm={"settle": 1.5})
     async with running_app(settings, clock) as client:
         incident_id = await post_alerts(client, group())
         first = await eventually(
@@ -132,9 +135,12 @@ async def test_an_alert_storm_gets_one_summary(
     settings = app_settings(
         tmp_path,
         fake_openai,
-        llm={"storm_threshold": 2, "storm_window": 300, "storm_settle": 0.3, "settle": 0.8},
+        # storm_settle: the fourth incident must open before the summary is written;
+        # settle: the first two incidents' own LLM jobs come due only after the storm began
+        llm={"storm_threshold": 2, "storm_window": 300, "storm_settle": 2.0, "settle": 3.0},
     )
     services = ["checkout", "pay", "search", "cart"]
+    started = time.monotonic()
     async with running_app(settings, clock) as client:
         store = client.app[keys.STORE]
         ids = []
@@ -156,7 +162,8 @@ async def test_an_alert_storm_gets_one_summary(
             return found if done else None
 
         incidents = await eventually(all_summarised, what="the storm summary on every incident")
-        await asyncio.sleep(1.0)  # the per-incident LLM jobs come due, and stand down
+        # the per-incident LLM jobs come due, and stand down
+        await asyncio.sleep(max(0.0, started + 3.5 - time.monotonic()))
         await client.app[keys.RUNNER].run_due()
     assert len(fake_openai.completions) == 1  # one summary, not one narrative each
     sent = fake_openai.completions[0]["messages"][1]["content"]

@@ -89,7 +89,7 @@ async def test_rate_limit_honours_retry_after_within_bounds(
 
 
 async def test_the_call_timeout_is_honoured(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    fake_openai.delay = 3.0
+    fake_openai.delay = 10.0
     async with narrator_for(tmp_path, fake_openai, timeout=0.2) as (narrator, store, clock):
         incident = await open_incident(store, clock, group())
         started = time.monotonic()
@@ -97,7 +97,9 @@ async def test_the_call_timeout_is_honoured(tmp_path: Path, fake_openai: FakeOpe
         elapsed = time.monotonic() - started
     assert (result.source, result.reason) == ("template", "timeout")
     assert len(fake_openai.completions) == 3
-    assert elapsed < 1.5  # three attempts of 0.2 s, not one of 3 s (let alone the SDK's 600 s)
+    # three attempts of 0.2 s, not one of 10 s (let alone the SDK's 600 s); the room is for
+    # a loaded machine
+    assert elapsed < 5
 
 
 async def test_breaker_opens_after_five_errors_and_templates_are_used(
