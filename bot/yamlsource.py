@@ -74,6 +74,15 @@ def substitute_env(text: str, env: Mapping[str, str], where: str) -> str:
     return _ENV_REF.sub(repl, text)
 
 
+# The plain data a config or playbook holds. Any other tag (``!!python/...``, ``!!binary``,
+# ``!custom``) is refused: SafeLoader would refuse some and quietly drop others.
+_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map")
+)
+MAX_VALUES = 100_000  # values in one document once aliases are expanded
+
+
 class _Builder:
     def __init__(self, path: str, env: Mapping[str, str] | None) -> None:
         self.path = path
@@ -81,29 +90,63 @@ class _Builder:
         self.lines: dict[Loc, int] = {}
         self.problems: list[str] = []
         self._constructor = yaml.SafeLoader("")
+        self._open: set[int] = set()  # nodes being built: an alias back to one is a cycle
+        self._values = 0
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
-        self.lines.setdefault(loc, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            self._constructor.flatten_mapping(node)
-            for key_node, value_node in node.value:
-                key = self._constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    self.problems.append(f"{self.path}:{key_node.start_mark.line + 1}: bad key")
-                    continue
-                if key in out:
-                    self.problems.append(
-                        f"{self.path}:{key_node.start_mark.line + 1}: "
-                        f"{format_loc((*loc, str(key)))}: duplicate key"
-                    )
-                    continue
-                self.lines[(*loc, str(key))] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, (*loc, str(key)))
+        line = node.start_mark.line + 1
+        self.lines.setdefault(loc, line)
+        where = f"{self.path}:{line}: {format_loc(loc)}"
+        if node.tag not in _TAGS:
+            self.problems.append(f"{where}: unsupported YAML tag {node.tag}")
+            return None
+        self._values += 1
+        if self._values > MAX_VALUES:  # a few aliases of aliases expand exponentially
+            raise ConfigError([f"{where}: more than {MAX_VALUES:,} values (aliases expanded)"])
+        if id(node) in self._open:
+            self.problems.append(f"{where}: an alias refers to the value that contains it")
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, loc, where)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+            return self._scalar(node, where)
+        finally:
+            self._open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, loc: Loc, where: str) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        try:
+            self._constructor.flatten_mapping(node)  # ``<<`` merge keys
+        except yaml.YAMLError as exc:
+            self.problems.append(f"{where}: {getattr(exc, 'problem', None) or exc}")
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        value = self._constructor.construct_object(node, deep=True)
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            key = None
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _TAGS:
+                key = self._scalar(key_node, f"{self.path}:{key_line}: {format_loc(loc)}")
+            if not isinstance(key, str | int | float | bool) or key is None:
+                self.problems.append(f"{self.path}:{key_line}: bad key")
+                continue
+            if key in out:
+                self.problems.append(
+                    f"{self.path}:{key_line}: {format_loc((*loc, str(key)))}: duplicate key"
+                )
+                continue
+            self.lines[(*loc, str(key))] = key_line
+            out[key] = self.build(value_node, (*loc, str(key)))
+        return out
+
+    def _scalar(self, node: yaml.Node, where: str) -> Any:
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError):  # ``!!int abc``, ``!!timestamp 2026-99-99``
+            kind = str(node.tag).rpartition(":")[2]
+            self.problems.append(f"{where}: not a valid {kind}: {str(node.value)[:60]!r}")
+            return None
         if self.env is not None and isinstance(value, str) and "$" in value:
             try:
                 return substitute_env(value, self.env, f"{self.path}:{node.start_mark.line + 1}")

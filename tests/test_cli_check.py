@@ -202,6 +202,35 @@ BROKEN = {
         """,
         r"x.yaml:6: \[0\]\.diagnostics\[0\]\.matchers\[0\]: .*without the quote filter",
     ),
+    "a YAML tag that is not plain data": (
+        "- name: x\n  match: [!foo 'alertname=\"X\"']\n",
+        r"x.yaml:2: \[0\]\.match\[0\]: unsupported YAML tag !foo",
+    ),
+    "a Python object tag": (
+        "- name: x\n  match: ['alertname=\"X\"']\n"
+        "  description: !!python/object/apply:os.system ['id']\n",
+        r"x.yaml:3: \[0\]\.description: unsupported YAML tag .*python/object/apply:os\.system",
+    ),
+    "a value its tag cannot read": (
+        "- name: x\n  match: ['alertname=\"X\"']\n  order: !!int ten\n",
+        r"x.yaml:3: \[0\]\.order: not a valid int: 'ten'",
+    ),
+    "a merge key on a scalar": (
+        "- name: x\n  match: ['alertname=\"X\"']\n  <<: 5\n",
+        r"x.yaml:1: \[0\]: expected a mapping or list of mappings for merging",
+    ),
+    "an alias inside itself": (
+        "- &p\n  name: x\n  match: ['alertname=\"X\"']\n  continue: *p\n",
+        r"x.yaml:1: \[0\]\.continue: an alias refers to the value that contains it",
+    ),
+    "aliases that expand without end": (
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+            for p, n in zip("abcdefg", "bcdefgh", strict=True)
+        ),
+        r"x.yaml:1: .*more than 100,000 values \(aliases expanded\)",
+    ),
 }
 
 
