@@ -168,9 +168,14 @@ def promql_string(value: object) -> str:
     return '"' + "".join(_go_quote_char(ch) for ch in str(value)) + '"'
 
 
+def regex_escape(value: object) -> str:
+    """``str(value)`` as an RE2 pattern that matches exactly it (Go's ``regexp.QuoteMeta``)."""
+    return _RE2_META.sub(r"\\\g<0>", str(value))
+
+
 def promql_regex_literal(value: object) -> str:
     """A PromQL string literal for ``=~`` that matches exactly ``str(value)``."""
-    return promql_string(_RE2_META.sub(r"\\\g<0>", str(value)))
+    return promql_string(regex_escape(value))
 
 
 def _go_quote_char(ch: str) -> str:

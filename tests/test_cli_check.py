@@ -202,6 +202,29 @@ BROKEN = {
         """,
         r"x.yaml:6: \[0\]\.diagnostics\[0\]\.matchers\[0\]: .*without the quote filter",
     ),
+    "a label value as a PromQL regex": (
+        """\
+        - name: x
+          match: ['alertname="X"']
+          diagnostics:
+            - {name: q, kind: promql, query: 'up{instance=~{{ labels.instance | promql }}}'}
+        """,
+        r"x.yaml:4: \[0\]\.diagnostics\[0\]\.query: \{\{ labels\.instance \| promql \}\} "
+        r"after a regex operator \(=~ or !~\) needs the promql_re filter",
+    ),
+    "a label value as a matcher regex": (
+        """\
+        - name: x
+          match: ['alertname="X"']
+          remediations:
+            - name: mute
+              action:
+                kind: silence
+                matchers: ['alertname="X"', 'instance=~{{ labels.instance | quote }}']
+        """,
+        r"x.yaml:7: \[0\]\.remediations\[0\]\.action\.matchers\[1\]: .*needs the quote_re "
+        r"filter",
+    ),
     "a YAML tag that is not plain data": (
         "- name: x\n  match: [!foo 'alertname=\"X\"']\n",
         r"x.yaml:2: \[0\]\.match\[0\]: unsupported YAML tag !foo",

@@ -23,7 +23,9 @@ from aiohttp.test_utils import TestClient
 from bot import keys
 from bot.app import create_app
 from bot.check import find_promtool
+from bot.matchers import parse_matcher, promql_regex_literal
 from bot.playbook.lint import promtool_problems
+from bot.playbook.templating import environment, render
 from bot.remediation.records import StepState, steps_of
 from bot.remediation.results import Guard
 from conftest import make_settings
@@ -362,3 +364,21 @@ async def test_hostile_values_stay_data_everywhere(
 def distinctive(value: str) -> str:
     """A piece of the value that survives JSON or TOON quoting unchanged."""
     return max(re.split(r"[\"\\\n\r\t<>]", value), key=len).strip()
+
+
+def test_a_value_after_a_regex_operator_is_matched_exactly() -> None:
+    """``quote_re`` (matchers) and ``promql_re`` (PromQL) make a hostile value a pattern
+    that matches that value and nothing else: ``instance=~".*"`` must not silence or
+    query every instance."""
+    env = environment()
+    for value in [*HOSTILE, ".*", "a|b", "db-[0-9]+", "^$"]:
+        labels = {"instance": value}
+        text = render(env, "instance=~{{ labels.instance | quote_re }}", {"labels": labels})
+        matcher = parse_matcher(text)
+        assert matcher.matches(labels), (value, text)
+        for other in ("", "x", value + "x", "x" + value, "db-1"):
+            if other != value:
+                assert not matcher.matches({"instance": other}), (value, other)
+        assert parse_matcher(str(matcher)) == matcher  # as sent to Alertmanager
+        [literal] = split_literals(promql_regex_literal(value))[1]
+        assert re.fullmatch(literal, value, re.S) and not re.fullmatch(literal, value + "x")

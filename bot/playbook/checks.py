@@ -180,6 +180,15 @@ class TemplateChecker:
                     f"{'query' if filter_hint == 'promql' else 'matcher'}",
                 )
                 return None
+            misused = lint.regex_outputs(self.env, template, lint.REGEX_FILTER[filter_hint])
+            if misused:
+                wanted = lint.REGEX_FILTER[filter_hint]
+                self.report(
+                    loc,
+                    f"{{{{ {misused[0]} }}}} after a regex operator (=~ or !~) needs the "
+                    f"{wanted} filter, so the value is matched exactly, not as a pattern",
+                )
+                return None
         try:
             return render(self.env, template, sample_context())
         except RenderError as exc:

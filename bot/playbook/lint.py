@@ -3,7 +3,10 @@
 ``unquoted_outputs`` walks a template's Jinja AST: in a PromQL template every printed
 expression that reads a variable (``labels.*``, ``annotations.*``, a ``set`` or loop
 variable, ...) must end with the ``promql`` or ``promql_re`` filter, in a matcher template
-with ``quote``. Printing a value any other way lets a label value write PromQL or matchers.
+with ``quote`` or ``quote_re``. Printing a value any other way lets a label value write
+PromQL or matchers. ``regex_outputs`` then asks for the regex form right after ``=~`` or
+``!~``: a plain quoted value there is a pattern, and ``instance=".*"`` would match every
+instance (a silence for all of them, a check of the wrong target).
 
 ``promql_problem`` is a light check of a rendered query: string literals terminate and
 brackets balance. ``promtool_problems`` asks ``promtool check rules`` to parse many
@@ -26,7 +29,9 @@ from jinja2.sandbox import SandboxedEnvironment
 log = logging.getLogger(__name__)
 
 PROMQL_FILTERS = frozenset({"promql", "promql_re"})
-MATCHER_FILTERS = frozenset({"quote"})
+MATCHER_FILTERS = frozenset({"quote", "quote_re"})
+REGEX_FILTER = {"promql": "promql_re", "quote": "quote_re"}  # what a value after =~ needs
+_REGEX_OPERATOR = re.compile(r"[=!]~\s*$")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _PROMTOOL_ERROR = re.compile(r'group "q(\d+)", rule \d+, "q\d+": (.*)$')
 
@@ -57,6 +62,50 @@ def unquoted_outputs(env: SandboxedEnvironment, source: str, filters: Iterable[s
                 continue  # a constant expression such as {{ 60 * 5 }}
             found.append(_describe(node))
     return found
+
+
+def regex_outputs(env: SandboxedEnvironment, source: str, regex_filter: str) -> list[str]:
+    """Printed expressions right after ``=~`` or ``!~`` whose last filter is not
+    ``regex_filter`` (the source is lexed: the text before each ``{{`` is known there,
+    which the AST does not keep)."""
+    found: list[str] = []
+    before = ""  # template text since the last printed expression (block tags skipped)
+    printed: list[tuple[str, str]] | None = None  # the tokens of the expression being read
+    for _, kind, value in env.lex(source):
+        if kind == "data":
+            before += value
+        elif kind == "variable_begin":
+            printed = []
+        elif kind == "variable_end" and printed is not None:
+            reads = any(token == "name" for token, _ in printed)  # not {{ "a|b" }}
+            after_regex = _REGEX_OPERATOR.search(before) is not None
+            if after_regex and reads and _last_filter(printed) != regex_filter:
+                found.append("".join(v for _, v in printed).replace("|", " | "))
+            printed, before = None, ""
+        elif printed is not None and kind != "whitespace":
+            printed.append((kind, value))
+    return found
+
+
+def _last_filter(tokens: Sequence[tuple[str, str]]) -> str | None:
+    """The filter an expression ends with (``x | f``, ``x | f(1)``), or None."""
+    depth, pipe = 0, -1
+    for i, token in enumerate(tokens):
+        if token[0] != "operator":
+            continue
+        if token[1] in "([{":
+            depth += 1
+        elif token[1] in ")]}":
+            depth -= 1
+        elif token[1] == "|" and depth == 0:
+            pipe = i
+    rest = tokens[pipe + 1 :]
+    if pipe < 0 or not rest or rest[0][0] != "name":
+        return None
+    call = rest[1:]
+    if call and (call[0] != ("operator", "(") or call[-1] != ("operator", ")")):
+        return None  # something follows the filter: ``x | f ~ y``
+    return rest[0][1]
 
 
 def promql_problem(query: str) -> str | None:

@@ -7,7 +7,8 @@ labels and annotations) and ``incident`` (id, key, severity, status, title).
 Label values are data. Where they reach PromQL, the ``promql`` filter turns a value
 into a complete string literal (``{{ labels.service | promql }}`` -> ``"checkout"``) and
 ``promql_re`` into a literal for ``=~`` that matches the value exactly. Where they reach
-a matcher (silences, alert queries), ``quote`` does the same for Alertmanager's syntax.
+a matcher (silences, alert queries), ``quote`` and ``quote_re`` do the same for
+Alertmanager's syntax.
 Command arguments are checked against their own pattern after rendering.
 """
 
@@ -21,7 +22,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.incidents import Incident
-from bot.matchers import promql_regex_literal, promql_string
+from bot.matchers import promql_regex_literal, promql_string, regex_escape
 
 MAX_OUTPUT = 64 * 1024
 
@@ -35,6 +36,11 @@ def _quote(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def _quote_re(value: object) -> str:
+    """A double-quoted regex for a matcher's ``=~`` that matches exactly the value."""
+    return _quote(regex_escape(value))
+
+
 def environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
@@ -42,6 +48,7 @@ def environment() -> SandboxedEnvironment:
     env.filters["promql"] = promql_string
     env.filters["promql_re"] = promql_regex_literal
     env.filters["quote"] = _quote
+    env.filters["quote_re"] = _quote_re
     return env
 
 
