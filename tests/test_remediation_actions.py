@@ -69,7 +69,10 @@ async def test_webhook_sends_the_templated_body(
             "kind": "webhook",
             "method": "PUT",
             "url": f"{receiver.url}/llm/provider",
-            "headers": {"Authorization": "Bearer s3cret-token"},
+            "headers": {
+                "Authorization": "Bearer s3cret-token",
+                "X-Service": "{{ labels.service }}",
+            },
             "body": {
                 "service": "{{ labels.service }}",
                 "provider": "secondary",
@@ -91,6 +94,7 @@ async def test_webhook_sends_the_templated_body(
         "weights": [1, "P2"],
     }
     assert call.headers["Authorization"] == "Bearer s3cret-token"
+    assert call.headers["X-Service"] == service  # rendered, as documented
     record = await h.step(incident_id, "switch-provider")
     assert record.state is StepState.SUCCEEDED
     assert record.result is not None and record.result.http_status == 200
@@ -99,6 +103,27 @@ async def test_webhook_sends_the_templated_body(
     ran = [e for e in timeline.timeline if e.data.get("state") == "succeeded"]
     assert ran[0].data["http_status"] == 200
     assert ran[0].data["output"] == '{"ok": true}'
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Admin: 1", "a\nb", "a\x00b", "a\x7fb"])
+async def test_a_header_a_label_value_would_break_is_refused(
+    aiohttp_client: Any, tmp_path: Path, receiver: Receiver, value: str
+) -> None:
+    step = auto(
+        "flip",
+        {
+            "kind": "webhook",
+            "url": f"{receiver.url}/flags/x",
+            "headers": {"X-Service": "svc-{{ labels.service }}"},
+        },
+    )
+    h = await harness(aiohttp_client, tmp_path, [step], allowed_urls=[f"{receiver.url}/flags"])
+    incident_id = await h.fire({"alertname": "CacheDown", "service": value})
+    await h.settle()
+    record = await h.step(incident_id, "flip")
+    assert (record.state, record.guard) == (StepState.SKIPPED, Guard.INVALID)
+    assert record.reason == "header X-Service holds a line break or control character"
+    assert receiver.received == []
 
 
 async def test_webhook_failure_is_recorded_and_escalates(

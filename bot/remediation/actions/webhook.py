@@ -2,9 +2,10 @@
 
 The URL is rendered, then checked against the allowlist as text and again as the client
 will send it (after normalisation), so a label value cannot move the call to another
-host or out of the allowed path. Header values are sent but never recorded (they may
-hold credentials). POST and PATCH are not retried (a remediation must not apply twice);
-PUT and DELETE are retried once on a network error or a 5xx.
+host or out of the allowed path. Header values are templates too, refused if they would
+hold a line break; they are sent but never recorded (they may hold credentials). POST
+and PATCH are not retried (a remediation must not apply twice); PUT and DELETE are
+retried once on a network error or a 5xx.
 """
 
 from __future__ import annotations
@@ -72,9 +73,24 @@ class WebhookKind(ActionKind[WebhookAction, WebhookCall]):
             url=url,
             body=body,
             header_names=sorted(spec.headers),
-            headers=dict(spec.headers),
+            headers=self.headers(spec, ctx),
             timeout=spec.timeout,
         )
+
+    @staticmethod
+    def headers(spec: WebhookAction, ctx: ActionContext) -> dict[str, str]:
+        """Each header value rendered; one that would hold a line break or another control
+        character (a label value writing headers of its own) is refused, and not quoted:
+        header values may be credentials."""
+        out = {}
+        for name, template in spec.headers.items():
+            value = ctx.render(template, f"headers.{name}")
+            if not value.isprintable():
+                raise Refused(
+                    Guard.INVALID, f"header {name} holds a line break or control character"
+                )
+            out[name] = value
+        return out
 
     async def _execute(self, call: WebhookCall, conns: Connections) -> StepResult:
         if conns.http is None:
