@@ -33,14 +33,18 @@ def iso(ts: float | None) -> str | None:
 
 
 def short_time(value: str) -> str:
-    """``2026-11-21T05:12:00.389845Z`` -> ``2026-11-21T05:12:00Z``; zero time -> ``""``."""
+    """An RFC 3339 time in UTC to the second: ``2026-11-21T05:12:00.389845Z`` and
+    ``2026-11-21T07:12:00+02:00`` -> ``2026-11-21T05:12:00Z``; zero time or a value
+    that is not a time -> ``""`` (a time without an offset is taken as UTC)."""
     if not value or value.startswith("0001-01-01"):
         return ""
-    head, _, _ = value.partition(".")
-    head = head.removesuffix("Z")
-    if "+" in head[10:]:
-        head = head[: 10 + head[10:].index("+")]
-    return head + "Z"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def clip(value: object, limit: int = MAX_TEXT) -> str:

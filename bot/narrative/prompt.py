@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -28,6 +29,13 @@ AUDIENCES: tuple[Audience, ...] = ("engineer", "stakeholder")
 STAKEHOLDER_WORDS = 300
 
 _TAG = re.compile(r"<\s*/?\s*incident_data\b[^>]*>?", re.IGNORECASE)
+# Characters a reader does not see but a model reads: zero-width and joiners, bidi
+# controls, the BOM, and Unicode "tag" characters (invisible ASCII, used to smuggle
+# instructions). Dropped from the data, so "<\u200b/incident_data>" is a tag like any other.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e0fff]"
+)
 
 
 class PromptTooLarge(Exception):
@@ -51,7 +59,10 @@ def toon(value: Any) -> str:
 
 
 def defuse(data: str) -> str:
-    return _TAG.sub("[tag removed]", data)
+    """The data section's text with nothing in it that could end the section: invisible
+    characters dropped, look-alikes folded (NFKC: a full-width "<" is "<"), then every
+    ``<incident_data>`` tag, opening or closing, replaced."""
+    return _TAG.sub("[tag removed]", _INVISIBLE.sub("", unicodedata.normalize("NFKC", data)))
 
 
 @dataclass(frozen=True)
