@@ -121,6 +121,12 @@ async def test_rca_prompt_sends_the_document_to_the_model(
             {"rcaData": {**RCA, "chains": [{"steps": [{"suspicionScore": "very"}]}]}},
             "rcaData.chains.0.steps.0.suspicionScore",
         ),
+        ('{"incidentId": NaN}', "not JSON"),  # Python's json reads it; JSON has no NaN
+        ('{"rcaData": {"impact": {"service": "db", "severity": Infinity}}}', "not JSON"),
+        (
+            {"rcaData": {**RCA, "chains": [{"steps": [{"suspicionScore": 1e308}]}]}},
+            "rcaData.chains.0.steps.0.suspicionScore",
+        ),
     ],
 )
 async def test_bad_bodies_get_400_invalid_json_payload(tmp_path: Path, body: Any, why: str) -> None:

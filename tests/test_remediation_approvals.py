@@ -154,8 +154,9 @@ async def test_api_approvals(aiohttp_client: Any, tmp_path: Path, receiver: Rece
 
     assert (await post(body, headers={}))[0] == 401
     assert (await post(body, headers={"Authorization": "Bearer wrong"}))[0] == 401
-    status, answer = await post(None, data=b"{not json", json=None)
-    assert (status, answer["error"]) == (400, "invalid_json")
+    for raw in (b"{not json", b'{"step": "restart", "decision": "approve", "actor": NaN}'):
+        status, answer = await post(None, data=raw, json=None)
+        assert (status, answer["error"]) == (400, "invalid_json"), raw
     for bad in (
         {"step": "restart", "decision": "approve"},  # no actor
         {**body, "decision": "maybe"},

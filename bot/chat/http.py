@@ -10,7 +10,6 @@ listeners.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,7 +19,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import keys
+from bot import jsonbody, keys
 from bot.errors import AuthError, NotFound, PayloadError
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ def _parse(text: str) -> dict[str, Any]:
     if "payload" not in form:
         return form
     try:
-        payload = json.loads(form["payload"])
+        payload = jsonbody.loads(form["payload"])
     except (ValueError, RecursionError):
         raise PayloadError("the payload field is not JSON") from None
     if not isinstance(payload, dict):

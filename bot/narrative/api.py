@@ -17,7 +17,6 @@ token, or per peer address when the API is open or the token is wrong).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from bot import keys
+from bot import jsonbody, keys
 from bot.api import require_api_token
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
 from bot.narrative.prompt import AUDIENCES, Audience
@@ -62,7 +61,7 @@ def _client(request: web.Request, authorized: bool) -> str:
 
 def _parse(raw: bytes) -> tuple[int | None, RcaDocument | None, Audience]:
     try:
-        body = json.loads(raw)
+        body = jsonbody.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise PayloadError("the body is not JSON", code=BAD) from None
     if not isinstance(body, dict):

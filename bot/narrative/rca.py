@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from bot.narrative.facts import clip
 
 Text = Annotated[str, Field(max_length=2000)]
+Number = Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)]
 
 
 class Loose(BaseModel):
@@ -32,7 +33,7 @@ class TimeWindow(Loose):
 class Impact(Loose):
     service: Text
     metric: Text | None = None
-    severity: Text | float | None = None
+    severity: Text | Number | None = None
     timeWindow: TimeWindow | None = None
 
 
@@ -52,7 +53,7 @@ class ChainStep(Loose):
     service: Text | None = None
     kpiName: Text | None = Field(default=None, validation_alias=AliasChoices("kpiName", "kpi"))
     component: Text | None = None
-    suspicionScore: float | None = None
+    suspicionScore: Number | None = None
 
 
 def _chain(value: object) -> object:
@@ -61,7 +62,7 @@ def _chain(value: object) -> object:
 
 class Chain(Loose):
     steps: list[ChainStep] = Field(min_length=1, max_length=50)
-    score: float | None = None
+    score: Number | None = None
 
     @property
     def top(self) -> float:

@@ -8,13 +8,12 @@ an unknown incident or step, 409 when the step is not awaiting approval or it ex
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from bot import keys
+from bot import jsonbody, keys
 from bot.api import require_api_token
 from bot.errors import PayloadError
 
@@ -32,7 +31,7 @@ class ApprovalBody(BaseModel):
 
 def parse_body(raw: bytes) -> ApprovalBody:
     try:
-        data = json.loads(raw)
+        data = jsonbody.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}", code="invalid_json") from None
     try:
