@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from bot.narrative.commands import add_commands as add_narrative_commands
 from bot.remediation.commands import add_commands as add_remediation_commands
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
 from bot.store.sqlite import SqliteStore
+
+log = logging.getLogger("bot.cli")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -40,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.logging.level, settings.logging.format, settings.secret_values())
+    for warning in risky(settings):  # what `alertpilot check` warns about, in the log too
+        log.warning("config: %s", warning)
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     web.run_app(
@@ -84,7 +89,10 @@ def risky(settings: Settings) -> list[str]:
             "can open incidents"
         )
     if settings.server.api_token is None:
-        out.append("server.api_token is not set: the incident API is open")
+        out.append(
+            "server.api_token is not set: the incident API (remediation approvals "
+            "included) and the narratives API are open"
+        )
     basic = settings.server.webhook_basic_auth
     for name, secret in (
         ("server.webhook_token", settings.server.webhook_token),

@@ -9,6 +9,7 @@ import pytest
 
 from bot.cli import main
 from conftest import FIXTURES
+from serving import ServeProcess
 
 
 def config(tmp_path: Path, extra: str = "") -> Path:
@@ -78,3 +79,17 @@ def test_incidents_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["incidents", "--config", str(path), "--json"]) == 0
     [item] = json.loads(capsys.readouterr().out)
     assert item["key"].startswith("alertpilot-")
+
+
+async def test_serve_logs_what_check_warns_about(tmp_path: Path) -> None:
+    """An operator who never runs ``alertpilot check`` still reads, at startup, that the
+    webhook and the APIs are open."""
+    server = ServeProcess(tmp_path)
+    try:
+        await server.start()
+        assert await server.terminate() == 0
+    finally:
+        await server.stop()
+    log = server.log.read_text()
+    assert "WARNING bot.cli: config: server.webhook_token is not set" in log
+    assert "config: server.api_token is not set: the incident API (remediation approvals" in log
