@@ -132,6 +132,32 @@ async def test_bad_signature_and_replayed_timestamp_are_401_with_no_side_effect(
 # -- slash command ----------------------------------------------------------------------
 
 
+async def test_a_button_value_no_menu_offered_is_refused_and_escaped(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """A button's value comes back from the client: a silence length the menu never
+    offered gets the slash command's bounds, and a value that is markup is shown as text."""
+    client = await start(aiohttp_client, slack_settings(tmp_path, fake_slack))
+    await client.post("/alertmanager", json=payload("captured-firing"))
+    await settle(client)
+    for n, (action, value, problem) in enumerate(
+        [
+            ("ap_silence", "1:10000d", "a silence lasts from 1m to 30d"),
+            ("ap_silence", "1:1s", "a silence lasts from 1m to 30d"),
+            ("ap_silence", "1:<!channel>", "&lt;!channel&gt; is not a duration"),
+            ("ap_approve", "<!here>", "malformed button value &lt;!here&gt;"),
+        ]
+    ):
+        body = action_body(action, value, fake_slack, select=action == "ap_silence", rid=f"r{n}")
+        assert (await post_signed(client, body)).status == 200
+        await settle(client)
+        [answer] = texts(fake_slack, f"r{n}")
+        assert problem in answer, (value, answer)
+        assert "<!" not in answer
+    incident = await client.app[keys.STORE].get_incident(1)
+    assert "silences" not in incident.data  # nothing was silenced
+
+
 async def test_help_unknown_and_bad_arguments_answer_usage(
     aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
 ) -> None:

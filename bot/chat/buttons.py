@@ -14,10 +14,9 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.chat import operations as ops
-from bot.chat.replies import BadArguments, Reply, actor_of, incident_id
-from bot.chat.silences import UNTIL_RESOLVED
+from bot.chat.replies import BadArguments, Reply, actor_of, incident_id, silence_choice
 from bot.chat.state import SlackState
-from bot.durations import parse_duration
+from bot.notify.mrkdwn import clip, escape
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def _object(value: Any) -> dict[str, Any]:
 def _split(value: str) -> tuple[int, str]:
     ref, sep, rest = value.partition(":")
     if not sep or not rest:
-        raise BadArguments(f"malformed button value {value!r}")
+        raise BadArguments(f"malformed button value {escape(clip(value, 40))!s}")
     return incident_id(ref), rest
 
 
@@ -84,14 +83,9 @@ def _work(
             state, ident, step, approve=approve, user_id=reply.user_id, actor=actor
         )
     if action_id == "ap_silence":
-        ident, choice = _split(value)
-        if choice == UNTIL_RESOLVED:
-            return lambda: ops.silence(state, ident, UNTIL_RESOLVED, actor)
-        try:
-            seconds = parse_duration(choice)
-        except ValueError:
-            raise BadArguments(f"unknown silence choice {choice!r}") from None
-        return lambda: ops.silence(state, ident, seconds, actor)
+        ident, picked = _split(value)
+        choice = silence_choice(picked)
+        return lambda: ops.silence(state, ident, choice, actor)
     ident = incident_id(value)
     simple = {
         "ap_ack": ops.acknowledge,
@@ -101,5 +95,5 @@ def _work(
     }
     operation = simple.get(action_id)
     if operation is None:
-        raise BadArguments(f"unknown button {action_id!r}")
+        raise BadArguments(f"unknown button {escape(clip(action_id, 40))!s}")
     return lambda: operation(state, ident, actor)

@@ -17,10 +17,8 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.chat import operations as ops
 from bot.chat.queries import oncall_text, query_text, runbook_text
-from bot.chat.replies import BadArguments, Reply, actor_of, incident_id
-from bot.chat.silences import MAX_SILENCE, MIN_SILENCE, UNTIL_RESOLVED
+from bot.chat.replies import BadArguments, Reply, actor_of, incident_id, silence_choice
 from bot.chat.state import SlackState
-from bot.durations import format_duration, parse_duration
 from bot.errors import NotFound
 from bot.incidents import Incident, Status
 from bot.notify.mrkdwn import clip, escape
@@ -138,17 +136,7 @@ def _action(operation: Callable[[SlackState, int, str], Awaitable[str]], syntax:
 async def _silence(state: SlackState, reply: Reply, rest: str) -> None:
     ref, duration = _args(rest, 2, "silence ID DURATION")
     ident = incident_id(ref)
-    choice: float | str
-    if duration.lower() in (UNTIL_RESOLVED, "until-resolved"):
-        choice = UNTIL_RESOLVED
-    else:
-        try:
-            choice = parse_duration(duration)
-        except ValueError:
-            raise BadArguments(f"{escape(clip(duration, 20))!s} is not a duration") from None
-        if not MIN_SILENCE <= choice <= MAX_SILENCE:
-            low, high = format_duration(MIN_SILENCE), format_duration(MAX_SILENCE)
-            raise BadArguments(f"a silence lasts from {low} to {high}")
+    choice = silence_choice(duration)
     await reply.later(ops.silence(state, ident, choice, reply.actor), "slack-command-silence")
 
 

@@ -14,7 +14,9 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackClientError
 
 from bot.alertmanager import AlertmanagerError
+from bot.chat.silences import MAX_SILENCE, MIN_SILENCE, UNTIL_RESOLVED
 from bot.chat.state import SlackState
+from bot.durations import format_duration, parse_duration
 from bot.errors import NotFound, PermanentFailure, RetryLater
 from bot.incidents import TransitionError
 from bot.notify.mrkdwn import clip, escape
@@ -46,6 +48,22 @@ def incident_id(text: str) -> int:
     if match is None:
         raise BadArguments(f"{escape(clip(text, 40))!s} is not an incident id (e.g. 12 or #12)")
     return int(match.group(1))
+
+
+def silence_choice(text: str) -> float | str:
+    """How long a silence asked for in Slack lasts: ``UNTIL_RESOLVED``, or seconds within
+    ``MIN_SILENCE`` .. ``MAX_SILENCE``. The same bounds for a slash command and a menu (a
+    menu's value comes back from the client and can be anything)."""
+    if text.strip().lower() in (UNTIL_RESOLVED, "until-resolved"):
+        return UNTIL_RESOLVED
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise BadArguments(f"{escape(clip(text, 20))!s} is not a duration") from None
+    if not MIN_SILENCE <= seconds <= MAX_SILENCE:
+        low, high = format_duration(MIN_SILENCE), format_duration(MAX_SILENCE)
+        raise BadArguments(f"a silence lasts from {low} to {high}")
+    return seconds
 
 
 def actor_of(user: dict[str, Any]) -> str:
