@@ -10,7 +10,6 @@ Prompt templates are the shipped ``configs/prompts`` and ``llm.prompts_dir``; ea
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from pathlib import Path
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
+from bot import regex
 from bot.errors import ConfigError
 from bot.playbook import allowlist
 from bot.playbook.checks import Allowlists
@@ -152,7 +152,7 @@ def _lets_in_a_probe(arg: TemplatedArg) -> bool:
             value = render(env, arg.template, ctx)
         except RenderError:
             continue
-        if re.fullmatch(arg.pattern, value):
+        if regex.compile(arg.pattern).fullmatch(value):
             return True
     return False
 

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import enum
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, NamedTuple
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from bot import regex
+from bot.regex import Regex
+
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-# A leading Go/RE2 flag group, hoisted into a scoped group: "(?i)a|b" -> "(?i:a|b)".
-_LEADING_FLAGS = re.compile(r"\(\?([ims]+(?:-[ims]*)?|-[ims]+)\)")
 # The UTF-8 parser's lexer: punctuation, operators, quoted strings, unquoted words.
 _TOKEN = re.compile(
     r"""\s*(?:(?P<punct>[{},])|(?P<op>=~|!=|!~|=)|(?P<quoted>"(?:[^"\\]|\\.)*")"""
@@ -80,7 +80,7 @@ class Matcher:
     name: str
     op: MatchOp
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _regex: Regex | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _LABEL_NAME.fullmatch(self.name):
@@ -93,13 +93,13 @@ class Matcher:
             raise MatcherError(f"invalid operator {self.op!r}") from None
         object.__setattr__(self, "op", op)
         if op in (MatchOp.RE, MatchOp.NRE):
-            object.__setattr__(self, "_regex", _compile_anchored(self.value))
+            object.__setattr__(self, "_regex", _compile_regex(self.value))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether the label set satisfies this matcher (an absent label counts as "")."""
         value = labels.get(self.name, "")
         if self._regex is not None:
-            return (self._regex.search(value) is not None) == (self.op is MatchOp.RE)
+            return self._regex.fullmatch(value) == (self.op is MatchOp.RE)
         return (value == self.value) == (self.op is MatchOp.EQ)
 
     def __str__(self) -> str:
@@ -191,15 +191,12 @@ def _go_quote_char(ch: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def _compile_anchored(pattern: str) -> re.Pattern[str]:
-    lead = _LEADING_FLAGS.match(pattern)
-    body = f"(?{lead[1]}:{pattern[lead.end() :]})" if lead else f"(?:{pattern})"
+def _compile_regex(pattern: str) -> Regex:
+    """The value of ``=~``/``!~``, matched against a whole label value as Alertmanager
+    anchors it (``^(?:pattern)$``), with RE2's syntax and linear time."""
     try:
-        with warnings.catch_warnings(action="error"):  # e.g. FutureWarning for "[[:alpha:]]"
-            return re.compile(rf"\A{body}\Z")
-    except re.error as exc:
-        raise MatcherError(f"invalid regex {pattern!r}: {exc.msg}") from None
-    except Warning as exc:
+        return regex.compile(pattern)
+    except regex.RegexError as exc:
         raise MatcherError(f"invalid regex {pattern!r}: {exc}") from None
 
 

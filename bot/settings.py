@@ -8,7 +8,6 @@ Relative paths are relative to the working directory the process starts in.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from bot import regex
 from bot.durations import Duration
 from bot.errors import ConfigError
 from bot.matchers import MatcherStr
@@ -190,9 +190,9 @@ class LlmSettings(Strict):
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         for i, pattern in enumerate(patterns):
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"redact_patterns[{i}] is not a valid regex: {exc}") from None
+                regex.compile(pattern)
+            except regex.RegexError as exc:
+                raise ValueError(f"redact_patterns[{i}] is not a valid RE2 regex: {exc}") from None
         return patterns
 
 

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from bot import regex
+
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|authorization:\s*basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
 _KEYS = re.compile(
@@ -67,7 +69,7 @@ class Redactor:
     """Replaces secrets and personal data in text; ``patterns`` are extra regexes."""
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
-        self.extra = [re.compile(p) for p in patterns]
+        self.extra = [regex.compile(p) for p in patterns]  # operators' own: RE2, linear
         self._steps: list[Callable[[str], str]] = [
             lambda s: _KEYS.sub("[secret]", s),
             lambda s: _BEARER.sub(r"\1\2[secret]", s),

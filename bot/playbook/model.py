@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from bot import regex
 from bot.durations import Duration
 from bot.matchers import MatcherStr
 from bot.settings import Severity
@@ -129,9 +130,9 @@ class TemplatedArg(Strict):
     @classmethod
     def _compiles(cls, value: str) -> str:
         try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid pattern: {exc}") from None
+            regex.compile(value)
+        except regex.RegexError as exc:
+            raise ValueError(f"invalid pattern (RE2 syntax): {exc}") from None
         return value
 
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 from typing import Literal
 
+from bot import regex
 from bot.playbook import allowlist
 from bot.playbook.model import CommandAction
 from bot.remediation.actions.base import ActionContext, ActionKind, Call, Connections
@@ -65,7 +66,7 @@ class CommandKind(ActionKind[CommandAction, CommandCall]):
                 argv.append(arg)
                 continue
             value = ctx.render(arg.template, f"argv[{i}]")
-            if "\x00" in value or re.fullmatch(arg.pattern, value) is None:
+            if "\x00" in value or not regex.compile(arg.pattern).fullmatch(value):
                 raise Refused(
                     Guard.PATTERN,
                     f"argv[{i}] = {truncate(value, 120)!r} does not match its pattern "
