@@ -14,9 +14,9 @@ label names must match ``[a-zA-Z_][a-zA-Z0-9_]*``, and a text that the UTF-8 par
 several matchers is an error for :func:`parse_matcher` (Alertmanager would fall back to
 reading ``a=b, c=d`` as the single matcher ``a="b, c=d"``).
 
-Regexes are anchored like Alertmanager's ``^(?:re)$`` but compiled with Python's ``re``:
-a leading flag group such as ``(?i)`` works, RE2-only syntax (``\\z``, ``[[:alpha:]]``,
-``\\pL``) is reported as an invalid regex, and ``\\d``/``\\w`` also match non-ASCII.
+Regexes match a whole label value, as Alertmanager anchors them (``^(?:re)$``), and are
+RE2 (see :mod:`bot.regex`): the same syntax (``(?i)``, ``\\z``, ``[[:alpha:]]``; no
+lookarounds or backreferences) and linear time whatever the value.
 A missing label matches as the empty string: ``foo=""`` matches an absent ``foo``.
 """
 
@@ -31,7 +31,6 @@ from typing import Annotated, NamedTuple
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from bot import regex
-from bot.regex import Regex
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # The UTF-8 parser's lexer: punctuation, operators, quoted strings, unquoted words.
@@ -80,7 +79,7 @@ class Matcher:
     name: str
     op: MatchOp
     value: str
-    _regex: Regex | None = field(default=None, init=False, repr=False, compare=False)
+    _regex: regex.Regex | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _LABEL_NAME.fullmatch(self.name):
@@ -191,7 +190,7 @@ def _go_quote_char(ch: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def _compile_regex(pattern: str) -> Regex:
+def _compile_regex(pattern: str) -> regex.Regex:
     """The value of ``=~``/``!~``, matched against a whole label value as Alertmanager
     anchors it (``^(?:pattern)$``), with RE2's syntax and linear time."""
     try:

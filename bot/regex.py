@@ -44,14 +44,17 @@ class Regex:
         return core_schema.is_instance_schema(cls)  # as a field of a matcher (never dumped)
 
     def fullmatch(self, text: str) -> bool:
-        return self._compiled.fullmatch(_utf8(text)) is not None
-
-    def search(self, text: str) -> bool:
-        return self._compiled.search(_utf8(text)) is not None
+        try:
+            return self._compiled.fullmatch(text) is not None
+        except UnicodeEncodeError:  # rare: only then is the text copied
+            return self._compiled.fullmatch(_valid(text)) is not None
 
     def sub(self, replacement: str, text: str) -> str:
         """Every match replaced by ``replacement``, taken literally."""
-        return str(self._compiled.sub(lambda _: replacement, _utf8(text)))
+        try:
+            return str(self._compiled.sub(lambda _: replacement, text))
+        except UnicodeEncodeError:
+            return str(self._compiled.sub(lambda _: replacement, _valid(text)))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -72,9 +75,5 @@ def _message(exc: Exception) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _utf8(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
-    return text
+def _valid(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)

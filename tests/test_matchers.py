@@ -28,6 +28,7 @@ from bot.matchers import (
     promql_regex_literal,
     promql_string,
 )
+from bot.narrative.redact import Redactor
 from stack import require_binary
 
 EQ, NE, RE, NRE = MatchOp.EQ, MatchOp.NE, MatchOp.RE, MatchOp.NRE
@@ -275,6 +276,14 @@ def test_matching_takes_linear_time_whatever_the_value() -> None:
     began = time.perf_counter()
     assert not matcher.matches({"foo": "a" * 100_000 + "b"})
     assert time.perf_counter() - began < 1.0  # Python's re: beyond any test's patience
+
+
+def test_a_value_that_is_not_utf8_is_matched_with_a_replacement_character() -> None:
+    """RE2 takes UTF-8; a lone surrogate (a value decoded with ``surrogateescape``) stands
+    for one character that no literal matches, instead of raising."""
+    assert parse_matcher('foo=~"a.b"').matches({"foo": "a\udcffb"})
+    assert not parse_matcher('foo=~"a.b"').matches({"foo": "a\udcff\udcffb"})
+    assert Redactor(["sec[0-9]+"]).text("x sec42 \udcff") == "x [redacted] \ufffd"
 
 
 @pytest.mark.parametrize(("text", "labels", "expected"), MATCHES)

@@ -180,9 +180,9 @@ class TemplateChecker:
                     f"{'query' if filter_hint == 'promql' else 'matcher'}",
                 )
                 return None
-            misused = lint.regex_outputs(self.env, template, lint.REGEX_FILTER[filter_hint])
+            wanted = lint.REGEX_FILTER[filter_hint]
+            misused = lint.regex_outputs(self.env, template, wanted)
             if misused:
-                wanted = lint.REGEX_FILTER[filter_hint]
                 self.report(
                     loc,
                     f"{{{{ {misused[0]} }}}} after a regex operator (=~ or !~) needs the "
