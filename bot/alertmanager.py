@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bot.breaker import CircuitBreaker
 from bot.httpclient import HttpError, request
 from bot.matchers import Matcher
 
@@ -17,8 +18,9 @@ class AlertmanagerError(Exception):
     """Alertmanager could not do what was asked (down, refused, unexpected answer);
     ``status`` is its HTTP status when it answered."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, cause: str = "error") -> None:
         self.status = status
+        self.cause = "unreachable" if status is not None and status >= 500 else cause
         super().__init__(message)
 
 
@@ -58,11 +60,13 @@ class AlertmanagerClient:
         *,
         timeout: float = 10.0,
         retries: int = 2,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
+        self.breaker = breaker
 
     async def _call(
         self, method: str, path: str, *, retries: int | None = None, **kwargs: Any
@@ -74,10 +78,11 @@ class AlertmanagerClient:
                 f"{self.base_url}{path}",
                 timeout=self.timeout,
                 retries=self.retries if retries is None else retries,
+                breaker=self.breaker,
                 **kwargs,
             )
         except HttpError as exc:
-            raise AlertmanagerError(f"Alertmanager unavailable: {exc}") from None
+            raise AlertmanagerError(f"Alertmanager unavailable: {exc}", cause=exc.cause) from None
         if resp.status >= 400:
             raise AlertmanagerError(
                 f"Alertmanager answered HTTP {resp.status}: {resp.text[:300]}", status=resp.status

@@ -12,13 +12,14 @@ from aiohttp import web
 from bot import api, keys, narrative, paging, pipeline, remediation
 from bot.actions import IncidentActions
 from bot.alertmanager import AlertmanagerClient
+from bot.breaker import Breakers
 from bot.chat import setup as slack_feature
 from bot.clock import Clock, SystemClock
 from bot.durations import format_duration
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
 from bot.incidents import TransitionError
 from bot.ingest import alertmanager_webhook
-from bot.jobs import JobHandlers
+from bot.jobs import JobHandlers, Lane
 from bot.metrics import Metrics
 from bot.notify.log import LogNotifier
 from bot.prometheus import PrometheusClient
@@ -97,7 +98,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
 
     if settings.slack is None:
-        handlers.register(LogNotifier.kind, LogNotifier(store), subscribe=True)
+        handlers.register(LogNotifier.kind, LogNotifier(store), subscribe=True, lane=Lane.NOTIFY)
     app[keys.SILENCES].register(handlers)
 
     app.router.add_post("/alertmanager", alertmanager_webhook)
@@ -126,6 +127,16 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         headers={"User-Agent": "alertpilot"}, raise_for_status=False, trust_env=False
     )
     app[keys.HTTP] = session
+    diagnostics, metrics = settings.diagnostics, app[keys.METRICS]
+    breakers = app[keys.BREAKERS] = Breakers(
+        errors=diagnostics.breaker_errors,
+        window=diagnostics.breaker_window,
+        cooldown=diagnostics.breaker_cooldown,
+        monotonic=app[keys.CLOCK].monotonic,
+        on_change=lambda upstream, is_open: metrics.breaker_open.labels(upstream).set(
+            1 if is_open else 0
+        ),
+    )
     prom = settings.prometheus
     app[keys.PROMETHEUS] = PrometheusClient(
         session,
@@ -133,9 +144,13 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=prom.timeout,
         retries=prom.retries,
         bearer_token=prom.bearer_token.get_secret_value() if prom.bearer_token else None,
+        breaker=breakers.get(prom.url, "Prometheus"),
     )
     app[keys.ALERTMANAGER] = AlertmanagerClient(
-        session, settings.alertmanager.url, timeout=settings.alertmanager.timeout
+        session,
+        settings.alertmanager.url,
+        timeout=settings.alertmanager.timeout,
+        breaker=breakers.get(settings.alertmanager.url, "Alertmanager"),
     )
     yield
     await session.close()

@@ -3,15 +3,33 @@
 A job is a durable unit of follow-up work (a notifier call, a pipeline run, a timer).
 A handler gets the job and returns when it is done; it raises ``RetryLater`` for a
 transient failure and ``PermanentFailure`` when retrying cannot help.
+
+Every kind runs in a *lane*, and each lane has slots of its own (``workers.lanes``), so
+no lane can starve another: a page or a Slack post never queues behind diagnostics
+waiting on a hung Prometheus, nor behind an LLM call.
+
+    notify     what people see and what decides it: Slack posts and updates, PagerDuty
+               events and their timers, the log notifier, the playbook match (local and
+               quick; the page's policy waits for it). P0/P1 incidents' jobs first.
+    pipeline   diagnostics, remediation, silences, graphs: anything that waits on
+               Prometheus, Alertmanager or a service. The default lane.
+    narrative  narratives, and the LLM calls behind them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from enum import StrEnum
 
 from bot.store.base import Job, Subscriptions
 
 Handler = Callable[[Job], Awaitable[None]]
+
+
+class Lane(StrEnum):
+    NOTIFY = "notify"
+    PIPELINE = "pipeline"
+    NARRATIVE = "narrative"
 
 
 class JobHandlers:
@@ -20,6 +38,7 @@ class JobHandlers:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._lanes: dict[str, Lane] = {}
         self._subscribers = Subscriptions()
 
     def register(
@@ -29,12 +48,15 @@ class JobHandlers:
         *,
         subscribe: bool = False,
         events: Iterable[str] | None = None,
+        lane: Lane = Lane.PIPELINE,
     ) -> None:
-        """Add a handler; with ``subscribe`` it gets a job for each timeline event (of the
-        kinds in ``events``, when given: the others would cost a job that does nothing)."""
+        """Add a handler, run in ``lane``; with ``subscribe`` it gets a job for each timeline
+        event (of the kinds in ``events``, when given: the others would cost a job that
+        does nothing)."""
         if kind in self._handlers:
             raise ValueError(f"job kind {kind!r} is registered twice")
         self._handlers[kind] = handler
+        self._lanes[kind] = lane
         if subscribe:
             self._subscribers.add(kind, events)
 
@@ -44,6 +66,12 @@ class JobHandlers:
     @property
     def kinds(self) -> list[str]:
         return list(self._handlers)
+
+    def lane_of(self, kind: str) -> Lane:
+        return self._lanes.get(kind, Lane.PIPELINE)
+
+    def kinds_in(self, lane: Lane) -> list[str]:
+        return [kind for kind, its in self._lanes.items() if its is lane]
 
     @property
     def subscribers(self) -> Subscriptions:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bot.actions import IncidentActions
 from bot.alertmanager import AlertmanagerClient
+from bot.breaker import Breakers
 from bot.clock import Clock
 from bot.jobs import JobHandlers
 from bot.metrics import Metrics
@@ -40,6 +41,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 PROMETHEUS = web.AppKey("prometheus", PrometheusClient)
 ALERTMANAGER = web.AppKey("alertmanager", AlertmanagerClient)
 SILENCES = web.AppKey("silences", SilenceService)
+BREAKERS = web.AppKey("breakers", Breakers)
 PLAYBOOKS = web.AppKey("playbooks", PlaybookSet)
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 REMEDIATION: web.AppKey[RemediationEngine] = web.AppKey("remediation")

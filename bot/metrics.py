@@ -63,6 +63,18 @@ class Metrics:
         self.jobs_pending = Gauge(
             "alertpilot_jobs_pending", "Jobs waiting or running (the outbox).", registry=r
         )
+        self.breaker_open = Gauge(
+            "alertpilot_upstream_breaker_open",
+            "1 while the circuit breaker of an upstream (scheme://host:port) is open.",
+            ["upstream"],
+            registry=r,
+        )
+        self.lane_busy = Gauge(
+            "alertpilot_lane_busy",
+            "Jobs running in each lane (notify, pipeline, narrative) at the last dispatch.",
+            ["lane"],
+            registry=r,
+        )
         self.jobs_failed = Gauge("alertpilot_jobs_failed", "Jobs that failed for good.", registry=r)
         self.diagnostics = Counter(
             "alertpilot_diagnostics",

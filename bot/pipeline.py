@@ -1,15 +1,21 @@
 """The pipeline: playbook match -> diagnostics -> hand-over to remediation.
 
-A timeline subscriber (job kind ``pipeline``) that acts on ``incident.opened`` only:
+Two jobs, in two lanes (``bot.jobs.Lane``): the match is local and quick and decides
+the page, so it runs in the notify lane (job kind ``pipeline``, a timeline subscriber
+that acts on ``incident.opened`` only); diagnostics and remediation wait on upstreams,
+so they run in the pipeline lane (job kind ``pipeline.diagnose``, enqueued with the
+match). A page never waits for a diagnostic.
 
 1. Match playbooks (``PlaybookSet.matching``) on the incident's common labels merged
    with its first firing alert's labels (the alert's win; they agree on common ones).
    Set ``incident.playbook`` (the first match) and the severity override (the first
    match that sets one) and record exactly one ``playbook.matched`` event with
-   ``{"playbooks": [...], "severity": "P1"}`` (an empty list when none matched), all in
-   one transaction.
+   ``{"playbooks": [...], "severity": "P1"}`` (an empty list when none matched) and the
+   ``pipeline.diagnose`` job, all in one transaction.
 2. Run every diagnostic of the matched playbooks concurrently, each under its own
-   timeout; store the results in ``incident.data["diagnostics"]``, one
+   timeout and all under the pipeline's deadline (``diagnostics.deadline``); a step
+   without an answer is recorded as not checked, with why; store the results in
+   ``incident.data["diagnostics"]``, one
    ``diagnostic.result`` event per step (``notify=False``: notifiers read the results
    from the incident when the summary arrives) and one ``diagnostics.done`` event
    (notified) with counts and a compact line per step, all in one transaction.
@@ -37,14 +43,16 @@ from aiohttp import web
 from bot import keys
 from bot.clock import Clock
 from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sources
+from bot.diagnostics.summary import tally
 from bot.incidents import EventKind, Incident, Status
+from bot.jobs import Lane
 from bot.metrics import Metrics
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
-from bot.store.base import IncidentChange, Job, NewEvent, Store
+from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +85,25 @@ def match_labels(incident: Incident) -> dict[str, str]:
 
 
 def summarise(results: Sequence[DiagnosticResult]) -> tuple[str, dict[str, Any]]:
-    """The ``diagnostics.done`` message and data."""
+    """The ``diagnostics.done`` message and data: failed, passed and not checked counted
+    apart (``bot.diagnostics.summary``)."""
     counts = {status.value: 0 for status in DiagnosticStatus}
     for result in results:
         counts[result.status.value] += 1
-    failed = [r.name for r in results if r.passed is False]
-    passed = [r.name for r in results if r.passed is True]
-    errors = [r.name for r in results if r.status is DiagnosticStatus.ERROR]
-    parts = [f"{len(results)} run"]
-    if passed:
-        parts.append(f"{len(passed)} passed")
-    if failed:
-        parts.append(f"{len(failed)} FAILED ({', '.join(failed)})")
-    if counts["no_data"]:
-        parts.append(f"{counts['no_data']} no data")
-    if errors:
-        parts.append(f"{len(errors)} error ({', '.join(errors)})")
+    counted = tally(results)
     data = {
         "counts": counts,
-        "failed": failed,
-        "passed": passed,
-        "errors": errors,
+        "failed": counted.failed,
+        "passed": counted.passed,
+        "errors": [r.name for r in results if r.status is DiagnosticStatus.ERROR],
+        "not_checked": counted.not_checked,
         "results": [
             {"playbook": r.playbook, "name": r.name, "status": r.status.value,
              "passed": r.passed, "text": r.text}
             for r in results
         ],
     }  # fmt: skip
-    return "diagnostics: " + ", ".join(parts), data
+    return "diagnostics: " + counted.line(), data
 
 
 def _pipeline_of(incident: Incident) -> dict[str, Any]:
@@ -114,6 +113,7 @@ def _pipeline_of(incident: Incident) -> dict[str, Any]:
 
 class Pipeline:
     kind = "pipeline"
+    diagnose_kind = "pipeline.diagnose"
 
     def __init__(
         self,
@@ -123,6 +123,7 @@ class Pipeline:
         clock: Clock,
         remediation: Callable[[], Planner | None] = lambda: None,
         metrics: Metrics | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.store = store
         self.playbooks = playbooks
@@ -130,6 +131,7 @@ class Pipeline:
         self.clock = clock
         self.remediation = remediation
         self.metrics = metrics
+        self.deadline = deadline
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, incident_id: int) -> asyncio.Lock:
@@ -139,32 +141,48 @@ class Pipeline:
         return lock
 
     async def __call__(self, job: Job) -> None:
-        """The job handler: every timeline event arrives here; only ``incident.opened`` acts."""
+        """The ``pipeline`` job (notify lane): on ``incident.opened``, match and record the
+        match with the ``pipeline.diagnose`` job."""
         if job.incident_id is None or job.payload.get("kind") != EventKind.OPENED:
             return
-        await self.run(job.incident_id)
+        async with self._lock(job.incident_id):
+            await self._match(await self.store.get_incident(job.incident_id))
+
+    async def diagnose_job(self, job: Job) -> None:
+        """The ``pipeline.diagnose`` job (pipeline lane): diagnostics, then remediation."""
+        if job.incident_id is None:
+            return
+        async with self._lock(job.incident_id):
+            incident = await self.store.get_incident(job.incident_id)
+            recorded = next((e for e in incident.timeline if e.kind == EventKind.PLAYBOOK), None)
+            if recorded is not None:
+                await self._continue(incident, self._loaded(recorded.data.get("playbooks")))
 
     async def run(self, incident_id: int) -> None:
+        """Both jobs' work at once: match, diagnose, plan (a retried run repeats nothing)."""
         async with self._lock(incident_id):
             incident = await self.store.get_incident(incident_id)
             matched = await self._match(incident)
-            incident = await self.store.get_incident(incident_id)
-            if incident.status is Status.RESOLVED:
-                await self._state(incident_id, "skipped: the incident is resolved")
-                return
-            if not matched:
-                await self._state(incident_id, "done: no playbook")
-                return
-            if not any(e.kind == EventKind.DIAGNOSTICS_DONE for e in incident.timeline):
-                await self._diagnose(incident, matched, actor=ACTOR, run="initial")
-            incident = await self.store.get_incident(incident_id, timeline=False)
-            if incident.status is Status.RESOLVED:
-                await self._state(incident_id, "skipped remediation: the incident is resolved")
-                return
-            planner = self.remediation()
-            if planner is not None:
-                await planner.plan(incident_id)
-            await self._state(incident_id, "done")
+            await self._continue(await self.store.get_incident(incident_id), matched)
+
+    async def _continue(self, incident: Incident, matched: list[Playbook]) -> None:
+        incident_id = incident.id
+        if incident.status is Status.RESOLVED:
+            await self._state(incident_id, "skipped: the incident is resolved")
+            return
+        if not matched:
+            await self._state(incident_id, "done: no playbook")
+            return
+        if not any(e.kind == EventKind.DIAGNOSTICS_DONE for e in incident.timeline):
+            await self._diagnose(incident, matched, actor=ACTOR, run="initial")
+        incident = await self.store.get_incident(incident_id, timeline=False)
+        if incident.status is Status.RESOLVED:
+            await self._state(incident_id, "skipped remediation: the incident is resolved")
+            return
+        planner = self.remediation()
+        if planner is not None:
+            await planner.plan(incident_id)
+        await self._state(incident_id, "done")
 
     async def _match(self, incident: Incident) -> list[Playbook]:
         """Match, set playbook and severity, and record ``playbook.matched`` exactly once.
@@ -202,11 +220,18 @@ class Pipeline:
             event = NewEvent(
                 ACTOR, EventKind.PLAYBOOK, message, {"playbooks": names, "severity": severity.value}
             )
+            diagnose = NewJob(self.diagnose_kind, f"{self.diagnose_kind}:{current.id}", due_at=now)
             return IncidentChange(
                 data={
-                    "pipeline": {**state, "playbooks": names, "state": "matched", "matched_at": now}
+                    "pipeline": {
+                        **state,
+                        "playbooks": names,
+                        "state": "matched" if names else "done: no playbook",
+                        "matched_at": now,
+                    }
                 },
                 events=[event],
+                jobs=[diagnose] if names else [],
                 severity=override,
                 playbook=names[0] if names else None,
             )
@@ -225,7 +250,7 @@ class Pipeline:
     async def _diagnose(
         self, incident: Incident, playbooks: Sequence[Playbook], *, actor: str, run: str
     ) -> list[DiagnosticResult]:
-        results = await self.diagnostics.for_incident(playbooks, incident)
+        results = await self.diagnostics.for_incident(playbooks, incident, deadline=self.deadline)
         if self.metrics is not None:
             for result in results:
                 self.metrics.diagnostics.labels(result.kind, result.status.value).inc()
@@ -296,7 +321,14 @@ def setup(app: web.Application) -> None:
     async def handle(job: Job) -> None:
         await app[keys.PIPELINE](job)
 
-    app[keys.HANDLERS].register(Pipeline.kind, handle, subscribe=True, events=[EventKind.OPENED])
+    async def diagnose(job: Job) -> None:
+        await app[keys.PIPELINE].diagnose_job(job)
+
+    handlers = app[keys.HANDLERS]
+    handlers.register(
+        Pipeline.kind, handle, subscribe=True, events=[EventKind.OPENED], lane=Lane.NOTIFY
+    )
+    handlers.register(Pipeline.diagnose_kind, diagnose, lane=Lane.PIPELINE)
     app.cleanup_ctx.append(_pipeline_ctx)
 
 
@@ -309,6 +341,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         allowed_urls=Allowlists.from_settings(settings).diagnostic_urls,
         clock=app[keys.CLOCK],
         env=environment(),
+        breakers=app[keys.BREAKERS],
     )
 
     def remediation() -> Planner | None:  # looked up per run: remediation may be off
@@ -317,9 +350,10 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.PIPELINE] = Pipeline(
         app[keys.STORE],
         app[keys.PLAYBOOKS],
-        Diagnostics(sources),
+        Diagnostics(sources, concurrency=settings.diagnostics.concurrency),
         app[keys.CLOCK],
         remediation,
         metrics=app[keys.METRICS],
+        deadline=settings.diagnostics.deadline,
     )
     yield

@@ -1,6 +1,7 @@
 """An async Prometheus HTTP API client (instant and range queries), on aiohttp.
 
-Timeouts on every call; 5xx and network errors are retried with backoff; Prometheus's
+Timeouts on every call; 5xx and network errors are retried with backoff, and counted by
+the circuit breaker when given one (while it is open, calls fail at once); Prometheus's
 ``bad_data`` (a query that does not parse or is invalid) is never retried and comes
 back as ``PrometheusQueryError`` naming the query.
 """
@@ -13,11 +14,18 @@ from typing import Any
 
 import aiohttp
 
+from bot.breaker import CircuitBreaker
 from bot.httpclient import HttpError, request
 
 
 class PrometheusError(Exception):
-    """Prometheus could not answer (down, slow, 5xx after retries)."""
+    """Prometheus could not answer (down, slow, 5xx after retries). ``cause``: ``timeout``
+    (no answer in time), ``unreachable`` (refused, 5xx, its breaker open) or ``error``
+    (it answered, but not with a result)."""
+
+    def __init__(self, message: str, *, cause: str = "error") -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 class PrometheusQueryError(PrometheusError):
@@ -56,11 +64,13 @@ class PrometheusClient:
         timeout: float = 10.0,
         retries: int = 2,
         bearer_token: str | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
+        self.breaker = breaker
         self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
 
     async def _api(self, path: str, params: dict[str, str], timeout: float | None) -> Any:
@@ -76,9 +86,10 @@ class PrometheusClient:
                 timeout=limit,
                 retries=self.retries,
                 headers=self._headers,
+                breaker=self.breaker,
             )
         except HttpError as exc:
-            raise PrometheusError(f"Prometheus unavailable: {exc}") from None
+            raise PrometheusError(f"Prometheus unavailable: {exc}", cause=exc.cause) from None
         try:
             answer = resp.json()
         except ValueError:
@@ -90,7 +101,10 @@ class PrometheusClient:
         error_type, error = answer.get("errorType", ""), answer.get("error", "unknown error")
         if error_type == "bad_data" or resp.status == 400:
             raise PrometheusQueryError(params.get("query", ""), str(error))
-        raise PrometheusError(f"Prometheus error ({error_type or resp.status}): {error}")
+        raise PrometheusError(
+            f"Prometheus error ({error_type or resp.status}): {error}",
+            cause="unreachable" if resp.status >= 500 else "error",
+        )
 
     async def query(
         self, promql: str, *, at: float | None = None, timeout: float | None = None

@@ -125,9 +125,22 @@ class PlaybookSettings(Strict):
 
 
 class DiagnosticsSettings(Strict):
-    """``http`` diagnostics GET only URLs on this list or on ``remediation.allowed_urls``."""
+    """``http`` diagnostics GET only URLs on this list or on ``remediation.allowed_urls``.
+
+    A pipeline's diagnostics share one ``deadline``: what has not answered by then is
+    recorded as timed out (not checked) and the pipeline goes on. ``concurrency`` caps
+    the queries in flight across all pipelines. Each upstream (Prometheus, Alertmanager,
+    every HTTP target) has a circuit breaker: ``breaker_errors`` failures within
+    ``breaker_window`` open it for ``breaker_cooldown``, during which its checks fail at
+    once as not checked; then one call is let through to try it again.
+    """
 
     allowed_urls: list[str] = Field(default_factory=list)
+    deadline: Duration = Field(default=15.0, gt=0)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    breaker_errors: int = Field(default=5, ge=1)
+    breaker_window: Duration = 30.0
+    breaker_cooldown: Duration = 30.0
 
 
 class IncidentSettings(Strict):
@@ -145,8 +158,16 @@ class IncidentSettings(Strict):
     default_severity: Severity = Severity.P2
 
 
+class LaneSettings(Strict):
+    """Slots per lane (``bot/jobs.py``): how many jobs of each lane run at once."""
+
+    notify: int = Field(default=8, ge=1, le=256)
+    pipeline: int = Field(default=16, ge=1, le=256)
+    narrative: int = Field(default=4, ge=1, le=256)
+
+
 class WorkerSettings(Strict):
-    concurrency: int = Field(default=4, ge=1, le=64)
+    lanes: LaneSettings = Field(default_factory=LaneSettings)
     poll_interval: Duration = 1.0
     max_attempts: int = Field(default=12, ge=1)
     backoff_base: Duration = 1.0

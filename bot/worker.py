@@ -3,7 +3,9 @@
 The inbox processor folds stored webhook payloads into incidents, in arrival order,
 one transaction each; what it leaves unprocessed at a crash is processed on restart.
 The job runner runs due jobs (notifier calls, pipeline runs, timers) with bounded
-retries and backoff; on shutdown both stop taking work and finish what they hold.
+retries and backoff, each in its kind's lane (``bot.jobs.Lane``) with the lane's own
+slots, so that a lane waiting on a hung upstream never holds up another; on shutdown
+both stop taking work and finish what they hold.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from bot.alerts import Alert, AlertGroup, parse_group
 from bot.clock import Clock
 from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError, StoreUnavailable
 from bot.incidents import EventKind, severity_of
-from bot.jobs import JobHandlers
+from bot.jobs import JobHandlers, Lane
 from bot.metrics import Metrics
-from bot.settings import IncidentSettings, Severity, WorkerSettings
+from bot.settings import IncidentSettings, LaneSettings, Severity, WorkerSettings
 from bot.store.base import ApplyResult, InboxItem, Job, Store
 
 log = logging.getLogger(__name__)
@@ -214,6 +216,23 @@ class InboxProcessor:
                 await asyncio.wait_for(self.signal.wait(), self.poll_interval)
 
 
+class LaneSlots:
+    """One lane's running jobs and its limit."""
+
+    def __init__(self, lane: Lane, limit: int) -> None:
+        self.lane = lane
+        self.limit = limit
+        self.running: set[asyncio.Task[None]] = set()
+
+    @property
+    def free(self) -> int:
+        return self.limit - len(self.running)
+
+
+def lane_limits(settings: LaneSettings) -> dict[Lane, int]:
+    return {lane: int(getattr(settings, lane.value)) for lane in Lane}
+
+
 class JobRunner:
     def __init__(
         self,
@@ -232,6 +251,9 @@ class JobRunner:
         self.clock = clock
         self._stopping = False
         self._running: set[asyncio.Task[None]] = set()
+        self._lanes = {
+            lane: LaneSlots(lane, limit) for lane, limit in lane_limits(settings.lanes).items()
+        }
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -295,13 +317,25 @@ class JobRunner:
                 await asyncio.wait_for(self.signal.wait(), wait)
 
     async def _dispatch_due(self) -> None:
-        free = self.settings.concurrency - len(self._running)
-        if free <= 0:
-            return
-        for job in await self.store.claim_jobs(self.clock.now(), free, self.handlers.kinds):
-            task = asyncio.create_task(self._run_slot(job), name=f"job-{job.kind}-{job.id}")
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        """Fill each lane's free slots with its due jobs (notify: most severe first)."""
+        for slots in self._lanes.values():
+            free = slots.free
+            kinds = self.handlers.kinds_in(slots.lane)
+            if free <= 0 or not kinds:
+                continue
+            jobs = await self.store.claim_jobs(
+                self.clock.now(), free, kinds, by_severity=slots.lane is Lane.NOTIFY
+            )
+            for job in jobs:
+                task = asyncio.create_task(self._run_slot(job), name=f"job-{job.kind}-{job.id}")
+                for running in (self._running, slots.running):
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            self.metrics.lane_busy.labels(slots.lane.value).set(len(slots.running))
+
+    def lane_busy(self, lane: Lane) -> int:
+        """How many jobs of ``lane`` the background loop is running right now."""
+        return len(self._lanes[lane].running)
 
     async def _run_slot(self, job: Job) -> None:
         try:

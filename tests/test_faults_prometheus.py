@@ -90,7 +90,10 @@ async def test_prometheus_fault_is_an_error_result_and_a_rerun_heals_it(
         assert "timed out" in result.data["error"]
     assert result.message.startswith("5xx share: error: ")
     [done] = [e for e in incident.timeline if e.kind == EventKind.DIAGNOSTICS_DONE]
-    assert done.message == "diagnostics: 1 run, 1 error (error_share)"
+    why = "unreachable" if fault == "down" else "did not answer in time"
+    assert done.message == f"diagnostics: Prometheus {why}: checks not run (1 of 1)"
+    cause = "unreachable" if fault == "down" else "timeout"
+    assert (result.data["cause"], result.data["upstream"]) == (cause, "Prometheus")
     # The incident goes on: narrated and notified as usual.
     assert incident.data["narrative"]["source"] == "template"
     assert incident.data["diagnostics"][0]["status"] == "error"
@@ -104,10 +107,10 @@ async def test_prometheus_fault_is_an_error_result_and_a_rerun_heals_it(
     rerun = await h.app[keys.PIPELINE].rerun_diagnostics(1, "@ada (U0ADA)")
     assert [r.status.value for r in rerun.results] == ["ok"]
     assert rerun.results[0].value == pytest.approx(0.123)
-    assert rerun.message == "1 run, 1 FAILED (error_share)"
+    assert rerun.message == "1 failed (error_share)"
     timeline = (await h.incident(1)).timeline
     assert [e.message for e in timeline if e.kind == EventKind.DIAGNOSTICS_DONE][-1] == (
-        "diagnostics re-run by @ada (U0ADA): 1 run, 1 FAILED (error_share)"
+        "diagnostics re-run by @ada (U0ADA): 1 failed (error_share)"
     )
     metrics = await scrape(h.client)
     assert metrics.value("alertpilot_diagnostics_total", kind="promql", status="ok") == 1

@@ -202,7 +202,7 @@ async def test_the_fallback_and_the_debounced_job_falling_due_together_call_the_
     fake_openai.delay = 0.3  # the first call is still running when the second job starts
     settings = app_settings(
         tmp_path, fake_openai, llm={"settle": 0.2, "llm_fallback_delay": 0.2},
-        workers={"concurrency": 4},
+        workers={"lanes": {"narrative": 4}},
     )  # fmt: skip
     async with running_app(settings, SystemClock()) as client:
         incident_id = await post_alerts(client, group())

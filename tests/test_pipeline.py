@@ -137,7 +137,7 @@ async def test_webhook_to_diagnostics_on_the_timeline(
     assert results[0].data["query"] == 'app_error_ratio{service="checkout"}'
     assert results[1].data["query"] == 'app_error_ratio{pod="pod-a"}'
     [done] = events(incident, EventKind.DIAGNOSTICS_DONE)
-    assert done.message == "diagnostics: 2 run, 1 FAILED (error_rate)"
+    assert done.message == "diagnostics: 1 failed (error_rate), 1 answered (nothing to judge)"
     assert done.data["run"] == "initial" and done.data["failed"] == ["error_rate"]
     stored = incident.data["diagnostics"]
     assert [(d["name"], d["status"], d["passed"]) for d in stored] == [
@@ -160,7 +160,10 @@ async def test_webhook_to_diagnostics_on_the_timeline(
     reruns = events(again, EventKind.DIAGNOSTICS_DONE)
     assert len(reruns) == 2
     assert (reruns[1].actor, reruns[1].data["run"]) == ("alice", "rerun")
-    assert reruns[1].message == "diagnostics re-run by alice: 2 run, 1 FAILED (error_rate)"
+    assert (
+        reruns[1].message
+        == "diagnostics re-run by alice: 1 failed (error_rate), 1 answered (nothing to judge)"
+    )
     assert len(events(again, EventKind.PLAYBOOK)) == 1
 
 
@@ -197,7 +200,7 @@ async def test_prometheus_unavailable_is_an_error_result_not_a_crash(
             f"{event.data['label']}: error: Prometheus unavailable: POST http://127.0.0.1:9/"
         )
     [done] = events(incident, EventKind.DIAGNOSTICS_DONE)
-    assert done.message == "diagnostics: 2 run, 2 error (error_rate, pod)"
+    assert done.message == "diagnostics: Prometheus unreachable: checks not run (2 of 2)"
     assert events(incident, EventKind.JOB_FAILED) == []
     assert planner.planned == [incident.id]
     stats = await client.app[keys.STORE].stats()

@@ -77,7 +77,10 @@ def test_missing_env_var_names_file_and_line(tmp_path: Path) -> None:
         ("server:\n  listen: a:1\nserver:\n  listen: b:2\n", ":3: server: duplicate key"),
         ("- 1\n- 2\n", ":1: expected a mapping at the top level"),
         ("server:\n  listen: !env LISTEN\n", ":2: server.listen: unsupported YAML tag !env"),
-        ("workers:\n  concurrency: !!int four\n", ":2: workers.concurrency: not a valid int"),
+        (
+            "workers:\n  lanes:\n    notify: !!int four\n",
+            ":3: workers.lanes.notify: not a valid int",
+        ),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -78,7 +78,8 @@ async def test_full_flow_message_thread_ack_button_and_resolve(
     thread = fake_slack.thread(CHANNEL, ts)
     replies = [m["text"] for m in thread[1:]]
     assert any(
-        "Diagnostics done: 1 passed, 1 failed of 2" in r and "5xx share" in r for r in replies
+        "Diagnostics done: 1 failed (error_share), 1 passed" in r and "5xx share" in r
+        for r in replies
     )
     shown = message_text(fake_slack.messages[(CHANNEL, ts)])
     assert ":x: *5xx share*: 0.125" in shown

@@ -110,7 +110,7 @@ async def test_storm_of_200_incidents_rolls_up_and_keeps_the_channel_rate(
     rate = 40.0  # fast for the test; the default is 1 per second
     settings = slack_settings(
         tmp_path, fake_slack, graphs=False, channel_rate=rate, storm_threshold=10,
-        storm_window=60, workers={"concurrency": 16},
+        storm_window=60, workers={"lanes": {"notify": 16}},
     )  # fmt: skip
     client = await start(aiohttp_client, settings)
     for n in range(200):

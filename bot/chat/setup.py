@@ -26,6 +26,7 @@ from bot.chat.silences import Silencer
 from bot.chat.socket import SocketMode
 from bot.chat.state import SlackState
 from bot.clock import Clock
+from bot.jobs import Lane
 from bot.notify.graph import GraphUploader
 from bot.notify.optional import AppFeatures
 from bot.notify.slack import GRAPH_KIND, ROLLUP_KIND, SlackNotifier
@@ -78,9 +79,9 @@ def setup(app: web.Application) -> None:
     app[keys.SLACK] = state
 
     handlers = app[keys.HANDLERS]
-    handlers.register(SlackNotifier.kind, notifier, subscribe=True)
-    handlers.register(ROLLUP_KIND, notifier.rollup_job)
-    handlers.register(
+    handlers.register(SlackNotifier.kind, notifier, subscribe=True, lane=Lane.NOTIFY)
+    handlers.register(ROLLUP_KIND, notifier.rollup_job, lane=Lane.NOTIFY)
+    handlers.register(  # a graph waits on Prometheus: the pipeline lane
         GRAPH_KIND,
         GraphUploader(store, outbox, features, lambda: app[keys.PROMETHEUS], clock),
     )

@@ -30,6 +30,7 @@ def _line(alert: dict[str, Any]) -> str:
 
 class AlertsStep(DiagnosticStep[AlertsDiagnostic]):
     kind = "alerts"
+    upstream = "Alertmanager"
 
     async def _invoke(self, spec: AlertsDiagnostic, step: StepInput) -> Outcome:
         matchers: list[Matcher] = []
@@ -43,7 +44,7 @@ class AlertsStep(DiagnosticStep[AlertsDiagnostic]):
         try:
             found = await self.sources.alertmanager.alerts(matchers)
         except AlertmanagerError as exc:
-            return Outcome.failed(str(exc), shown)
+            return Outcome.failed(str(exc), shown, cause=exc.cause, upstream=self.upstream)
         related = [
             alert
             for alert in found

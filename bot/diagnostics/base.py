@@ -3,7 +3,8 @@ the expectation; each kind writes ``_invoke()`` and returns an ``Outcome``.
 
 A step never raises: a template that does not render, Prometheus refusing the query
 (``bad_data``, not retried), Prometheus or Alertmanager down, a URL off the allowlist,
-a timeout or a bug all come back as an ``error`` result that says which.
+a timeout or a bug all come back as an ``error`` result (not checked) that says which,
+with its cause (timeout, unreachable, error) and the upstream it waited for.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import aiohttp
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.alertmanager import AlertmanagerClient, AlertmanagerError
+from bot.breaker import Breakers
 from bot.clock import Clock
 from bot.diagnostics.judge import Outcome, judge
-from bot.diagnostics.result import DiagnosticResult
+from bot.diagnostics.result import DiagnosticResult, NotChecked
 from bot.httpclient import HttpError
 from bot.playbook.model import DiagnosticBase
 from bot.playbook.templating import RenderError, render
@@ -46,6 +48,7 @@ class Sources:
     allowed_urls: tuple[str, ...]
     clock: Clock
     env: SandboxedEnvironment
+    breakers: Breakers | None = None  # one per HTTP target of ``http`` steps
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,14 @@ class StepInput:
     own_fingerprints: frozenset[str] = frozenset()  # the incident's alerts, not "related"
 
 
+# The step's own timeout fires this long after the client's, so that the client sees its
+# timeout (and counts it on the upstream's breaker) rather than being cancelled.
+GRACE = 0.5
+
+
 class DiagnosticStep(abc.ABC, Generic[SpecT]):
     kind: ClassVar[str]
+    upstream: ClassVar[str]  # whose answer the step waits for
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -68,11 +77,17 @@ class DiagnosticStep(abc.ABC, Generic[SpecT]):
         clock = self.sources.clock
         started = clock.monotonic()
         try:
-            async with asyncio.timeout(spec.timeout):
+            async with asyncio.timeout(spec.timeout + GRACE):
                 outcome = await self._invoke(spec, step)
         except TimeoutError:
-            outcome = Outcome.failed(f"timed out after {spec.timeout:g}s")
-        except (StepError, RenderError, PrometheusError, AlertmanagerError, HttpError) as exc:
+            outcome = Outcome.failed(
+                f"timed out after {spec.timeout:g}s",
+                cause=NotChecked.TIMEOUT,
+                upstream=self.upstream,
+            )
+        except (PrometheusError, AlertmanagerError, HttpError) as exc:
+            outcome = Outcome.failed(str(exc), cause=exc.cause, upstream=self.upstream)
+        except (StepError, RenderError) as exc:
             outcome = Outcome.failed(str(exc))
         except Exception as exc:  # a bug in one step must not sink the others; it is logged
             log.exception("diagnostic %s/%s crashed", step.playbook, spec.name)

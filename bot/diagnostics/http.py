@@ -49,6 +49,7 @@ def _short(value: Any) -> str:
 
 class HttpStep(DiagnosticStep[HttpDiagnostic]):
     kind = "http"
+    upstream = "service"
 
     async def _invoke(self, spec: HttpDiagnostic, step: StepInput) -> Outcome:
         url = self.render(spec.url, step)
@@ -73,6 +74,7 @@ class HttpStep(DiagnosticStep[HttpDiagnostic]):
             max_body=MAX_BODY,
             allow_redirects=False,
             headers={"Accept": "application/json, */*;q=0.5"},
+            breaker=None if self.sources.breakers is None else self.sources.breakers.get(url),
         )
         details: dict[str, JsonValue] = {"status": resp.status, "latency": round(resp.elapsed, 4)}
         failure = None

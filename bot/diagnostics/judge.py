@@ -14,7 +14,13 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from bot.diagnostics.result import DiagnosticResult, DiagnosticStatus, RangeSummary, SeriesValue
+from bot.diagnostics.result import (
+    DiagnosticResult,
+    DiagnosticStatus,
+    NotChecked,
+    RangeSummary,
+    SeriesValue,
+)
 from bot.diagnostics.units import format_expectation, format_labels, format_value
 from bot.playbook.model import DiagnosticBase, Expectation
 
@@ -42,10 +48,25 @@ class Outcome:
     failure: str | None = None  # fails the step whatever the value (e.g. HTTP 503)
     lines: list[str] | None = None  # ready-made lines (alerts) instead of series lines
     details: dict[str, JsonValue] = field(default_factory=dict)
+    cause: NotChecked = NotChecked.ERROR  # with ERROR: why there is no answer
+    upstream: str = ""  # with ERROR: whose answer is missing
 
     @classmethod
-    def failed(cls, error: str, query: str | None = None) -> Outcome:
-        return cls(DiagnosticStatus.ERROR, error=error, query=query)
+    def failed(
+        cls,
+        error: str,
+        query: str | None = None,
+        *,
+        cause: str = NotChecked.ERROR,
+        upstream: str = "",
+    ) -> Outcome:
+        return cls(
+            DiagnosticStatus.ERROR,
+            error=error,
+            query=query,
+            cause=NotChecked(cause),
+            upstream=upstream,
+        )
 
 
 def _holds(expect: Expectation, value: float | None) -> bool:
@@ -81,7 +102,12 @@ def judge(
     }
     if out.status is DiagnosticStatus.ERROR:
         return DiagnosticResult(
-            status=out.status, error=out.error, text=f"{label}: error: {out.error}", **common
+            status=out.status,
+            error=out.error,
+            cause=out.cause,
+            upstream=out.upstream,
+            text=f"{label}: error: {out.error}",
+            **common,
         )
     if out.status is DiagnosticStatus.NO_DATA:
         wanted = f" (expected {expect})" if expect else ""

@@ -11,13 +11,14 @@ from bot.prometheus import PrometheusError
 
 class PromqlStep(DiagnosticStep[PromqlDiagnostic]):
     kind = "promql"
+    upstream = "Prometheus"
 
     async def _invoke(self, spec: PromqlDiagnostic, step: StepInput) -> Outcome:
         query = self.render(spec.query, step)
         try:
             samples = await self.sources.prometheus.query(query, timeout=spec.timeout)
         except PrometheusError as exc:
-            return Outcome.failed(str(exc), query)
+            return Outcome.failed(str(exc), query, cause=exc.cause, upstream=self.upstream)
         if not samples:
             return Outcome(DiagnosticStatus.NO_DATA, query=query)
         points = [Point(sample.labels, sample.value) for sample in samples]

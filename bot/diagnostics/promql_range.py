@@ -58,6 +58,7 @@ def summarise(points: Sequence[tuple[float, float]]) -> RangeSummary | None:
 
 class PromqlRangeStep(DiagnosticStep[PromqlRangeDiagnostic]):
     kind = "promql_range"
+    upstream = "Prometheus"
 
     async def _invoke(self, spec: PromqlRangeDiagnostic, step: StepInput) -> Outcome:
         query = self.render(spec.query, step)
@@ -73,7 +74,7 @@ class PromqlRangeStep(DiagnosticStep[PromqlRangeDiagnostic]):
                 query, start=end - spec.window, end=end, step=spec.step, timeout=spec.timeout
             )
         except PrometheusError as exc:
-            return Outcome.failed(str(exc), query)
+            return Outcome.failed(str(exc), query, cause=exc.cause, upstream=self.upstream)
         points = []
         for series in found:
             summary = summarise(series.points)

@@ -1,7 +1,8 @@
 """The one result type of every diagnostic step, as stored on the incident.
 
 ``status`` says whether the step got an answer (``ok``), an empty one (``no_data``) or
-none (``error``); ``passed`` says whether the answer meets the step's expectation
+none (``error``: the step was not checked; ``cause`` says why, ``upstream`` whose
+answer it lacked); ``passed`` says whether the answer meets the step's expectation
 (None: no expectation, or nothing to judge). ``text`` is the headline a person reads,
 e.g. ``5xx share: 12.3% (expected < 5%) FAIL``; ``lines`` the top-k series behind it.
 """
@@ -19,6 +20,14 @@ class DiagnosticStatus(StrEnum):
     OK = "ok"
     NO_DATA = "no_data"
     ERROR = "error"
+
+
+class NotChecked(StrEnum):
+    """Why a step has no answer."""
+
+    TIMEOUT = "timeout"  # no answer within the step's timeout or the pipeline's deadline
+    UNREACHABLE = "unreachable"  # refused, down, 5xx, or its circuit breaker is open
+    ERROR = "error"  # anything else: a query refused, a template, a URL off the list
 
 
 class Trend(StrEnum):
@@ -72,6 +81,8 @@ class DiagnosticResult(Strict):
     summary: RangeSummary | None = None  # promql_range: of the headline series
     query: str | None = None  # the rendered query, URL or matchers
     error: str | None = None
+    cause: NotChecked | None = None  # with status error
+    upstream: str = ""  # with status error: Prometheus, Alertmanager, service
     unit: str = ""
     expect: str | None = None
     primary: bool = False

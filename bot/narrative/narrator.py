@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot.breaker import CircuitBreaker
 from bot.clock import Clock
 from bot.incidents import EventKind, Incident
-from bot.narrative.breaker import CircuitBreaker
 from bot.narrative.budget import TokenBudget
 from bot.narrative.cache import CachedAnswer, NarrativeCache, cache_key
 from bot.narrative.clean import clean, limit_words

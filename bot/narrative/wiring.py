@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bot import keys
+from bot.jobs import Lane
 from bot.narrative.api import post_narratives
 from bot.narrative.jobs import (
     EVENTS_OF_INTEREST,
@@ -40,9 +41,15 @@ def setup(app: web.Application) -> None:
     )
     jobs = NarrativeJobs(narrator)
     handlers = app[keys.HANDLERS]
-    handlers.register(SUBSCRIBER, jobs.on_event, subscribe=True, events=EVENTS_OF_INTEREST)
-    handlers.register(LLM_JOB, jobs.on_llm)
-    handlers.register(STORM_JOB, jobs.on_storm)
+    handlers.register(
+        SUBSCRIBER,
+        jobs.on_event,
+        subscribe=True,
+        events=EVENTS_OF_INTEREST,
+        lane=Lane.NARRATIVE,
+    )
+    handlers.register(LLM_JOB, jobs.on_llm, lane=Lane.NARRATIVE)
+    handlers.register(STORM_JOB, jobs.on_storm, lane=Lane.NARRATIVE)
     app.router.add_post("/api/v1/narratives", post_narratives)
     app.cleanup_ctx.append(_llm_ctx)
 

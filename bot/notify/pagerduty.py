@@ -30,7 +30,7 @@ from bot.clock import Clock
 from bot.errors import ConfigError
 from bot.escalation import DECIDE_KIND, TIMER_KIND, EscalationPolicy
 from bot.incidents import Event, EventKind
-from bot.jobs import JobHandlers
+from bot.jobs import JobHandlers, Lane
 from bot.notify.pagerduty_client import EventsClient, ssl_context
 from bot.notify.pagerduty_rest import IncidentFinder, RestSettings
 from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics
@@ -131,11 +131,15 @@ class PagerDutyFeature:
 
     def register(self, handlers: JobHandlers) -> None:
         handlers.register(
-            self.notifier.kind, self.notifier, subscribe=True, events=PagerDutyNotifier.EVENTS
+            self.notifier.kind,
+            self.notifier,
+            subscribe=True,
+            events=PagerDutyNotifier.EVENTS,
+            lane=Lane.NOTIFY,
         )
-        handlers.register(TIMER_KIND, self.policy.run_timer)
-        handlers.register(DECIDE_KIND, self.policy.run_decide)
-        if self.silencer is not None:
+        handlers.register(TIMER_KIND, self.policy.run_timer, lane=Lane.NOTIFY)
+        handlers.register(DECIDE_KIND, self.policy.run_decide, lane=Lane.NOTIFY)
+        if self.silencer is not None:  # Alertmanager's answer: the pipeline lane's wait
             handlers.register(SILENCE_KIND, self.silencer)
 
 

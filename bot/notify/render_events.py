@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from bot.diagnostics.summary import tally
 from bot.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.notify import mrkdwn
 from bot.notify.mrkdwn import clip, escape
@@ -62,9 +63,7 @@ def _diagnostics_summary(incident: Incident) -> str | None:
     if not isinstance(results, list) or not results:
         return None
     failing = [r for r in results if isinstance(r, Mapping) and r.get("passed") is False]
-    passed = sum(1 for r in results if isinstance(r, Mapping) and r.get("passed") is True)
-    head = f"Diagnostics done: {passed} passed, {len(failing)} failed of {len(results)}"
-    lines = [head]
+    lines = [f"Diagnostics done: {escape(clip(tally(results).line(), 600))}"]
     for item in failing[:5]:
         name = escape(clip(str(item.get("label") or item.get("name") or "?"), 80))
         detail = escape(clip(str(item.get("text") or item.get("value") or ""), 200))

@@ -259,7 +259,12 @@ class Store(abc.ABC):
         """Add a job unless one with ``key`` exists; return whether it was added."""
 
     @abc.abstractmethod
-    async def claim_jobs(self, now: float, limit: int, kinds: Sequence[str]) -> list[Job]: ...
+    async def claim_jobs(
+        self, now: float, limit: int, kinds: Sequence[str], *, by_severity: bool = False
+    ) -> list[Job]:
+        """Mark up to ``limit`` due jobs of ``kinds`` running and return them: the oldest
+        first, or with ``by_severity`` the most severe incident's first. A job waits
+        while an earlier job of its kind for its incident is pending or running."""
 
     @abc.abstractmethod
     async def finish_job(self, job_id: int, now: float) -> None: ...

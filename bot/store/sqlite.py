@@ -679,15 +679,22 @@ class SqliteStore(Store):
             self.job_signal.set()
         return bool(added)
 
-    async def claim_jobs(self, now: float, limit: int, kinds: Sequence[str]) -> list[Job]:
+    async def claim_jobs(
+        self, now: float, limit: int, kinds: Sequence[str], *, by_severity: bool = False
+    ) -> list[Job]:
         marks = ",".join("?" * len(kinds))
         # Jobs of one kind for one incident run one at a time, in order: a later Slack
-        # update never overtakes the post it updates.
+        # update never overtakes the post it updates. With ``by_severity`` the most
+        # severe incidents' jobs come first (jobs of no incident rank as P2), then by age.
+        order = "j.due_at, j.id"
+        if by_severity:
+            order = "COALESCE((SELECT i.severity FROM incidents i WHERE i.id = j.incident_id),"
+            order += " 'P2'), j.due_at, j.id"
         sql = (
             "SELECT * FROM jobs j WHERE status = 'pending' AND due_at <= ?"  # noqa: S608
             f" AND kind IN ({marks}) AND NOT EXISTS (SELECT 1 FROM jobs e"
             " WHERE e.incident_id = j.incident_id AND e.kind = j.kind AND e.id < j.id"
-            " AND e.status IN ('pending', 'running')) ORDER BY due_at, id LIMIT ?"
+            f" AND e.status IN ('pending', 'running')) ORDER BY {order} LIMIT ?"
         )
 
         # The runner asks after every job it finishes, often when nothing is due: the

@@ -1,0 +1,99 @@
+"""One count of a run's results, in the three outcomes people act on: failed, passed,
+not checked (no answer: an error, a timeout, an upstream unreachable or its breaker
+open, or an empty answer), and apart the answers with nothing to judge.
+
+A step that did not run is never counted as passed, and the reason it did not run is
+said once for all the steps it stopped: ``2 failed (error_rate, pool), 1 passed,
+6 not checked (Prometheus unreachable)``. Every summary of diagnostics (the
+``diagnostics.done`` event, the Slack thread reply) is this one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.diagnostics.result import DiagnosticResult, DiagnosticStatus, NotChecked
+
+ERROR, NO_DATA = "error", "no data"
+
+
+def _why(upstream: str, cause: str) -> str:
+    if cause == NotChecked.UNREACHABLE:
+        return f"{upstream or 'source'} unreachable"
+    if cause == NotChecked.TIMEOUT:
+        return f"{upstream or 'source'} did not answer in time"
+    return ERROR
+
+
+@dataclass
+class Tally:
+    failed: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+    informational: list[str] = field(default_factory=list)  # an answer, no expectation
+    # why -> names: "Prometheus unreachable" -> [...], "no data" -> [...]
+    not_checked: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.failed) + len(self.passed) + len(self.informational) + self.unchecked
+
+    @property
+    def unchecked(self) -> int:
+        return sum(len(names) for names in self.not_checked.values())
+
+    def line(self) -> str:
+        """``2 failed (a, b), 1 passed, 6 not checked (Prometheus unreachable)``."""
+        if self.total and self.unchecked == self.total and len(self.not_checked) == 1:
+            [(why, names)] = self.not_checked.items()
+            if why not in (ERROR, NO_DATA):
+                return f"{why}: checks not run ({len(names)} of {self.total})"
+        parts = []
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed ({', '.join(self.failed)})")
+        if self.passed:
+            parts.append(f"{len(self.passed)} passed")
+        if self.informational:
+            parts.append(f"{len(self.informational)} answered (nothing to judge)")
+        if self.not_checked:
+            whys = [
+                why if why != ERROR else f"error: {', '.join(names)}"
+                for why, names in self.not_checked.items()
+            ]
+            if len(whys) > 1:
+                counts = [len(names) for names in self.not_checked.values()]
+                whys = [f"{n} {why}" for n, why in zip(counts, whys, strict=True)]
+            parts.append(f"{self.unchecked} not checked ({'; '.join(whys)})")
+        return ", ".join(parts) if parts else "no diagnostics"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "failed": self.failed,
+            "passed": self.passed,
+            "informational": self.informational,
+            "not_checked": self.not_checked,
+        }
+
+
+def tally(results: Iterable[DiagnosticResult | Mapping[str, Any]]) -> Tally:
+    """Count results, as objects or as stored on the incident (their JSON)."""
+    out = Tally()
+    for result in results:
+        data = result.to_json() if isinstance(result, DiagnosticResult) else result
+        if not isinstance(data, Mapping):
+            continue
+        name = str(data.get("name") or data.get("label") or "?")
+        status, passed = data.get("status"), data.get("passed")
+        if status == DiagnosticStatus.ERROR:
+            why = _why(str(data.get("upstream") or ""), str(data.get("cause") or "error"))
+            out.not_checked.setdefault(why, []).append(name)
+        elif status == DiagnosticStatus.NO_DATA:
+            out.not_checked.setdefault(NO_DATA, []).append(name)
+        elif passed is True:
+            out.passed.append(name)
+        elif passed is False:
+            out.failed.append(name)
+        else:
+            out.informational.append(name)
+    return out
