@@ -20,6 +20,7 @@ from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnava
 from bot.incidents import TransitionError
 from bot.ingest import alertmanager_webhook
 from bot.jobs import JobHandlers, Lane
+from bot.load import IngestLoad
 from bot.metrics import Metrics
 from bot.notify.log import LogNotifier
 from bot.prometheus import PrometheusClient
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[keys.STORE] = store
     app[keys.ACTIONS] = IncidentActions(store, clock)
     app[keys.SILENCES] = SilenceService(store, clock, lambda: app.get(keys.ALERTMANAGER))
+    load = app[keys.LOAD] = IngestLoad(clock.monotonic, rate=settings.workers.flood_rate)
     app[keys.INBOX] = InboxProcessor(
         store,
         store.inbox_signal,
@@ -92,9 +94,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         metrics,
         clock,
         settings.workers.poll_interval,
+        load=load,
     )
     app[keys.RUNNER] = JobRunner(
-        store, store.job_signal, handlers, settings.workers, metrics, clock
+        store, store.job_signal, handlers, settings.workers, metrics, clock, load=load
     )
 
     if settings.slack is None:
@@ -169,6 +172,9 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     released = await app[keys.STORE].release_running_jobs()
     if released:
         log.warning("resuming %d job(s) interrupted by the last shutdown", released)
+    moved = await app[keys.STORE].route_jobs()
+    if moved:
+        log.info("%d waiting job(s) filed under their lane", moved)
     inbox, runner = app[keys.INBOX], app[keys.RUNNER]
     inbox.start()
     runner.start()

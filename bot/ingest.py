@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 async def alertmanager_webhook(request: web.Request) -> web.Response:
     app = request.app
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
+    app[keys.LOAD].arrived()
     check_credentials(
         request, token=settings.server.webhook_token, basic=settings.server.webhook_basic_auth
     )

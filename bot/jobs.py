@@ -57,6 +57,7 @@ class JobHandlers:
             raise ValueError(f"job kind {kind!r} is registered twice")
         self._handlers[kind] = handler
         self._lanes[kind] = lane
+        self._subscribers.route(kind, lane.value)
         if subscribe:
             self._subscribers.add(kind, events)
 

@@ -12,6 +12,7 @@ from bot.alertmanager import AlertmanagerClient
 from bot.breaker import Breakers
 from bot.clock import Clock
 from bot.jobs import JobHandlers
+from bot.load import IngestLoad
 from bot.metrics import Metrics
 from bot.playbook.registry import PlaybookSet
 from bot.prometheus import PrometheusClient
@@ -35,6 +36,7 @@ METRICS = web.AppKey("metrics", Metrics)
 CLOCK = web.AppKey("clock", Clock)
 HANDLERS = web.AppKey("handlers", JobHandlers)
 INBOX = web.AppKey("inbox", InboxProcessor)
+LOAD = web.AppKey("load", IngestLoad)
 RUNNER = web.AppKey("runner", JobRunner)
 ACTIONS = web.AppKey("actions", IncidentActions)
 HTTP = web.AppKey("http", aiohttp.ClientSession)

@@ -168,6 +168,8 @@ class LaneSettings(Strict):
 
 class WorkerSettings(Strict):
     lanes: LaneSettings = Field(default_factory=LaneSettings)
+    # Above this many webhooks a second, work behind the ack steps aside (bot/load.py).
+    flood_rate: float = Field(default=500.0, ge=0)
     poll_interval: Duration = 1.0
     max_attempts: int = Field(default=12, ge=1)
     backoff_base: Duration = 1.0

@@ -21,6 +21,7 @@ from bot.clock import Clock
 from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError, StoreUnavailable
 from bot.incidents import EventKind, severity_of
 from bot.jobs import JobHandlers, Lane
+from bot.load import IngestLoad
 from bot.metrics import Metrics
 from bot.settings import IncidentSettings, LaneSettings, Severity, WorkerSettings
 from bot.store.base import ApplyResult, InboxItem, Job, Store
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 # processor is behind on) it parses the stored body again, which is cheap, rather than
 # holding thousands of parsed groups in memory.
 HANDOVER_LIMIT = 1_000
+# Payloads a batch takes while webhooks flood in (bot/load.py), and jobs each lane starts
+# at a time: small steps, so the acks keep the CPU.
+FLOOD_BATCH = 20
+FLOOD_JOBS = 2
 
 
 def _group(group: AlertGroup) -> int:
@@ -83,8 +88,11 @@ class InboxProcessor:
         metrics: Metrics,
         clock: Clock,
         poll_interval: float,
+        *,
+        load: IngestLoad | None = None,
     ) -> None:
         self.store = store
+        self.load = load
         self.signal = signal
         self.incidents = incidents
         self.metrics = metrics
@@ -129,9 +137,11 @@ class InboxProcessor:
     async def _drain(self) -> int:
         handled = 0
         while not self._stopping:
-            batch = await self.store.pending_payloads(
-                self.batch_size, bodies_except=self._parsed.keys()
-            )
+            size = self.batch_size
+            if self.load is not None:  # in a flood of webhooks, the acks come first
+                await self.load.lull()
+                size = FLOOD_BATCH if self.load.flooding else size
+            batch = await self.store.pending_payloads(size, bodies_except=self._parsed.keys())
             if not batch:
                 break
             await self._process(batch)
@@ -242,8 +252,11 @@ class JobRunner:
         settings: WorkerSettings,
         metrics: Metrics,
         clock: Clock,
+        *,
+        load: IngestLoad | None = None,
     ) -> None:
         self.store = store
+        self.load = load
         self.signal = signal
         self.handlers = handlers
         self.settings = settings
@@ -317,15 +330,18 @@ class JobRunner:
                 await asyncio.wait_for(self.signal.wait(), wait)
 
     async def _dispatch_due(self) -> None:
-        """Fill each lane's free slots with its due jobs (notify: most severe first)."""
+        """Fill each lane's free slots with its due jobs, the most severe incidents' first
+        (a few at a time while webhooks flood in: the acks come first)."""
+        flooding = False
+        if self.load is not None:
+            await self.load.lull()
+            flooding = self.load.flooding
         for slots in self._lanes.values():
-            free = slots.free
+            free = min(slots.free, FLOOD_JOBS) if flooding else slots.free
             kinds = self.handlers.kinds_in(slots.lane)
             if free <= 0 or not kinds:
                 continue
-            jobs = await self.store.claim_jobs(
-                self.clock.now(), free, kinds, by_severity=slots.lane is Lane.NOTIFY
-            )
+            jobs = await self.store.claim_jobs(self.clock.now(), free, kinds, lane=slots.lane.value)
             for job in jobs:
                 task = asyncio.create_task(self._run_slot(job), name=f"job-{job.kind}-{job.id}")
                 for running in (self._running, slots.running):

@@ -270,6 +270,7 @@ async def test_notifications_of_the_most_severe_incidents_are_claimed_first(
         return None
 
     handlers.register("notify.test", nothing, subscribe=True, lane=Lane.NOTIFY)
+    handlers.register("pipeline.test", nothing, subscribe=True)
     store = SqliteStore(str(tmp_path / "s.db"), subscribers=handlers.subscribers, clock=clock.now)
     await store.open()
     try:
@@ -282,16 +283,53 @@ async def test_notifications_of_the_most_severe_incidents_are_claimed_first(
             result = await store.apply_group(
                 inbox, parse_group(json.dumps(body)), severity, clock.now()
             )
+            assert result.incident_id is not None
             ids.append(result.incident_id)
             clock.advance(1)  # older first, within a severity
-        jobs = await store.claim_jobs(clock.now(), 10, ["notify.test"], by_severity=True)
-        order = [severities[ids.index(job.incident_id)] for job in jobs]
+
+        async def claimed(lane: str | None, kinds: list[str]) -> list[int | None]:
+            jobs = await store.claim_jobs(clock.now(), 10, kinds, lane=lane)
+            await store.release_running_jobs()
+            return [job.incident_id for job in jobs]
+
+        order = [severities[ids.index(i)] for i in await claimed("notify", ["notify.test"])]
         assert order == sorted(severities)
-        assert [job.incident_id for job in jobs][-2:] == [ids[0], ids[4]]  # P3s by age
-        # without by_severity: by age alone
-        await store.release_running_jobs()
-        jobs = await store.claim_jobs(clock.now(), 10, ["notify.test"])
-        assert [job.incident_id for job in jobs] == ids
+        assert (await claimed("notify", ["notify.test"]))[-2:] == [ids[0], ids[4]]  # by age
+        assert await claimed("pipeline", ["notify.test"]) == []  # each lane its own jobs
+        assert await claimed("notify", ["pipeline.test"]) == []
+        assert await claimed(None, ["notify.test"]) == ids  # no lane: by age alone
+
+        # a severity raised later moves the incident's waiting jobs up
+        await store.update_incident(ids[0], now=clock.now(), severity=Severity.P0)
+        assert (await claimed("notify", ["notify.test"]))[:2] == [ids[0], ids[2]]
+    finally:
+        await store.close()
+
+
+async def test_jobs_written_before_a_kind_changed_lane_are_filed_again_at_start(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    before = JobHandlers()
+
+    async def nothing(job: Job) -> None:
+        return None
+
+    before.register("notify.test", nothing)  # in the default lane, as before lanes
+    store = SqliteStore(str(tmp_path / "s.db"), subscribers=before.subscribers, clock=clock.now)
+    await store.open()
+    await store.enqueue_job("notify.test", "one", due_at=clock.now())
+    await store.close()
+
+    after = JobHandlers()
+    after.register("notify.test", nothing, lane=Lane.NOTIFY)
+    store = SqliteStore(str(tmp_path / "s.db"), subscribers=after.subscribers, clock=clock.now)
+    await store.open()
+    try:
+        assert await store.claim_jobs(clock.now(), 10, ["notify.test"], lane="notify") == []
+        assert await store.route_jobs() == 1
+        [job] = await store.claim_jobs(clock.now(), 10, ["notify.test"], lane="notify")
+        assert job.key == "one"
     finally:
         await store.close()
 

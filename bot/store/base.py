@@ -19,13 +19,28 @@ from bot.settings import Severity
 
 
 class Subscriptions:
-    """Which subscriber job kinds get a job for a timeline event of a given kind."""
+    """Which subscriber job kinds get a job for a timeline event of a given kind, and the
+    lane each job kind runs in (``bot.jobs.Lane``): the store files every job it writes
+    under its lane, so that each lane's claim reads only its own jobs."""
+
+    DEFAULT_LANE = "pipeline"
 
     def __init__(self) -> None:
         self._entries: list[tuple[str, frozenset[str] | None]] = []
+        self._lanes: dict[str, str] = {}
 
     def add(self, subscriber: str, events: Iterable[str] | None = None) -> None:
         self._entries.append((subscriber, None if events is None else frozenset(events)))
+
+    def route(self, kind: str, lane: str) -> None:
+        self._lanes[kind] = lane
+
+    def lane_of(self, kind: str) -> str:
+        return self._lanes.get(kind, self.DEFAULT_LANE)
+
+    @property
+    def lanes(self) -> Mapping[str, str]:
+        return dict(self._lanes)
 
     def for_event(self, kind: str) -> list[str]:
         return [name for name, wanted in self._entries if wanted is None or kind in wanted]
@@ -260,11 +275,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_jobs(
-        self, now: float, limit: int, kinds: Sequence[str], *, by_severity: bool = False
+        self, now: float, limit: int, kinds: Sequence[str], *, lane: str | None = None
     ) -> list[Job]:
-        """Mark up to ``limit`` due jobs of ``kinds`` running and return them: the oldest
-        first, or with ``by_severity`` the most severe incident's first. A job waits
-        while an earlier job of its kind for its incident is pending or running."""
+        """Mark up to ``limit`` due jobs of ``kinds`` running and return them, the oldest
+        first; with ``lane``, only that lane's jobs, the most severe incidents' first. A
+        job waits while an earlier job of its kind for its incident is pending or running."""
+
+    @abc.abstractmethod
+    async def route_jobs(self) -> int:
+        """File waiting jobs under the lane their kind runs in now (a job written before
+        lanes, or before a kind moved lane); return how many moved."""
 
     @abc.abstractmethod
     async def finish_job(self, job_id: int, now: float) -> None: ...

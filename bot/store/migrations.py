@@ -111,6 +111,15 @@ MIGRATIONS: list[str] = [
         result TEXT NOT NULL
     );
     """,
+    # 3: each job filed under the lane that runs it, with its incident's severity as its
+    # priority (0 for P0 ... 3; 2 without an incident): a lane's claim walks its own
+    # pending jobs, most severe and oldest first, and reads nothing else. Jobs written
+    # before this step are filed again at start (``Store.route_jobs``).
+    """
+    ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'pipeline';
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 2;
+    CREATE INDEX jobs_lane ON jobs(lane, priority, due_at, id) WHERE status = 'pending';
+    """,
 ]
 
 # The step of MIGRATIONS before which the inbox's rows are copied to its own file.

@@ -623,6 +623,8 @@ class SqliteStore(Store):
                     incident_id,
                 ),
             )
+            if severity is not None and severity.value != row["severity"]:
+                inc.reprioritise(conn, incident_id)
             updated = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,))
             return inc.read_incident(conn, updated.fetchone(), False)
 
@@ -669,29 +671,24 @@ class SqliteStore(Store):
         payload: Mapping[str, Any] | None = None,
     ) -> bool:
         now = self._clock()
-        sql = (
-            "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"
-            " updated_at) VALUES (?,?,?,?,?,?,?)"
-        )
-        row = (kind, key, incident_id, inc.dumps(dict(payload or {})), due_at, now, now)
-        added = await self._run(lambda c: c.execute(sql, row).rowcount == 1)
+        row = (kind, key, incident_id, inc.dumps(dict(payload or {})), due_at)
+        added = await self._run(lambda c: inc.insert_jobs(c, self.subscribers, [row], now) == 1)
         if added:
             self.job_signal.set()
         return bool(added)
 
     async def claim_jobs(
-        self, now: float, limit: int, kinds: Sequence[str], *, by_severity: bool = False
+        self, now: float, limit: int, kinds: Sequence[str], *, lane: str | None = None
     ) -> list[Job]:
         marks = ",".join("?" * len(kinds))
         # Jobs of one kind for one incident run one at a time, in order: a later Slack
-        # update never overtakes the post it updates. With ``by_severity`` the most
-        # severe incidents' jobs come first (jobs of no incident rank as P2), then by age.
-        order = "j.due_at, j.id"
-        if by_severity:
-            order = "COALESCE((SELECT i.severity FROM incidents i WHERE i.id = j.incident_id),"
-            order += " 'P2'), j.due_at, j.id"
+        # update never overtakes the post it updates. A lane's claim walks its own
+        # pending jobs in the jobs_lane index: most severe first, then the oldest.
+        where, order, args = "", "due_at, id", tuple[str, ...]()
+        if lane is not None:
+            where, order, args = " AND lane = ?", "priority, due_at, id", (lane,)
         sql = (
-            "SELECT * FROM jobs j WHERE status = 'pending' AND due_at <= ?"  # noqa: S608
+            f"SELECT * FROM jobs j WHERE status = 'pending'{where} AND due_at <= ?"  # noqa: S608
             f" AND kind IN ({marks}) AND NOT EXISTS (SELECT 1 FROM jobs e"
             " WHERE e.incident_id = j.incident_id AND e.kind = j.kind AND e.id < j.id"
             f" AND e.status IN ('pending', 'running')) ORDER BY {order} LIMIT ?"
@@ -701,7 +698,8 @@ class SqliteStore(Store):
         # question is a read, and only the claim itself takes the write lock.
         if not kinds:
             return []
-        rows = await self._read(lambda c: c.execute(sql, (now, *kinds, limit)).fetchall())
+        params = (*args, now, *kinds, limit)
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         if not rows:
             return []
 
@@ -797,6 +795,21 @@ class SqliteStore(Store):
                 )
             )
         )
+
+    async def route_jobs(self) -> int:
+        lanes = self.subscribers.lanes
+
+        def route(conn: sqlite3.Connection) -> int:
+            moved = 0
+            for kind, lane in lanes.items():
+                moved += conn.execute(
+                    "UPDATE jobs SET lane = ? WHERE kind = ? AND lane != ?"
+                    " AND status IN ('pending', 'running')",
+                    (lane, kind, lane),
+                ).rowcount
+            return moved
+
+        return int(await self._run(route)) if lanes else 0
 
     # key-value ---------------------------------------------------------------
     async def kv_get(self, key: str, now: float) -> str | None:

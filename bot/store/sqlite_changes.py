@@ -54,15 +54,17 @@ def change_incident(
                 incident_id,
             ),
         )
+        if result.severity is not None:
+            inc.reprioritise(conn, incident_id)
     events = [
         inc.add_event(
             conn, subscribers, incident_id, e.actor, e.kind, e.message, now, e.data, e.notify
         )
         for e in result.events
     ]
-    conn.executemany(
-        "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"
-        " updated_at) VALUES (?,?,?,?,?,?,?)",
+    inc.insert_jobs(
+        conn,
+        subscribers,
         [
             (
                 job.kind,
@@ -70,11 +72,10 @@ def change_incident(
                 incident_id if job.attach else None,
                 inc.dumps(dict(job.payload)),
                 job.due_at,
-                now,
-                now,
             )
             for job in result.jobs
         ],
+        now,
     )
     return events
 

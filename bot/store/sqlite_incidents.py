@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bot.alerts import AlertGroup
@@ -26,6 +26,37 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+# A job's priority is its incident's severity (P0 -> 0 ... P3 -> 3), 2 without one.
+_PRIORITY = "COALESCE((SELECT CAST(substr(severity, 2) AS INTEGER) FROM incidents WHERE id = ?), 2)"
+_INSERT_JOB = (
+    "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"  # noqa: S608
+    f" updated_at, lane, priority) VALUES (?,?,?,?,?,?,?,?,{_PRIORITY})"
+)
+
+JobRow = tuple[str, str, int | None, str, float]  # kind, key, incident_id, payload, due_at
+
+
+def insert_jobs(
+    conn: sqlite3.Connection, subscribers: Subscriptions, jobs: Iterable[JobRow], now: float
+) -> int:
+    """Enqueue jobs (a key already there is left alone), each filed under its kind's
+    lane with its incident's severity as priority; return how many were added."""
+    rows = [
+        (kind, key, incident_id, payload, due_at, now, now, subscribers.lane_of(kind), incident_id)
+        for kind, key, incident_id, payload, due_at in jobs
+    ]
+    return conn.executemany(_INSERT_JOB, rows).rowcount if rows else 0
+
+
+def reprioritise(conn: sqlite3.Connection, incident_id: int) -> None:
+    """The incident's severity changed: its waiting jobs take the new priority."""
+    conn.execute(
+        f"UPDATE jobs SET priority = {_PRIORITY} WHERE incident_id = ?"  # noqa: S608
+        " AND status = 'pending'",
+        (incident_id, incident_id),
+    )
+
+
 def add_event(
     conn: sqlite3.Connection,
     subscribers: Subscriptions,
@@ -44,13 +75,14 @@ def add_event(
     event_id = int(cur.lastrowid or 0)
     if notify:
         payload = dumps({"event_id": event_id, "kind": kind})
-        conn.executemany(
-            "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"
-            " updated_at) VALUES (?,?,?,?,?,?,?)",
+        insert_jobs(
+            conn,
+            subscribers,
             [
-                (s, f"{s}:event:{event_id}", incident_id, payload, now, now, now)
+                (s, f"{s}:event:{event_id}", incident_id, payload, now)
                 for s in subscribers.for_event(kind)
             ],
+            now,
         )
     return Event(event_id, incident_id, now, actor, kind, message, dict(data or {}))
 
@@ -221,6 +253,7 @@ def apply_group(
             conn.execute(
                 "UPDATE incidents SET severity = ? WHERE id = ?", (severity.value, open_id)
             )
+            reprioritise(conn, open_id)
             event(
                 open_id,
                 EventKind.SEVERITY,
