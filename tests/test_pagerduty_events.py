@@ -58,6 +58,7 @@ async def test_trigger_carries_what_the_responder_needs(
     assert details["incident"] == f"#{incident.id}"
     assert details["why_paged"] == "not acknowledged within 5m (default for P1)"
     assert details["diagnostics"] == [
+        "checks: 1 failed (errors), 1 passed",
         "FAIL 5xx share: 12% (expected < 5%)",
         "ok DB pool in use: 40%",
     ]

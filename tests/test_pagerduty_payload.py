@@ -116,8 +116,9 @@ def test_links_details_and_excerpts() -> None:
     ]
     details = event["payload"]["custom_details"]
     assert details["diagnostics"] == [
+        "checks: 1 failed (c), 1 passed, 1 not checked (error: b)",
         "FAIL Free space: 0.03",
-        "error Prometheus: unavailable",
+        "NOT CHECKED Prometheus: not checked (error: unavailable)",
         "ok a: fine",
     ]
     assert len(details["narrative"]) <= 1000 and details["narrative"].endswith("…")

@@ -82,8 +82,9 @@ async def test_full_flow_message_thread_ack_button_and_resolve(
         for r in replies
     )
     shown = message_text(fake_slack.messages[(CHANNEL, ts)])
-    assert ":x: *5xx share*: 0.125" in shown
-    assert ":white_check_mark: *database up*: 1" in shown
+    assert "*Diagnostics*: 1 failed (error_share), 1 passed" in shown
+    assert ":x: *5xx share*: 12.5% of requests fail" in shown
+    assert ":white_check_mark: *database up*: database answers" in shown
 
     # a signed Acknowledge press: audited with the Slack user, reflected in the message
     resp = await post_signed(client, action_body("ap_ack", "1", fake_slack, rid="press"))

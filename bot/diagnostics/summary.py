@@ -76,6 +76,48 @@ class Tally:
         }
 
 
+def _data(result: DiagnosticResult | Mapping[str, Any]) -> Mapping[str, Any]:
+    return result.to_json() if isinstance(result, DiagnosticResult) else result
+
+
+def outcome(result: DiagnosticResult | Mapping[str, Any]) -> str:
+    """``failed``, ``passed``, ``not_checked`` or ``answered`` (an answer, nothing to judge)."""
+    data = _data(result)
+    if data.get("status") in (DiagnosticStatus.ERROR, DiagnosticStatus.NO_DATA):
+        return "not_checked"
+    passed = data.get("passed")
+    return "failed" if passed is False else "passed" if passed is True else "answered"
+
+
+def why_not_checked(result: DiagnosticResult | Mapping[str, Any]) -> str:
+    """``Prometheus unreachable``, ``Alertmanager did not answer in time``, ``no data``,
+    or the error itself."""
+    data = _data(result)
+    if data.get("status") == DiagnosticStatus.NO_DATA:
+        return NO_DATA
+    why = _why(str(data.get("upstream") or ""), str(data.get("cause") or ERROR))
+    if why != ERROR:
+        return why
+    return f"error: {data.get('error') or _after_label(data) or 'unknown'}"
+
+
+def _after_label(data: Mapping[str, Any]) -> str:
+    text, label = str(data.get("text") or ""), str(data.get("label") or "")
+    return text.removeprefix(f"{label}: ") if label else text
+
+
+def finding(result: DiagnosticResult | Mapping[str, Any]) -> str:
+    """What a step found, after its label: ``12.3% (expected < 5%) FAIL``, or ``not
+    checked (Prometheus unreachable)``."""
+    data = _data(result)
+    if outcome(data) == "not_checked":
+        return f"not checked ({why_not_checked(data)})"
+    value = data.get("value")
+    return _after_label(data) or (
+        "" if value is None else f"{value:.4g}" if isinstance(value, int | float) else str(value)
+    )
+
+
 def tally(results: Iterable[DiagnosticResult | Mapping[str, Any]]) -> Tally:
     """Count results, as objects or as stored on the incident (their JSON)."""
     out = Tally()

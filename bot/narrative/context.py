@@ -88,13 +88,14 @@ def _alert_rows(
 
 
 def _diagnostic_row(d: DiagnosticFact) -> JsonDict:
+    """A check that did not run says so, and why: it is not a pass."""
     return {
         "check": d.label,
-        "verdict": d.verdict,
+        "verdict": d.verdict if d.checked else f"not checked ({d.why})",
         "value": d.value,
         "expect": d.expect,
         "unit": d.unit,
-        "text": d.text,
+        "text": d.text if d.checked else "",
         "top": d.detail,
     }
 

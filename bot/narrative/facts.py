@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bot.diagnostics.summary import outcome, tally, why_not_checked
 from bot.incidents import AlertRecord, EventKind, Incident
 
 Verdict = Literal["failed", "error", "no_data", "passed", "unknown"]
@@ -74,6 +75,15 @@ class DiagnosticFact:
     expect: str = ""
     unit: str = ""
     detail: str = ""  # the top series, e.g. "pod-a: 12.5%; pod-b: 9.1%"
+    why: str = ""  # not checked: "Prometheus unreachable", "no data", "error: ..."
+    cause: str = ""  # not checked: timeout, unreachable, error
+    upstream: str = ""
+
+    @property
+    def checked(self) -> bool:
+        """Whether the step got an answer (failed, passed or only shown); an error, a
+        timeout, an unreachable source or no data is not checked."""
+        return self.status not in ("error", "no_data")
 
     @property
     def verdict(self) -> Verdict:
@@ -143,6 +153,24 @@ class IncidentFacts:
         return [d for d in self.diagnostics if d.verdict == "failed"]
 
     @property
+    def unchecked_diagnostics(self) -> list[DiagnosticFact]:
+        return [d for d in self.diagnostics if not d.checked]
+
+    @property
+    def passed_diagnostics(self) -> list[DiagnosticFact]:
+        return [d for d in self.diagnostics if d.verdict == "passed"]
+
+    @property
+    def checks(self) -> str:
+        """The diagnostics counted apart: ``2 failed (a, b), 1 passed, 6 not checked
+        (Prometheus unreachable)``."""
+        return tally(
+            {"name": d.name, "status": d.status, "passed": d.passed, "cause": d.cause,
+             "upstream": d.upstream}
+            for d in self.diagnostics
+        ).line()  # fmt: skip
+
+    @property
     def failed_remediations(self) -> list[RemediationFact]:
         return [r for r in self.remediations if r.failed]
 
@@ -186,6 +214,9 @@ def _diagnostic(item: Any) -> DiagnosticFact | None:
         expect=expect if isinstance(expect, str) else "",
         unit=_str(item, "unit"),
         detail=clip("; ".join(x for x in lines[:3] if isinstance(x, str)), 200),
+        why=why_not_checked(item) if outcome(item) == "not_checked" else "",
+        cause=_str(item, "cause"),
+        upstream=_str(item, "upstream"),
     )
 
 

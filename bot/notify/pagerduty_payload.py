@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.diagnostics.summary import finding, outcome, tally
 from bot.incidents import AlertRecord, Incident
 from bot.playbook.model import Playbook
 from bot.settings import Severity
@@ -72,25 +73,19 @@ def _iso(at: float) -> str:
 
 
 def diagnostic_highlights(data: Mapping[str, Any]) -> list[str]:
-    """Failed and erroring diagnostics first, each as one line: ``FAIL 5xx share: 12%``."""
+    """The count, then failed and not checked diagnostics first, each as one line:
+    ``FAIL 5xx share: 12%``, ``NOT CHECKED error ratio: not checked (Prometheus
+    unreachable)``; a check that did not run is never shown as ok."""
     raw = data.get("diagnostics")
     if not isinstance(raw, list):
         return []
     rows = [item for item in raw if isinstance(item, Mapping)]
-
-    def rank(item: Mapping[str, Any]) -> int:
-        if item.get("passed") is False:
-            return 0
-        return 1 if item.get("status") not in (None, "success", "ok") else 2
-
-    out = []
-    for item in sorted(rows, key=rank)[:MAX_HIGHLIGHTS]:
-        passed = item.get("passed")
-        mark = "FAIL" if passed is False else "ok" if passed is True else str(item.get("status"))
+    rank = {"failed": 0, "not_checked": 1, "answered": 2, "passed": 3}
+    mark = {"failed": "FAIL", "not_checked": "NOT CHECKED", "answered": "INFO", "passed": "ok"}
+    out = [clip(f"checks: {tally(rows).line()}", 300)] if rows else []
+    for item in sorted(rows, key=lambda item: rank[outcome(item)])[: MAX_HIGHLIGHTS - 1]:
         name = item.get("label") or item.get("name") or "diagnostic"
-        detail = item.get("text") or item.get("value")
-        line = f"{mark} {name}" + (f": {detail}" if detail not in (None, "") else "")
-        out.append(clip(line, 300))
+        out.append(clip(f"{mark[outcome(item)]} {name}: {finding(item)}", 300))
     return out
 
 

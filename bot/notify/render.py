@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.diagnostics.summary import finding, outcome, tally
 from bot.incidents import Incident, Status
 from bot.notify import mrkdwn
 from bot.notify.mrkdwn import clip, escape
@@ -156,40 +157,25 @@ def _labels(incident: Incident) -> list[str]:
     return [p for p in parts if p]
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return escape(value) if value is not None else "n/a"
-    if isinstance(value, int | float):
-        return f"{value:.4g}"
-    return escape(clip(str(value), 80))
-
-
 def _diagnostics(results: Any) -> JsonDict | None:
+    """Each step once: failed, passed or not checked (with why), never an error shown as
+    healthy; the count of all three first."""
     if not isinstance(results, list) or not results:
         return None
-    lines = ["*Diagnostics*"]
-    for item in results[:10]:
-        if not isinstance(item, Mapping):
-            continue
-        passed, status = item.get("passed"), str(item.get("status", ""))
-        icon = (
-            ":white_check_mark:"
-            if passed is True
-            else ":x:"
-            if passed is False
-            else ":grey_question:"
-        )
-        if status == "error":
-            icon = ":warning:"
-        elif status == "no_data":
-            icon = ":heavy_minus_sign:"
+    items = [item for item in results if isinstance(item, Mapping)]
+    lines = [f"*Diagnostics*: {escape(clip(tally(items).line(), 300))}"]
+    icons = {
+        "failed": ":x:",
+        "passed": ":white_check_mark:",
+        "not_checked": ":warning:",
+        "answered": ":information_source:",
+    }
+    for item in items[:10]:
         name = escape(clip(str(item.get("label") or item.get("name") or "?"), 80))
-        line = f"{icon} *{name}*: {_number(item.get('value'))}"
-        if item.get("text"):
-            line += f" — {escape(clip(str(item['text']), 160))}"
+        line = f"{icons[outcome(item)]} *{name}*: {escape(clip(finding(item), 160))}"
         lines.append(line)
-    if len(results) > 10:
-        lines.append(f"…and {len(results) - 10} more")
+    if len(items) > 10:
+        lines.append(f"…and {len(items) - 10} more")
     return section("\n".join(lines))
 
 

@@ -1,0 +1,128 @@
+"""A check that did not run is never shown as passed: Prometheus unreachable, every
+diagnostic of an incident errored, as a person reads it in ``explain`` (both
+audiences), the Slack message and thread reply, and the PagerDuty trigger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bot.clock import ManualClock
+from bot.incidents import Event, EventKind
+from bot.notify.pagerduty_payload import trigger_event
+from bot.notify.render import Extras, incident_message
+from bot.notify.render_events import event_reply
+from bot.store.sqlite import SqliteStore
+from narrative_support import group, open_incident, with_diagnostics
+from test_narrative_cli import config, explain
+
+LABELS = [
+    "5xx share of requests (5m)",
+    "p95 latency",
+    "error rate by route",
+    "LLM provider errors",
+    "DB pool in use",
+    "cache hit rate",
+    "recent deploys",
+    "pod restarts",
+    "queue depth",
+]
+UNREACHABLE = [
+    {
+        "playbook": "high-error-rate",
+        "name": f"check_{n}",
+        "label": label,
+        "kind": "promql",
+        "status": "error",
+        "passed": None,
+        "cause": "unreachable",
+        "upstream": "Prometheus",
+        "error": "Prometheus unavailable: POST http://127.0.0.1:9/api/v1/query: refused",
+        "text": f"{label}: error: Prometheus unavailable: POST http://127.0.0.1:9/api/v1/query",
+    }
+    for n, label in enumerate(LABELS)
+]
+MIXED = [
+    {**UNREACHABLE[0], "status": "ok", "passed": False, "value": 0.12, "cause": None,
+     "text": f"{LABELS[0]}: 12% (expected < 5%) FAIL"},
+    {**UNREACHABLE[1], "status": "ok", "passed": True, "value": 0.8, "cause": None,
+     "text": f"{LABELS[1]}: 800ms (expected < 3s) PASS"},
+    *UNREACHABLE[2:],
+]  # fmt: skip
+
+
+async def seeded(tmp_path: Path, results: list[dict[str, Any]]) -> int:
+    clock = ManualClock()
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=clock.now)
+    await store.open()
+    try:
+        incident = await open_incident(store, clock, group())
+        await with_diagnostics(store, clock, incident.id, results)
+        return incident.id
+    finally:
+        await store.close()
+
+
+async def test_explain_says_not_checked_when_no_check_ran(tmp_path: Path) -> None:
+    incident_id = await seeded(tmp_path, UNREACHABLE)
+    cfg = config(tmp_path, {"provider": "template"})
+
+    code, out, err = await explain(str(incident_id), "--config", str(cfg))
+    assert code == 0, err
+    assert "*Diagnostics*: Prometheus unreachable: checks not run (9 of 9)" in out
+    assert "0 of 9 failed" not in out and "no diagnostic failed" not in out
+    assert "• ? 5xx share of requests (5m): not checked (Prometheus unreachable)" in out
+    assert out.count("5xx share of requests (5m)") == 1  # the label once, not twice
+    assert "no check could run (Prometheus unreachable)" in out
+
+    code, out, err = await explain(
+        str(incident_id), "--audience", "stakeholder", "--config", str(cfg)
+    )
+    assert code == 0, err
+    assert "Automated checks: 0 of 9 confirm a problem, 9 could not run." in out
+
+
+async def test_explain_counts_failed_passed_and_not_checked_apart(tmp_path: Path) -> None:
+    incident_id = await seeded(tmp_path, MIXED)
+    cfg = config(tmp_path, {"provider": "template"})
+    code, out, err = await explain(str(incident_id), "--config", str(cfg))
+    assert code == 0, err
+    assert (
+        "*Diagnostics*: 1 failed (check_0), 1 passed, 7 not checked (Prometheus unreachable)" in out
+    )
+    code, out, err = await explain(
+        str(incident_id), "--audience", "stakeholder", "--config", str(cfg)
+    )
+    assert "Automated checks: 1 of 9 confirm a problem, 1 found none, 7 could not run." in out
+
+
+async def test_slack_and_pagerduty_show_not_checked(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=clock.now)
+    await store.open()
+    try:
+        incident = await open_incident(store, clock, group())
+        incident = await with_diagnostics(store, clock, incident.id, UNREACHABLE)
+    finally:
+        await store.close()
+
+    shown = "\n".join(
+        block["text"]["text"]
+        for block in incident_message(incident, Extras()).blocks
+        if isinstance(block.get("text"), dict)
+    )
+    assert "*Diagnostics*: Prometheus unreachable: checks not run (9 of 9)" in shown
+    assert ":warning: *5xx share of requests (5m)*: not checked (Prometheus unreachable)" in shown
+    assert shown.count("5xx share of requests (5m)") == 1
+    assert ":white_check_mark:" not in shown
+
+    done = Event(1, incident.id, clock.now(), "alertpilot", EventKind.DIAGNOSTICS_DONE, "", {})
+    reply = event_reply(done, incident)
+    assert reply is not None
+    assert "Diagnostics done: Prometheus unreachable: checks not run (9 of 9)" in reply
+    assert "passed" not in reply
+
+    details = trigger_event(incident, playbooks=[], reason="r")["payload"]["custom_details"]
+    assert details["diagnostics"][0] == "checks: Prometheus unreachable: checks not run (9 of 9)"
+    assert all(line.startswith("NOT CHECKED ") for line in details["diagnostics"][1:])
+    assert not any(line.startswith("ok ") for line in details["diagnostics"])
