@@ -35,6 +35,8 @@ if str(TESTS) not in sys.path:
     sys.path.append(str(TESTS))
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 
+SHIPPED_CONFIG = ROOT / "configs" / "alertpilot.yaml"
+
 Row = dict[str, Any]
 Json = dict[str, Any]
 
@@ -102,6 +104,18 @@ def alertpilot_config(tmp: Path, port: int, **sections: Any) -> Path:
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def shipped_playbooks() -> dict[str, Any]:
+    """Config sections for the shipped playbooks (``playbooks/``), with the shipped
+    config's ``diagnostics`` and ``remediation`` sections, which allow the URLs and
+    commands those playbooks name."""
+    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    return {
+        "playbooks": {"paths": [str(ROOT / "playbooks")]},
+        "diagnostics": shipped["diagnostics"],
+        "remediation": shipped["remediation"],
+    }
 
 
 class Alertpilot:
@@ -205,8 +219,6 @@ def children(pid: int) -> list[int]:
 
 def wrk(url: str, body: bytes, *, connections: int, seconds: int, threads: int = 1) -> float:
     """Requests per second that ``wrk`` measured POSTing ``body``; non-2xx answers fail."""
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed: run scripts/bench.sh (it installs Debian's wrk)")
     with tempfile.TemporaryDirectory() as tmp:
         body_file = Path(tmp) / "body.json"
         body_file.write_bytes(body)
@@ -216,12 +228,22 @@ def wrk(url: str, body: bytes, *, connections: int, seconds: int, threads: int =
             "wrk.method = 'POST'\nwrk.body = f:read('*a')\nf:close()\n"
             "wrk.headers['Content-Type'] = 'application/json'\n"
         )
-        out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        return wrk_script(url, script, connections=connections, seconds=seconds, threads=threads)
+
+
+def wrk_script(
+    url: str, script: Path, *, connections: int, seconds: int, threads: int = 1
+) -> float:
+    """Requests per second that ``wrk`` measured running the Lua ``script``; non-2xx
+    answers fail."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: run scripts/bench.sh (it installs Debian's wrk)")
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw error answers:\n{out}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -356,6 +378,18 @@ class StoreView:
                 like,
             )[0][0]
         )
+
+    def jobs_by_kind(self, *statuses: str, due_within: float | None = None) -> dict[str, int]:
+        """Jobs by kind whose status is one of ``statuses`` (and, with ``due_within``, that
+        are due within that many seconds)."""
+        marks = ", ".join("?" for _ in statuses)
+        sql = f"SELECT kind, COUNT(*) FROM jobs WHERE status IN ({marks})"
+        args: list[Any] = list(statuses)
+        if due_within is not None:
+            sql += " AND due_at <= ?"
+            args.append(time.time() + due_within)
+        rows = self._query(sql + " GROUP BY kind ORDER BY kind", *args)
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def failed_jobs(self) -> dict[str, int]:
         rows = self._query("SELECT kind, COUNT(*) FROM jobs WHERE status = 'failed' GROUP BY kind")

@@ -256,6 +256,22 @@ class Fakes:
             str(e.get("dedup_key")) for e in self.pd_events() if e.get("event_action") == "trigger"
         )
 
+    def pd_trigger_arrivals(self) -> list[tuple[float, JsonDict]]:
+        """(arrival, event) of every trigger PagerDuty accepted, in order of arrival; the
+        arrival is ``time.monotonic()`` when the request reached the fake."""
+
+        def read() -> list[tuple[float, JsonDict]]:
+            return [
+                (r.at, dict(r.body))
+                for r in list(self.pagerduty.requests)
+                if r.path == "/v2/enqueue"
+                and r.status == 202
+                and isinstance(r.body, dict)
+                and r.body.get("event_action") == "trigger"
+            ]
+
+        return self.call(read)
+
     def llm_calls(self) -> tuple[int, int]:
         """(incident narratives, storm summaries) the LLM was asked for."""
 

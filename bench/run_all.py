@@ -29,7 +29,17 @@ from common import ROOT, Row
 
 OUT = ROOT / "docs" / "benchmarks.md"
 NARRATIVE_OUT = ROOT / "docs" / "benchmarks-narrative.md"
-BENCHMARKS = ("ingest", "ack_latency", "storm", "crash", "duplicates", "memory", "narrative")
+BENCHMARKS = (
+    "ingest",
+    "ack_latency",
+    "storm",
+    "pages",
+    "backlog",
+    "crash",
+    "duplicates",
+    "memory",
+    "narrative",
+)
 
 
 def machine() -> dict[str, str]:
