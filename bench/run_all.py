@@ -39,6 +39,7 @@ BENCHMARKS = (
     "duplicates",
     "memory",
     "narrative",
+    "grounding",
 )
 
 

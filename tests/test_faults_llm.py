@@ -57,7 +57,7 @@ async def test_llm_fault_keeps_the_template_with_the_reason_then_heals(
     calls: int,
 ) -> None:
     clock = ManualClock()
-    fake_openai.reply = "- checkout fails 12.5% of requests\nNext: roll back the deploy"
+    fake_openai.reply = "- checkout is failing with 5xx errors\nNext: roll back the deploy"
     settings = make_settings(
         tmp_path,
         llm=llm_section(fake_openai, timeout=0.2, settle=SETTLE, llm_fallback_delay=FALLBACK_DELAY),

@@ -78,7 +78,7 @@ async def test_explains_an_rca_document_with_the_template(tmp_path: Path) -> Non
 async def test_explains_an_incident_with_the_llm_then_from_the_cache(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.reply = "Checkout fails 12.5% of requests."
+    fake_openai.reply = "HighErrorRate is firing on checkout; check the recent deploys first."
     async with running_app(app_settings(tmp_path, fake_openai), ManualClock()) as client:
         incident_id = await post_alerts(client, group())
         await until_quiet(client, incident_id)

@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 
 from fakes import FakeOpenAI
-from narrative_support import group, metric, narrator_for, open_incident
+from narrative_support import (
+    DIAGNOSTICS,
+    group,
+    metric,
+    narrator_for,
+    open_incident,
+    with_diagnostics,
+)
 
 
 async def test_a_healthy_provider_writes_the_narrative(
@@ -16,6 +23,7 @@ async def test_a_healthy_provider_writes_the_narrative(
     fake_openai.reply = "- 5xx at 12.5% on checkout\nNext: roll back the last deploy"
     async with narrator_for(tmp_path, fake_openai) as (narrator, store, clock):
         incident = await open_incident(store, clock, group())
+        incident = await with_diagnostics(store, clock, incident.id, DIAGNOSTICS)  # the 12.5%
         result = await narrator.for_incident(incident, "engineer")
     assert (result.source, result.model, result.cached) == ("llm", "gpt-4o-mini", False)
     assert result.text == fake_openai.reply

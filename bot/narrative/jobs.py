@@ -271,8 +271,14 @@ class NarrativeJobs:
         source, model, reason = data.get("source"), data.get("model"), data.get("reason", "")
         what = "storm summary" if data.get("storm") else "narrative"
         by = f"{source}, {model}" if source == "llm" and model else str(source)
-        if source == "template" and reason not in _BY_DESIGN:
+        if reason == "ungrounded":
+            by += "; the LLM's answer was not supported by the facts"
+        elif source == "template" and reason not in _BY_DESIGN:
             by += f"; LLM {'skipped' if reason in _SKIPPED else 'failed'}: {reason}"
+        dropped = data.get("dropped") or []
+        if dropped and reason != "ungrounded":
+            count = data.get("dropped_count", len(dropped))
+            by += f"; {count} unsupported sentence{'s' if count != 1 else ''} dropped"
         event = NewEvent(
             actor="alertpilot",
             kind=EventKind.NARRATIVE,
@@ -283,6 +289,7 @@ class NarrativeJobs:
                 "model": model,
                 "storm": bool(data.get("storm")),
                 "reason": reason,
+                **({"dropped": dropped} if dropped else {}),
             },
         )
 

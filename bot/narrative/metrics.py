@@ -56,6 +56,13 @@ class NarrativeMetrics:
             "1 while the LLM circuit breaker is open (templates are used).",
             registry=r,
         )
+        self.ungrounded = Counter(
+            "alertpilot_narrative_ungrounded",
+            "Claims of LLM narratives that their facts do not support, by kind (number, time,"
+            " version, name, action); their sentences were dropped before posting.",
+            ["kind"],
+            registry=r,
+        )
         self.storms = Counter(
             "alertpilot_narrative_storms",
             "Alert storms summarised in one narrative instead of one per incident.",

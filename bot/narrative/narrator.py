@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bot.breaker import CircuitBreaker
@@ -26,6 +26,7 @@ from bot.narrative.cache import CachedAnswer, NarrativeCache, cache_key
 from bot.narrative.clean import clean, limit_words
 from bot.narrative.context import IncidentSubject, distinct_labels
 from bot.narrative.facts import from_incident
+from bot.narrative.grounding import Dropped, Facts, actions_that_ran, ground
 from bot.narrative.llm import LlmClient, LlmError
 from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.prompt import (
@@ -46,6 +47,13 @@ from bot.store.base import Store
 log = logging.getLogger(__name__)
 
 Source = Literal["template", "llm"]
+MAX_DROPPED_SHOWN = 5
+
+
+def clip_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 IMPACT = {"P0": "critical", "P1": "major", "P2": "minor", "P3": "low-priority"}
 
 
@@ -62,6 +70,7 @@ class Narrative:
     generation_ms: int = 0
     encoding: str | None = None
     prompt_tokens: int | None = None
+    dropped: tuple[Dropped, ...] = ()  # LLM sentences the facts did not support
 
     def to_data(self) -> dict[str, Any]:
         """The shape kept in ``incident.data["narrative"]``."""
@@ -77,6 +86,12 @@ class Narrative:
             out["cached"] = True
         if self.reason:
             out["reason"] = self.reason
+        if self.dropped:
+            out["dropped"] = [
+                {"sentence": clip_text(d.sentence, 300), "unsupported": d.reason()}
+                for d in self.dropped[:MAX_DROPPED_SHOWN]
+            ]
+            out["dropped_count"] = len(self.dropped)
         return out
 
 
@@ -243,6 +258,22 @@ class Narrator:
         text = self._finish(reply.text, audience)
         if not text:
             return self._fallback(template, audience, "empty", "error")
+        grounded = ground(text, Facts(prompt.data, actions_of(subject)))
+        for dropped in grounded.dropped:
+            for claim in dropped.claims:
+                self.metrics.ungrounded.labels(claim.kind).inc()
+        if grounded.dropped:
+            log.warning(
+                "LLM narrative: %d of %d sentences not supported by the facts: %s",
+                len(grounded.dropped),
+                grounded.sentences,
+                "; ".join(d.reason() for d in grounded.dropped[:MAX_DROPPED_SHOWN]),
+            )
+        if not grounded.enough:
+            await self._spend(reply.tokens, incident_id)
+            fallback = self._fallback(template, audience, "ungrounded", "error")
+            return replace(fallback, dropped=grounded.dropped)
+        text = grounded.text
         self.metrics.requests.labels(self.provider, "success").inc()
         self.metrics.seconds.observe(elapsed)
         self.metrics.tokens.labels(self.provider, reply.model).inc(reply.tokens)
@@ -252,7 +283,7 @@ class Narrator:
         return Narrative(
             text, "llm", audience, generated_at, reply.model, reply.tokens,
             generation_ms=round(elapsed * 1000), encoding=prompt.encoding,
-            prompt_tokens=prompt.tokens,
+            prompt_tokens=prompt.tokens, dropped=grounded.dropped,
         )  # fmt: skip
 
     async def _spend(self, tokens: int, incident_id: int | None) -> None:
@@ -274,3 +305,15 @@ class Narrator:
                     now=now,
                     data={"level": level, "used": state.used, "limit": state.limit},
                 )
+
+
+def actions_of(subject: Subject) -> frozenset[str] | None:
+    """The kinds of action that ran, for an incident (its steps and timeline); None for
+    subjects that record none (a storm, an RCA document): their text decides."""
+    if not isinstance(subject, IncidentSubject):
+        return None
+    facts = subject.facts
+    return actions_that_ran(
+        ((r.name, r.state, r.summary) for r in facts.remediations),
+        ((e.kind, e.message) for e in facts.timeline),
+    )

@@ -91,6 +91,7 @@ class Prompt:
     total: int  # facts there were
     json_tokens: int  # the data section alone, per encoding
     toon_tokens: int
+    data: str = ""  # the data section as sent: what the answer may claim
 
     def messages(self) -> list[dict[str, str]]:
         return [
@@ -127,7 +128,7 @@ class PromptBuilder:
         tokens = self.counter.count(system) + self.counter.count(user) + 8  # message framing
         return Prompt(
             system, user, encoded.encoding, tokens, n, len(subject),
-            encoded.json_tokens, encoded.toon_tokens,
+            encoded.json_tokens, encoded.toon_tokens, encoded.text,
         )  # fmt: skip
 
     def build(self, subject: Subject, audience: Audience) -> Prompt:
