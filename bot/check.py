@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +21,18 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from bot import regex
 from bot.errors import ConfigError
+from bot.matchers import MatchOp
 from bot.playbook import allowlist
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import check_playbooks
 from bot.playbook.model import CommandAction, Playbook, StepMode, TemplatedArg
-from bot.playbook.templating import RenderError, environment, render, sample_context
+from bot.playbook.templating import (
+    RenderError,
+    environment,
+    render,
+    required_labels,
+    sample_context,
+)
 from bot.settings import Settings, load_settings
 
 PROMTOOL = "/usr/bin/promtool"
@@ -90,6 +97,7 @@ def check_config(config: str | Path, *, promtool: str | None = None) -> CheckRep
     )
     report.problems.extend(loaded.problems)
     report.warnings.extend(risky_steps(settings, loaded.playbooks))
+    report.warnings.extend(label_needs(loaded.playbooks))
     report.playbooks, report.playbook_files = len(loaded.playbooks), len(loaded.files)
 
     from bot.narrative.templates import DEFAULT_DIR
@@ -155,6 +163,50 @@ def _lets_in_a_probe(arg: TemplatedArg) -> bool:
         if regex.compile(arg.pattern).fullmatch(value):
             return True
     return False
+
+
+def _templates(value: object) -> Iterator[str]:
+    """Every template string inside a step's settings (queries, URLs, argv, bodies)."""
+    if isinstance(value, str):
+        if "{{" in value or "{%" in value:
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _templates(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _templates(item)
+
+
+def label_needs(playbooks: Iterable[Playbook]) -> list[str]:
+    """Steps whose templates read labels that the playbook's match does not guarantee:
+    for an alert without them the step is not applicable (it says so, and runs not)."""
+    out = []
+    for playbook in playbooks:
+        guaranteed = {
+            m.name for m in playbook.match if m.op in (MatchOp.EQ, MatchOp.RE) and not m.matches({})
+        }
+        steps = [*playbook.diagnostics, *playbook.remediations]
+        by_need: dict[tuple[str, ...], list[str]] = {}
+        for step in steps:
+            needed = {
+                label
+                for source in _templates(step.model_dump(mode="json"))
+                for _, label in required_labels(source)
+            } - guaranteed
+            if needed:
+                by_need.setdefault(tuple(sorted(needed)), []).append(step.name)
+        if by_need:
+            parts = [
+                f"{', '.join(names)} need{'s' if len(names) == 1 else ''} "
+                + ", ".join(f"`{label}`" for label in labels)
+                for labels, names in by_need.items()
+            ]
+            out.append(
+                f"{playbook.name}: steps read labels its match does not require (for an alert"
+                f" without them they are not applicable): {'; '.join(parts)}"
+            )
+    return out
 
 
 def risky_steps(settings: Settings, playbooks: Iterable[Playbook]) -> list[str]:

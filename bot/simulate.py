@@ -234,7 +234,9 @@ def text_lines(plan: dict[str, Any]) -> list[str]:
         for step in plan["remediations"]:
             call = step["call"] or "(no call)"
             verdict = (
-                f"stopped by {step['stopped_by']}: {step['reason']}"
+                step["reason"]  # "not applicable: needs label `namespace`"
+                if step["stopped_by"] == "not_applicable"
+                else f"stopped by {step['stopped_by']}: {step['reason']}"
                 if step["stopped_by"]
                 else (step["reason"] or step["mode"])
             )

@@ -4,18 +4,26 @@ audiences), the Slack message and thread reply, and the PagerDuty trigger."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.cli import main
 from bot.clock import ManualClock
+from bot.diagnostics.summary import finding, tally
 from bot.incidents import Event, EventKind
 from bot.notify.pagerduty_payload import trigger_event
 from bot.notify.render import Extras, incident_message
 from bot.notify.render_events import event_reply
+from bot.playbook.templating import NotApplicable, environment, render, required_labels
 from bot.store.sqlite import SqliteStore
+from conftest import FIXTURES
 from narrative_support import group, open_incident, with_diagnostics
 from test_narrative_cli import config, explain
 
+ROOT = Path(__file__).resolve().parent.parent
 LABELS = [
     "5xx share of requests (5m)",
     "p95 latency",
@@ -126,3 +134,73 @@ async def test_slack_and_pagerduty_show_not_checked(tmp_path: Path) -> None:
     assert details["diagnostics"][0] == "checks: Prometheus unreachable: checks not run (9 of 9)"
     assert all(line.startswith("NOT CHECKED ") for line in details["diagnostics"][1:])
     assert not any(line.startswith("ok ") for line in details["diagnostics"])
+
+
+# A step that needs a label the alert does not carry ---------------------------------
+
+
+NO_NAMESPACE = FIXTURES / "alertmanager" / "captured-firing.json"
+
+
+def _without_namespace(tmp_path: Path) -> Path:
+    body = json.loads(NO_NAMESPACE.read_text())
+    body["commonLabels"].pop("namespace")
+    for alert in body["alerts"]:
+        alert["labels"].pop("namespace")
+    path = tmp_path / "firing-without-namespace.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("source", "needed"),
+    [
+        ("{{ labels.namespace }}/{{ labels['deployment'] }}", {"namespace", "deployment"}),
+        ("{{ labels.namespace | default('prod') }}", set()),
+        ("{% if labels.x is defined %}{{ labels.x }}{% endif %}", set()),
+        ("{{ labels.get('y') }}", set()),
+        ("{{ common_labels.service | promql }}", {"service"}),
+    ],
+)
+def test_the_labels_a_template_needs(source: str, needed: set[str]) -> None:
+    assert {label for _, label in required_labels(source)} == needed
+
+
+def test_a_missing_label_is_not_applicable_not_a_template_error() -> None:
+    with pytest.raises(NotApplicable) as raised:
+        render(environment(), "kubectl -n {{ labels.namespace }}", {"labels": {"service": "x"}})
+    assert str(raised.value) == "not applicable: needs label `namespace`"
+
+
+def test_simulate_and_check_say_which_label_a_shipped_step_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payload = _without_namespace(tmp_path)
+    env = {"PROMETHEUS_URL": "http://127.0.0.1:9", "ALERTMANAGER_URL": "http://127.0.0.1:9"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.chdir(ROOT)
+        assert main(["simulate", "--config", "configs/alertpilot.yaml", str(payload)]) == 0
+        out = capsys.readouterr().out
+        assert "  - high-error-rate/rollback_deploy [approval] (no call)\n" in out
+        assert "      -> not applicable: needs label `namespace`\n" in out
+        assert "template error" not in out
+
+        assert main(["check", "--config", "configs/alertpilot.yaml"]) == 0
+        out = capsys.readouterr().out
+    assert (
+        "warning: high-error-rate: steps read labels its match does not require (for an alert"
+        " without them they are not applicable): " in out
+    )
+    assert "rollback_deploy needs `namespace`, `service`" in out
+
+
+def test_a_diagnostic_without_its_label_is_shown_as_not_applicable() -> None:
+    result = {
+        "name": "pool", "label": "DB pool in use", "status": "error", "passed": None,
+        "cause": "not_applicable", "error": "not applicable: needs label `pool`",
+        "text": "DB pool in use: error: not applicable: needs label `pool`",
+    }  # fmt: skip
+    assert finding(result) == "not applicable: needs label `pool`"
+    assert tally([result]).line() == "1 not checked (not applicable)"

@@ -26,7 +26,7 @@ from bot.diagnostics.judge import Outcome, judge
 from bot.diagnostics.result import DiagnosticResult, NotChecked
 from bot.httpclient import HttpError
 from bot.playbook.model import DiagnosticBase
-from bot.playbook.templating import RenderError, render
+from bot.playbook.templating import NotApplicable, RenderError, render
 from bot.prometheus import PrometheusClient, PrometheusError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class DiagnosticStep(abc.ABC, Generic[SpecT]):
             )
         except (PrometheusError, AlertmanagerError, HttpError) as exc:
             outcome = Outcome.failed(str(exc), cause=exc.cause, upstream=self.upstream)
+        except NotApplicable as exc:
+            outcome = Outcome.failed(str(exc), cause=NotChecked.NOT_APPLICABLE)
         except (StepError, RenderError) as exc:
             outcome = Outcome.failed(str(exc))
         except Exception as exc:  # a bug in one step must not sink the others; it is logged

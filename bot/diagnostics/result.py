@@ -27,6 +27,7 @@ class NotChecked(StrEnum):
 
     TIMEOUT = "timeout"  # no answer within the step's timeout or the pipeline's deadline
     UNREACHABLE = "unreachable"  # refused, down, 5xx, or its circuit breaker is open
+    NOT_APPLICABLE = "not_applicable"  # the alert lacks a label the step's template needs
     ERROR = "error"  # anything else: a query refused, a template, a URL off the list
 
 

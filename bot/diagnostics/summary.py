@@ -16,10 +16,12 @@ from typing import Any
 
 from bot.diagnostics.result import DiagnosticResult, DiagnosticStatus, NotChecked
 
-ERROR, NO_DATA = "error", "no data"
+ERROR, NO_DATA, NOT_APPLICABLE = "error", "no data", "not applicable"
 
 
 def _why(upstream: str, cause: str) -> str:
+    if cause == NotChecked.NOT_APPLICABLE:
+        return NOT_APPLICABLE
     if cause == NotChecked.UNREACHABLE:
         return f"{upstream or 'source'} unreachable"
     if cause == NotChecked.TIMEOUT:
@@ -47,7 +49,7 @@ class Tally:
         """``2 failed (a, b), 1 passed, 6 not checked (Prometheus unreachable)``."""
         if self.total and self.unchecked == self.total and len(self.not_checked) == 1:
             [(why, names)] = self.not_checked.items()
-            if why not in (ERROR, NO_DATA):
+            if why not in (ERROR, NO_DATA, NOT_APPLICABLE):
                 return f"{why}: checks not run ({len(names)} of {self.total})"
         parts = []
         if self.failed:
@@ -96,6 +98,8 @@ def why_not_checked(result: DiagnosticResult | Mapping[str, Any]) -> str:
     if data.get("status") == DiagnosticStatus.NO_DATA:
         return NO_DATA
     why = _why(str(data.get("upstream") or ""), str(data.get("cause") or ERROR))
+    if why == NOT_APPLICABLE:  # "not applicable: needs label `namespace`"
+        return str(data.get("error") or why)
     if why != ERROR:
         return why
     return f"error: {data.get('error') or _after_label(data) or 'unknown'}"
@@ -111,7 +115,8 @@ def finding(result: DiagnosticResult | Mapping[str, Any]) -> str:
     checked (Prometheus unreachable)``."""
     data = _data(result)
     if outcome(data) == "not_checked":
-        return f"not checked ({why_not_checked(data)})"
+        why = why_not_checked(data)
+        return why if why.startswith(NOT_APPLICABLE) else f"not checked ({why})"
     value = data.get("value")
     return _after_label(data) or (
         "" if value is None else f"{value:.4g}" if isinstance(value, int | float) else str(value)

@@ -220,8 +220,11 @@ def _remediations(data: Any) -> JsonDict | None:
     for step, info in steps[:8]:
         state = str(info.get("state") or info.get("status") or "unknown")
         icon = _STATE_ICON.get(state, ":small_blue_diamond:")
-        line = f"{icon} {mrkdwn.code(step, 60)} {escape(state)}"
         reason = info.get("reason") or info.get("guard")
+        if info.get("guard") == "not_applicable" and reason:  # "not applicable: needs label"
+            lines.append(f":heavy_minus_sign: {mrkdwn.code(step, 60)} {escape(clip(reason, 160))}")
+            continue
+        line = f"{icon} {mrkdwn.code(step, 60)} {escape(state)}"
         if reason:
             line += f" — {escape(clip(str(reason), 160))}"
         lines.append(line)

@@ -10,6 +10,11 @@ into a complete string literal (``{{ labels.service | promql }}`` -> ``"checkout
 a matcher (silences, alert queries), ``quote`` and ``quote_re`` do the same for
 Alertmanager's syntax.
 Command arguments are checked against their own pattern after rendering.
+
+A template that reads a label the alert does not carry (``labels.namespace``, not under
+a ``default`` filter, an ``is defined`` test or an ``if``) is not applicable to that
+alert: rendering raises ``NotApplicable`` naming the labels it needs, and
+``required_labels`` tells them ahead of time (``alertpilot check`` lists them).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.incidents import Incident
@@ -31,6 +36,87 @@ MAX_OUTPUT = 64 * 1024
 
 class RenderError(Exception):
     """A template failed to render (undefined name, sandbox violation, output too large)."""
+
+
+class NotApplicable(RenderError):
+    """The template reads labels the alert does not carry."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = tuple(labels)
+        names = ", ".join(f"`{name}`" for name in labels)
+        super().__init__(f"not applicable: needs label{'s' if len(labels) > 1 else ''} {names}")
+
+
+_LABEL_MAPS = ("labels", "common_labels")
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+_GUARDING_FILTERS = frozenset({"default", "d"})
+
+
+@functools.lru_cache(maxsize=4096)
+def required_labels(source: str) -> frozenset[tuple[str, str]]:
+    """``(map, label)`` pairs a template reads with no fallback: ``labels.x`` and
+    ``labels["x"]`` (and the same of ``common_labels``), unless under a ``default``
+    filter, inside a test (``is defined``) or the condition of an ``if``."""
+    try:
+        tree = environment().parse(source)
+    except TemplateError:
+        return frozenset()
+    out: set[tuple[str, str]] = set()
+
+    def label_of(node: nodes.Node) -> tuple[str, str] | None:
+        if isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
+            if node.node.name not in _LABEL_MAPS:
+                return None
+            if isinstance(node, nodes.Getattr):
+                return None if node.attr in _MAPPING_METHODS else (node.node.name, node.attr)
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                return node.node.name, node.arg.value
+        return None
+
+    def tested(node: nodes.Node) -> frozenset[tuple[str, str]]:
+        """The labels a condition looks at: its branches may read them."""
+        found = {label_of(n) for n in [node, *node.find_all((nodes.Getattr, nodes.Getitem))]}
+        return frozenset(f for f in found if f is not None)
+
+    def walk(node: nodes.Node, guarded: bool, checked: frozenset[tuple[str, str]]) -> None:
+        found = label_of(node)
+        if found is not None:
+            if not guarded and found not in checked:
+                out.add(found)
+            return
+        if isinstance(node, nodes.Filter) and node.name in _GUARDING_FILTERS:
+            if node.node is not None:
+                walk(node.node, True, checked)
+            for arg in node.args:
+                walk(arg, guarded, checked)
+            return
+        if isinstance(node, nodes.Test):
+            for child in node.iter_child_nodes():
+                walk(child, True, checked)
+            return
+        if isinstance(node, nodes.If | nodes.CondExpr):
+            test = node.test
+            inner = checked | (tested(test) if test is not None else frozenset())
+            for name, child in node.iter_fields():
+                for one in child if isinstance(child, list) else [child]:
+                    if isinstance(one, nodes.Node):
+                        walk(one, guarded or name == "test", inner)
+            return
+        for child in node.iter_child_nodes():
+            walk(child, guarded, checked)
+
+    walk(tree, False, frozenset())
+    return frozenset(out)
+
+
+def missing_labels(source: str, ctx: Mapping[str, Any]) -> list[str]:
+    """The labels ``source`` needs that ``ctx`` lacks, sorted."""
+    missing = set()
+    for where, name in required_labels(source):
+        values = ctx.get(where)
+        if isinstance(values, Mapping) and name not in values:
+            missing.add(name)
+    return sorted(missing)
 
 
 def _quote(value: object) -> str:
@@ -127,6 +213,11 @@ def _compiled(env: SandboxedEnvironment, source: str) -> Template:
 def render(env: SandboxedEnvironment, source: str, ctx: Mapping[str, Any]) -> str:
     try:
         out = _compiled(env, source).render(ctx)
+    except UndefinedError as exc:
+        missing = missing_labels(source, ctx)
+        if missing:
+            raise NotApplicable(missing) from None
+        raise RenderError(f"template error: {exc}") from None
     except TemplateError as exc:
         raise RenderError(f"template error: {exc}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError) as exc:  # e.g. {{ "a" + 1 }}

@@ -235,7 +235,9 @@ class StepPreview(Record):
     def line(self) -> str:
         what = self.call or "(no call)"
         verdict = (
-            f"stopped by {self.stopped_by.value}: {self.reason}"
+            self.reason  # "not applicable: needs label `namespace`"
+            if self.stopped_by is Guard.NOT_APPLICABLE
+            else f"stopped by {self.stopped_by.value}: {self.reason}"
             if self.stopped_by
             else (self.reason or self.mode.value)
         )

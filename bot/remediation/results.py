@@ -21,6 +21,7 @@ class Guard(StrEnum):
     # every alert of the step's target has resolved, or the incident itself is resolved
     RESOLVED = "resolved"
     TEMPLATE = "template"  # a template did not render
+    NOT_APPLICABLE = "not_applicable"  # the alert lacks a label the step's templates need
     ALLOWLIST = "allowlist"  # URL or executable not on the allowlist
     PATTERN = "pattern"  # a templated argument failed its pattern
     INVALID = "invalid"  # the rendered call is not valid (e.g. a matcher that does not parse)

@@ -22,7 +22,7 @@ from typing import Any
 from bot.errors import RetryLater
 from bot.incidents import AlertRecord, Incident
 from bot.playbook.model import Remediation
-from bot.playbook.templating import RenderError, render
+from bot.playbook.templating import NotApplicable, RenderError, render
 from bot.remediation import guard
 from bot.remediation.actions import Call, SilenceCall
 from bot.remediation.deps import VERIFY, Deps, StepUpdate, run_job, update_step
@@ -361,6 +361,8 @@ def _step_alert(incident: Incident, record: StepRecord) -> AlertRecord | None:
 def _render(env: Any, source: str, values: Any, where: str) -> str:
     try:
         return render(env, source, values)
+    except NotApplicable as exc:
+        raise Refused(Guard.NOT_APPLICABLE, str(exc)) from None
     except RenderError as exc:
         raise Refused(Guard.TEMPLATE, f"{where}: {exc}") from None
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.alertmanager import AlertmanagerClient
 from bot.incidents import Incident
 from bot.playbook.registry import PlaybookSet
-from bot.playbook.templating import RenderError, render
+from bot.playbook.templating import NotApplicable, RenderError, render
 from bot.prometheus import PrometheusClient
 from bot.remediation.results import Guard, Refused, StepResult, StepStatus
 
@@ -51,6 +51,8 @@ class ActionContext:
     def render(self, source: str, where: str) -> str:
         try:
             return render(self.env, source, self.values)
+        except NotApplicable as exc:
+            raise Refused(Guard.NOT_APPLICABLE, str(exc)) from None
         except RenderError as exc:
             raise Refused(Guard.TEMPLATE, f"{where}: {exc}") from None
 

@@ -18,7 +18,7 @@ from yarl import URL
 from bot.httpclient import HttpError, request
 from bot.playbook import allowlist
 from bot.playbook.model import WebhookAction
-from bot.playbook.templating import RenderError, render_value
+from bot.playbook.templating import NotApplicable, RenderError, render_value
 from bot.remediation.actions.base import ActionContext, ActionKind, Call, Connections
 from bot.remediation.results import Guard, Refused, StepResult, StepStatus, truncate
 
@@ -66,6 +66,8 @@ class WebhookKind(ActionKind[WebhookAction, WebhookCall]):
         url = self.check_url(ctx.render(spec.url, "url"))
         try:
             body = None if spec.body is None else render_value(ctx.env, spec.body, ctx.values)
+        except NotApplicable as exc:
+            raise Refused(Guard.NOT_APPLICABLE, str(exc)) from None
         except RenderError as exc:
             raise Refused(Guard.TEMPLATE, f"body: {exc}") from None
         return WebhookCall(
