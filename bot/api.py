@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import keys
 from bot.auth import check_credentials
+from bot.diagnostics.summary import tally
 from bot.errors import PayloadError, StoreError
 from bot.incidents import Status
 
@@ -91,4 +92,11 @@ async def get_incident(request: web.Request) -> web.Response:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise PayloadError("incident id must be a number", code="bad_id")
     incident = await request.app[keys.STORE].get_incident(int(raw))
-    return web.json_response(incident.to_json())
+    out = incident.to_json()
+    results = incident.data.get("diagnostics")
+    if isinstance(results, list):  # passed, failed and not checked, counted apart
+        out["diagnostics"] = {"summary": tally(results).line(), "results": results}
+    narrative = incident.data.get("narrative")
+    if isinstance(narrative, dict):  # with, for an LLM's, the facts behind each sentence
+        out["narrative"] = narrative
+    return web.json_response(out)

@@ -43,6 +43,7 @@ class CheckReport:
     settings: Settings | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # from the playbooks; see cli.risky
+    label_needs: list[str] = field(default_factory=list)  # steps an alert may not fit
     playbooks: int = 0
     playbook_files: int = 0
     prompt_files: int = 0
@@ -97,7 +98,7 @@ def check_config(config: str | Path, *, promtool: str | None = None) -> CheckRep
     )
     report.problems.extend(loaded.problems)
     report.warnings.extend(risky_steps(settings, loaded.playbooks))
-    report.warnings.extend(label_needs(loaded.playbooks))
+    report.label_needs.extend(label_needs(loaded.playbooks))
     report.playbooks, report.playbook_files = len(loaded.playbooks), len(loaded.files)
 
     from bot.narrative.templates import DEFAULT_DIR

@@ -65,6 +65,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.settings is not None:
         for warning in [*risky(report.settings), *report.warnings]:
             print(f"warning: {warning}")
+        for need in report.label_needs:  # not a risk: what an alert needs for each step
+            print(f"note: {need}")
     if report.problems:
         for problem in report.problems:
             print(problem, file=sys.stderr)

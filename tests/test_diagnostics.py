@@ -466,8 +466,8 @@ async def test_a_template_that_fails_at_run_time_is_an_error_result() -> None:
             [book(spec)], {**sample_context(), "labels": {}}
         )
     assert results[0].status is DiagnosticStatus.ERROR
-    assert results[0].text.startswith("q: error: template error: ")
-    assert "service" in results[0].text
+    assert results[0].text == "q: error: not applicable: needs label `service`"
+    assert results[0].cause == "not_applicable"
 
 
 # formatting ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from bot.narrative.grounding import Facts, actions_that_ran, claims, ground
 from bot.notify.render import Extras, incident_message
 from fakes import FakeOpenAI
 from narrative_support import (
+    DIAGNOSTICS,
     app_settings,
     eventually,
     group,
@@ -169,3 +170,42 @@ async def test_what_was_dropped_is_on_the_timeline_and_never_in_slack(
     )
     assert "*What happened* _(from the template)_" in shown
     assert "switched" not in shown and "12%" not in shown
+
+
+async def test_each_sentence_is_traced_to_its_facts_in_the_api_and_explain(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.reply = (
+        "- The 5xx share of requests is 12.5%, above its 5% limit, worst on pod-a.\n"
+        "- The database is reachable.\n"
+        "- Next: check the recent deploys."
+    )
+    settings = app_settings(tmp_path, fake_openai, llm={"settle": 0.1})
+    async with running_app(settings, SystemClock()) as client:
+        incident_id = await post_alerts(client, group())
+        store, clock = client.app[keys.STORE], client.app[keys.CLOCK]
+        await store.update_incident(incident_id, now=clock.now(), data={"diagnostics": DIAGNOSTICS})
+        await store.append_event(
+            incident_id, actor="alertpilot", kind=EventKind.DIAGNOSTICS_DONE,
+            message="diagnostics: 1 failed (error_share), 1 passed", now=clock.now(),
+        )  # fmt: skip
+
+        async def written() -> object:
+            incident = await store.get_incident(incident_id)
+            return incident if narrative_of(incident).get("source") == "llm" else None
+
+        await eventually(written, what="the LLM narrative")
+        resp = await client.get(f"/api/v1/incidents/{incident_id}")
+        assert resp.status == 200
+        shown = await resp.json()
+    assert (
+        shown["diagnostics"]["summary"]
+        == "1 failed (error_share), 1 passed, 1 not checked (no data)"
+    )
+    narrative = shown["narrative"]
+    evidence = {e["sentence"]: e["facts"] for e in narrative["evidence"]}
+    first = "- The 5xx share of requests is 12.5%, above its 5% limit, worst on pod-a."
+    assert "diagnostics/5xx share of requests" in evidence[first]
+    assert "0.125" in narrative["facts"]["diagnostics/5xx share of requests"]
+    assert evidence["- Next: check the recent deploys."] == []  # claims nothing
+    assert set(narrative["facts"]) == {key for keys in evidence.values() for key in keys}

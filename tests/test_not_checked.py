@@ -190,7 +190,7 @@ def test_simulate_and_check_say_which_label_a_shipped_step_needs(
         assert main(["check", "--config", "configs/alertpilot.yaml"]) == 0
         out = capsys.readouterr().out
     assert (
-        "warning: high-error-rate: steps read labels its match does not require (for an alert"
+        "note: high-error-rate: steps read labels its match does not require (for an alert"
         " without them they are not applicable): " in out
     )
     assert "rollback_deploy needs `namespace`, `service`" in out

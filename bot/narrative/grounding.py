@@ -27,11 +27,12 @@ sentences were dropped and too little is left (fewer than ``MIN_SENTENCES`` sent
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 ClaimKind = Literal["number", "time", "version", "name", "action"]
 
@@ -127,11 +128,18 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    sentence: str
+    facts: tuple[str, ...]  # ids of the fact rows that support its claims
+
+
+@dataclass(frozen=True)
 class Grounded:
     text: str  # the sentences kept, in their lines
     sentences: int
     kept: int
     dropped: tuple[Dropped, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
 
     @property
     def enough(self) -> bool:
@@ -292,8 +300,31 @@ def _sentences(line: str) -> list[str]:
     return parts
 
 
-def ground(text: str, facts: Facts) -> Grounded:
-    """Keep the sentences whose every claim the facts support."""
+_ROW_KEYS = ("check", "step", "name", "id")
+
+
+def fact_rows(context: Mapping[str, Any]) -> dict[str, str]:
+    """Every row of a prompt's data, by id: ``incident``, ``diagnostics/<check>``,
+    ``remediations/<step>``, ``alerts/<n>``, ``timeline/<n>`` (1-based), as compact JSON."""
+    rows: dict[str, str] = {}
+    for section, value in context.items():
+        if isinstance(value, list):
+            for n, item in enumerate(value, 1):
+                key = next(
+                    (str(item[k]) for k in _ROW_KEYS if isinstance(item, Mapping) and item.get(k)),
+                    str(n),
+                )
+                rows[f"{section}/{key}"] = json.dumps(item, ensure_ascii=False, default=str)
+        else:
+            rows[section] = json.dumps(value, ensure_ascii=False, default=str)
+    return rows
+
+
+def ground(text: str, facts: Facts, rows: Mapping[str, str] | None = None) -> Grounded:
+    """Keep the sentences whose every claim the facts support; with ``rows`` (see
+    ``fact_rows``), trace each one kept to the rows behind its claims."""
+    by_row = {key: Facts(row) for key, row in (rows or {}).items()}
+    evidence: list[Evidence] = []
     lines_out: list[str] = []
     dropped: list[Dropped] = []
     total = kept = 0
@@ -304,13 +335,19 @@ def ground(text: str, facts: Facts) -> Grounded:
         keep = []
         for sentence in _sentences(line):
             total += 1
-            unsupported = tuple(c for c in claims(sentence) if not supported(c, facts))
+            found = claims(sentence)
+            unsupported = tuple(c for c in found if not supported(c, facts))
             if unsupported:
                 dropped.append(Dropped(sentence.strip(), unsupported))
-            else:
-                keep.append(sentence)
-                kept += 1
+                continue
+            keep.append(sentence)
+            kept += 1
+            if by_row:
+                behind = tuple(
+                    key for key, row in by_row.items() if any(supported(c, row) for c in found)
+                )
+                evidence.append(Evidence(sentence.strip(), behind))
         if keep:
             lines_out.append(" ".join(keep))
     out = re.sub(r"\n{3,}", "\n\n", "\n".join(lines_out)).strip()
-    return Grounded(out, total, kept, tuple(dropped))
+    return Grounded(out, total, kept, tuple(dropped), tuple(evidence))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from bot.breaker import CircuitBreaker
@@ -26,7 +26,14 @@ from bot.narrative.cache import CachedAnswer, NarrativeCache, cache_key
 from bot.narrative.clean import clean, limit_words
 from bot.narrative.context import IncidentSubject, distinct_labels
 from bot.narrative.facts import from_incident
-from bot.narrative.grounding import Dropped, Facts, actions_that_ran, ground
+from bot.narrative.grounding import (
+    Dropped,
+    Evidence,
+    Facts,
+    actions_that_ran,
+    fact_rows,
+    ground,
+)
 from bot.narrative.llm import LlmClient, LlmError
 from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.prompt import (
@@ -71,6 +78,8 @@ class Narrative:
     encoding: str | None = None
     prompt_tokens: int | None = None
     dropped: tuple[Dropped, ...] = ()  # LLM sentences the facts did not support
+    evidence: tuple[Evidence, ...] = ()  # each LLM sentence kept, and the facts behind it
+    facts: Mapping[str, str] = field(default_factory=dict)  # those facts, by id
 
     def to_data(self) -> dict[str, Any]:
         """The shape kept in ``incident.data["narrative"]``."""
@@ -92,6 +101,14 @@ class Narrative:
                 for d in self.dropped[:MAX_DROPPED_SHOWN]
             ]
             out["dropped_count"] = len(self.dropped)
+        if self.evidence:
+            out["evidence"] = [
+                {"sentence": e.sentence, "facts": list(e.facts)} for e in self.evidence
+            ]
+            used = {key for e in self.evidence for key in e.facts}
+            out["facts"] = {
+                key: clip_text(row, 500) for key, row in self.facts.items() if key in used
+            }
         return out
 
 
@@ -230,12 +247,15 @@ class Narrator:
             return self._fallback(template, audience, "budget_exhausted", "skipped")
         key = cache_key(self.settings.provider, llm.model, prompt.rendered)
         hit = await self.cache.get(key, now)
-        if hit is not None:
+        rows = fact_rows(prompt.context)
+        if hit is not None:  # grounded when it was stored; traced again to the same facts
             self.metrics.cache.labels("hit").inc()
             self.metrics.requests.labels(self.provider, "cached").inc()
+            traced = ground(hit.text, Facts(prompt.data, actions_of(subject)), rows)
             return Narrative(
                 hit.text, "llm", audience, hit.generated_at, hit.model, 0, cached=True,
                 encoding=prompt.encoding, prompt_tokens=prompt.tokens,
+                evidence=traced.evidence, facts=rows,
             )  # fmt: skip
         self.metrics.cache.labels("miss").inc()
         if not self.breaker.allow():
@@ -258,7 +278,7 @@ class Narrator:
         text = self._finish(reply.text, audience)
         if not text:
             return self._fallback(template, audience, "empty", "error")
-        grounded = ground(text, Facts(prompt.data, actions_of(subject)))
+        grounded = ground(text, Facts(prompt.data, actions_of(subject)), rows)
         for dropped in grounded.dropped:
             for claim in dropped.claims:
                 self.metrics.ungrounded.labels(claim.kind).inc()
@@ -283,7 +303,8 @@ class Narrator:
         return Narrative(
             text, "llm", audience, generated_at, reply.model, reply.tokens,
             generation_ms=round(elapsed * 1000), encoding=prompt.encoding,
-            prompt_tokens=prompt.tokens, dropped=grounded.dropped,
+            prompt_tokens=prompt.tokens, dropped=grounded.dropped, evidence=grounded.evidence,
+            facts=rows,
         )  # fmt: skip
 
     async def _spend(self, tokens: int, incident_id: int | None) -> None:

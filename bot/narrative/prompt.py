@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import toon_format
@@ -92,6 +93,7 @@ class Prompt:
     json_tokens: int  # the data section alone, per encoding
     toon_tokens: int
     data: str = ""  # the data section as sent: what the answer may claim
+    context: Mapping[str, Any] = field(default_factory=dict)  # the same, before encoding
 
     def messages(self) -> list[dict[str, str]]:
         return [
@@ -128,7 +130,7 @@ class PromptBuilder:
         tokens = self.counter.count(system) + self.counter.count(user) + 8  # message framing
         return Prompt(
             system, user, encoded.encoding, tokens, n, len(subject),
-            encoded.json_tokens, encoded.toon_tokens, encoded.text,
+            encoded.json_tokens, encoded.toon_tokens, encoded.text, data,
         )  # fmt: skip
 
     def build(self, subject: Subject, audience: Audience) -> Prompt:
