@@ -89,6 +89,7 @@ class AlertRecord:
     starts_at: str
     ends_at: str
     generator_url: str
+    links: Mapping[str, str] = field(default_factory=dict)  # Grafana's, by title
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class Incident:
                     "startsAt": a.starts_at,
                     "endsAt": a.ends_at,
                     "generatorURL": a.generator_url,
+                    **({"links": dict(a.links)} if a.links else {}),
                 }
                 for a in self.alerts
             ],

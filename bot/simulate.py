@@ -53,6 +53,7 @@ def incident_of(group: AlertGroup, settings: Settings) -> Incident:
             starts_at=a.startsAt.isoformat(),
             ends_at=a.endsAt.isoformat(),
             generator_url=a.generatorURL,
+            links=a.links,
         )
         for a in group.alerts
     )

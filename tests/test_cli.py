@@ -50,7 +50,10 @@ def test_simulate_rejects_bad_payload(tmp_path: Path, capsys: pytest.CaptureFixt
     bad = tmp_path / "bad.json"
     bad.write_text('{"version": "4"}')
     assert main(["simulate", "--config", str(config(tmp_path)), str(bad)]) == 2
-    assert "not an Alertmanager version 4 payload" in capsys.readouterr().err
+    assert (
+        "not an Alertmanager (version 4) or Grafana (version 1) webhook payload"
+        in capsys.readouterr().err
+    )
 
 
 async def seed(tmp_path: Path) -> None:

@@ -92,6 +92,13 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
         lines.append(f":eyes: Acknowledged by {who} · {_when(incident.acknowledged_at)}")
     if incident.status is Status.RESOLVED and incident.resolved_at is not None:
         lines.append(f":white_check_mark: *Resolved* · {_when(incident.resolved_at)}")
+    truncated = incident.data.get("truncated")
+    if isinstance(truncated, Mapping) and incident.status is not Status.RESOLVED:
+        left_out = truncated.get("alerts")
+        lines.append(
+            f":scissors: Alertmanager left out {escape(left_out)} alert(s) of this group"
+            " (max_alerts): it resolves only when a delivery that leaves none out says so"
+        )
     if extras.previous is not None:
         prev_id, permalink = extras.previous
         target = mrkdwn.link(permalink, f"incident #{prev_id}") if permalink else f"#{prev_id}"
@@ -267,7 +274,11 @@ def _links(incident: Incident, extras: Extras) -> list[str]:
     links: list[str] = []
     alerts = incident.firing or list(incident.alerts)
     if alerts and alerts[0].generator_url:
-        links.append(mrkdwn.link(alerts[0].generator_url, "Prometheus graph"))
+        graph = "Grafana rule" if alerts[0].links else "Prometheus graph"
+        links.append(mrkdwn.link(alerts[0].generator_url, graph))
+    for title, url in (alerts[0].links if alerts else {}).items():  # Grafana's
+        if mrkdwn.safe_url(url):
+            links.append(mrkdwn.link(url, title))
     annotations = alerts[0].annotations if alerts else {}
     runbook = incident.common_annotations.get("runbook_url") or annotations.get("runbook_url")
     if runbook and mrkdwn.safe_url(runbook):

@@ -120,6 +120,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 2;
     CREATE INDEX jobs_lane ON jobs(lane, priority, due_at, id) WHERE status = 'pending';
     """,
+    # 4: an alert's links from its sender (Grafana: dashboard, panel, silence, image).
+    """
+    ALTER TABLE alerts ADD COLUMN links TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 # The step of MIGRATIONS before which the inbox's rows are copied to its own file.

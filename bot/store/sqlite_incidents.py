@@ -116,6 +116,7 @@ def read_incident(conn: sqlite3.Connection, row: sqlite3.Row, timeline: bool) ->
             a["starts_at"],
             a["ends_at"],
             a["generator_url"],
+            json.loads(a["links"]),
         )
         for a in conn.execute(
             "SELECT * FROM alerts WHERE incident_id = ? ORDER BY rowid", (row["id"],)
@@ -260,18 +261,39 @@ def apply_group(
                 f"severity raised to {severity.value}",
                 severity=severity.value,
             )
+    # Alertmanager's max_alerts: the alerts left out are unknown here, and the group's
+    # status is that of the alerts sent. Until a delivery leaves none out, the incident
+    # cannot know that every alert resolved.
     if group.truncatedAlerts:
-        event(
-            open_id,
-            EventKind.NOTE,
-            f"Alertmanager left out {group.truncatedAlerts} alert(s) of this group (max_alerts)",
+        conn.execute(
+            "UPDATE incidents SET data = json_set(data, '$.truncated', json(?)) WHERE id = ?",
+            (dumps({"alerts": group.truncatedAlerts, "at": now}), open_id),
+        )
+    else:
+        conn.execute(
+            "UPDATE incidents SET data = json_remove(data, '$.truncated') WHERE id = ?",
+            (open_id,),
         )
 
     still_firing = conn.execute(
         "SELECT COUNT(*) FROM alerts WHERE incident_id = ? AND status = 'firing'", (open_id,)
     ).fetchone()[0]
     conn.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, open_id))
-    if still_firing == 0:
+    if group.truncatedAlerts:
+        waits = (
+            "; the sent alerts resolved, but the incident stays open until a delivery that"
+            " leaves none out says all are resolved"
+            if still_firing == 0
+            else ""
+        )
+        event(
+            open_id,
+            EventKind.NOTE,
+            f"Alertmanager left out {group.truncatedAlerts} alert(s) of this group"
+            f" (max_alerts){waits}",
+            truncated=group.truncatedAlerts,
+        )
+    if still_firing == 0 and not group.truncatedAlerts:
         conn.execute(
             "UPDATE incidents SET status = ?, resolved_at = ? WHERE id = ?",
             (Status.RESOLVED.value, now, open_id),
@@ -284,10 +306,12 @@ def apply_group(
 def _upsert_alerts(conn: sqlite3.Connection, incident_id: int, alerts: Sequence[Any]) -> None:
     conn.executemany(
         "INSERT INTO alerts (incident_id, fingerprint, status, labels, annotations, starts_at,"
-        " ends_at, generator_url) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (incident_id, fingerprint)"
+        " ends_at, generator_url, links) VALUES (?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (incident_id, fingerprint)"
         " DO UPDATE SET status = excluded.status, labels = excluded.labels,"
         " annotations = excluded.annotations, starts_at = excluded.starts_at,"
-        " ends_at = excluded.ends_at, generator_url = excluded.generator_url",
+        " ends_at = excluded.ends_at, generator_url = excluded.generator_url,"
+        " links = excluded.links",
         [
             (
                 incident_id,
@@ -298,6 +322,7 @@ def _upsert_alerts(conn: sqlite3.Connection, incident_id: int, alerts: Sequence[
                 a.startsAt.isoformat(),
                 a.endsAt.isoformat(),
                 a.generatorURL,
+                dumps(a.links),
             )
             for a in alerts
         ],

@@ -1,0 +1,141 @@
+"""Payloads from other senders and older versions, replayed as they come (see
+tests/fixtures/README.md for where each comes from): Grafana alerting's webhook,
+Alertmanager before 0.19 (no fingerprints), and Alertmanager's ``max_alerts``
+truncation, which must not resolve an incident early."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from bot import keys
+from bot.alerts import label_fingerprint, parse_group
+from bot.app import create_app
+from bot.incidents import EventKind, Incident, Status
+from bot.notify.render import Extras, incident_message
+from conftest import FIXTURES, make_settings, payload
+
+
+async def start(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+    client: TestClient = await aiohttp_client(create_app(make_settings(tmp_path)))
+    await client.app[keys.RUNNER].stop()  # the test runs due jobs itself
+    return client
+
+
+async def post(client: TestClient, body: bytes | dict[str, Any]) -> dict[str, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp = await client.post(
+        "/alertmanager", data=data, headers={"Content-Type": "application/json"}
+    )
+    answer: dict[str, Any] = await resp.json()
+    assert resp.status == 200, answer
+    await client.app[keys.INBOX].drain()
+    await client.app[keys.RUNNER].run_due()
+    return answer
+
+
+async def only_incident(client: TestClient) -> Incident:
+    store = client.app[keys.STORE]
+    [brief] = await store.list_incidents(limit=5)
+    return await store.get_incident(brief.id)
+
+
+def shown(incident: Incident) -> str:
+    return "\n".join(
+        str(block.get("text", {}).get("text", "")) + str(block.get("elements", ""))
+        for block in incident_message(incident, Extras()).blocks
+    )
+
+
+async def test_grafana_alerting_webhook_opens_an_incident_with_its_links(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    body = (FIXTURES / "grafana" / "webhook-firing.json").read_bytes()
+    answer = await post(client, body)
+    assert (answer["status"], answer["alerts"], answer["duplicate"]) == ("accepted", 2, False)
+
+    incident = await only_incident(client)
+    assert (incident.title, incident.severity.value) == ("HighErrorRate", "P1")
+    first = next(a for a in incident.alerts if a.fingerprint == "4c7e9a0d2b6f1e83")
+    assert set(first.links) == {
+        "Grafana dashboard",
+        "Grafana panel",
+        "Silence in Grafana",
+        "Grafana image",
+    }
+    second = next(a for a in incident.alerts if a.fingerprint == "a1f0c3e55d7b2c49")
+    assert set(second.links) == {"Silence in Grafana"}  # empty URLs are no links
+    slack = shown(incident)
+    for title in ("Grafana dashboard", "Grafana panel", "Silence in Grafana", "Grafana rule"):
+        assert f"|{title}>" in slack, title
+    assert "https://grafana.example/d/assistant-errors?" in slack
+
+    # the same delivery again (Grafana retries) changes nothing
+    assert (await post(client, body))["duplicate"] is True
+    api = await (await client.get(f"/api/v1/incidents/{incident.id}")).json()
+    assert api["alerts"][0]["links"]["Grafana panel"].endswith("viewPanel=4")
+
+
+async def test_alertmanager_before_0_19_gets_alertmanagers_own_fingerprints(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    captured = payload("captured-firing")
+    old = (FIXTURES / "alertmanager" / "firing-0.18-no-fingerprint.json").read_bytes()
+    group = parse_group(old)
+    assert [a.fingerprint for a in group.alerts] == [a["fingerprint"] for a in captured["alerts"]]
+    assert label_fingerprint({}) == "cbf29ce484222325"  # FNV-1a's offset: no labels
+
+    client = await start(aiohttp_client, tmp_path)
+    assert (await post(client, old))["duplicate"] is False
+    # the same alerts from a newer Alertmanager (an HA pair mid-upgrade) are repeats
+    assert (await post(client, captured))["duplicate"] is True
+    incident = await only_incident(client)
+    assert len(incident.alerts) == 3
+
+
+def _six_alerts(status: str, *, sent: list[int], truncated: int) -> dict[str, Any]:
+    """A group of six alerts of which Alertmanager sent ``sent`` (max_alerts)."""
+    body = payload("captured-firing")
+    template = body["alerts"][0]
+    alerts = []
+    for n in sent:
+        alert = copy.deepcopy(template)
+        alert["labels"]["instance"] = f"pod-{n}"
+        alert["fingerprint"] = label_fingerprint(alert["labels"])
+        alert["status"] = status
+        if status == "resolved":
+            alert["endsAt"] = "2026-11-21T06:00:00Z"
+        alerts.append(alert)
+    body["alerts"], body["status"], body["truncatedAlerts"] = alerts, status, truncated
+    return body
+
+
+async def test_a_truncated_group_does_not_resolve_until_a_complete_one_says_so(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    await post(client, _six_alerts("firing", sent=[0, 1, 2], truncated=3))
+    # The three sent resolve while the three left out still fire: Alertmanager says
+    # "resolved" for the group it sent.
+    await post(client, _six_alerts("resolved", sent=[0, 1, 2], truncated=3))
+    incident = await only_incident(client)
+    assert incident.status is Status.TRIGGERED
+    notes = [e.message for e in incident.timeline if e.kind == EventKind.NOTE]
+    assert notes[-1] == (
+        "Alertmanager left out 3 alert(s) of this group (max_alerts); the sent alerts"
+        " resolved, but the incident stays open until a delivery that leaves none out says"
+        " all are resolved"
+    )
+    assert "Alertmanager left out 3 alert(s) of this group (max_alerts)" in shown(incident)
+
+    # All six resolved, none left out: now it resolves.
+    await post(client, _six_alerts("resolved", sent=list(range(6)), truncated=0))
+    incident = await only_incident(client)
+    assert incident.status is Status.RESOLVED
+    assert "truncated" not in incident.data
+    assert [e.kind for e in incident.timeline].count(EventKind.RESOLVED) == 1
