@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from bot import logs
 from bot.alerts import parse_group
@@ -42,19 +43,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.app import create_app
 
     settings = _settings(args)
+    if args.listen:  # the command line wins over server.listen
+        try:
+            server = settings.server.model_validate(
+                {**settings.server.model_dump(), "listen": args.listen}
+            )
+        except ValidationError:
+            raise ConfigError([f"--listen {args.listen!r}: expected HOST:PORT"]) from None
+        settings = settings.model_copy(update={"server": server})
     logs.configure(settings.logging.level, settings.logging.format, settings.secret_values())
     for warning in risky(settings):  # what `alertpilot check` warns about, in the log too
         log.warning("config: %s", warning)
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        print=lambda line: print(line, file=sys.stderr),
-        access_log=None,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            print=lambda line: print(line, file=sys.stderr),
+            access_log=None,
+        )
+    except OSError as exc:  # the address is taken, or not this host's
+        print(
+            f"cannot listen on {settings.server.listen}: {exc.strerror or exc}"
+            " (set server.listen in the config, or serve --listen HOST:PORT)",
+            file=sys.stderr,
+        )
+        return 4
     return 0
 
 
@@ -161,8 +178,18 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("alertpilot")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alertpilot", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"alertpilot {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -170,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=str(DEFAULT_CONFIG), help="config file (YAML)")
         return p
 
-    command("serve", "run the webhook server and workers").set_defaults(func=cmd_serve)
+    p = command("serve", "run the webhook server and workers")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
+    p.set_defaults(func=cmd_serve)
     command("check", "validate the config, playbooks and prompt templates").set_defaults(
         func=cmd_check
     )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.cli import main
 from conftest import FIXTURES
 from serving import ServeProcess
+from stack import free_port
 
 
 def config(tmp_path: Path, extra: str = "") -> Path:
@@ -96,3 +100,56 @@ async def test_serve_logs_what_check_warns_about(tmp_path: Path) -> None:
     log = server.log.read_text()
     assert "WARNING bot.cli: config: server.webhook_token is not set" in log
     assert "config: server.api_token is not set: the incident API (remediation approvals" in log
+
+
+async def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    first = ServeProcess(tmp_path)
+    try:
+        await first.start()
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "serve", "--config", str(first.config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(second.communicate(), 60)
+    finally:
+        await first.stop()
+    assert second.returncode == 4
+    text = err.decode()
+    assert f"cannot listen on 127.0.0.1:{first.port}: " in text
+    assert "address already in use" in text
+    assert "serve --listen HOST:PORT" in text
+    assert "Traceback" not in text
+
+
+async def test_serve_listen_overrides_the_config_and_version_prints(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path)
+    port = free_port()
+    try:
+        with server.log.open("ab") as log:
+            server.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.cli", "serve", "--config", str(server.config),
+                "--listen", f"127.0.0.1:{port}", stdout=log, stderr=log,
+            )  # fmt: skip
+        server.url, server.port = f"http://127.0.0.1:{port}", port
+        async with aiohttp.ClientSession() as session:
+            for _ in range(600):
+                try:
+                    async with session.get(f"{server.url}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(server.log.read_text()[-2000:])
+    finally:
+        await server.stop()
+    version = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "--version", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await version.communicate()
+    assert out.decode().startswith("alertpilot ")
+
+
+def test_serve_listen_must_be_host_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--config", str(config(tmp_path)), "--listen", "8080"]) == 2
+    assert "--listen '8080': expected HOST:PORT" in capsys.readouterr().err
