@@ -118,10 +118,34 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     narrative.setup(app)
     if settings.pagerduty is not None:
         paging.setup(app)
+    else:
+        _not_configured(app, "PagerDuty", "pagerduty", ["/pagerduty"], ["/api/v1/oncall"])
     if settings.slack is not None:
         slack_feature.setup(app)
+    else:
+        _not_configured(app, "Slack", "slack", ["/slack/events"], [])
     app.cleanup_ctx.append(_workers_ctx)
     return app
+
+
+def _not_configured(
+    app: web.Application, feature: str, section: str, posts: list[str], gets: list[str]
+) -> None:
+    """A feature that is off answers its endpoints with a 404 that says so and how to turn
+    it on, rather than a bare "Not Found" that reads like a wrong URL."""
+
+    async def off(request: web.Request) -> web.Response:
+        return _error(
+            404,
+            "not_configured",
+            f"{feature} is off: {request.path} answers once the config has a '{section}'"
+            " section (see the README)",
+        )
+
+    for path in posts:
+        app.router.add_post(path, off)
+    for path in gets:
+        app.router.add_get(path, off)
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -139,3 +139,19 @@ async def test_a_truncated_group_does_not_resolve_until_a_complete_one_says_so(
     assert incident.status is Status.RESOLVED
     assert "truncated" not in incident.data
     assert [e.kind for e in incident.timeline].count(EventKind.RESOLVED) == 1
+
+
+async def test_endpoints_of_a_feature_that_is_off_say_which_section_turns_it_on(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)  # no slack, no pagerduty section
+    for method, path, section in [
+        ("POST", "/slack/events", "slack"),
+        ("POST", "/pagerduty", "pagerduty"),
+        ("GET", "/api/v1/oncall", "pagerduty"),
+    ]:
+        resp = await client.request(method, path, data=b"{}")
+        assert resp.status == 404, path
+        answer = await resp.json()
+        assert answer["error"] == "not_configured"
+        assert f"'{section}' section" in answer["message"], answer
