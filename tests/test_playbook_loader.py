@@ -219,3 +219,23 @@ def test_templates_in_every_place_are_rendered_at_load(tmp_path: Path) -> None:
     assert len(problems) == len(expected), problems
     for line, start in zip(problems, expected, strict=True):
         assert line.startswith(start), (line, start)
+
+
+def test_a_diagnostic_url_off_the_allowlist_names_the_diagnostics_setting(
+    tmp_path: Path,
+) -> None:
+    """With no diagnostics.allowed_urls, the diagnostic's allowlist equals remediation's:
+    the problem must still name the setting a diagnostic URL belongs on."""
+    from bot.playbook.checks import Allowlists
+    from bot.playbook.loader import check_playbooks
+
+    (tmp_path / "p.yaml").write_text(
+        "- name: x\n  match: ['alertname=\"X\"']\n  diagnostics:\n"
+        "    - name: status\n      kind: http\n      url: http://10.0.0.9/status\n"
+    )
+    report = check_playbooks([str(tmp_path)], Allowlists(), promtool=None)
+    [problem] = report.problems
+    assert problem.endswith(
+        "diagnostics[0].url: URL 'http://10.0.0.9/status' is not on the allowlist"
+        " (diagnostics.allowed_urls or remediation.allowed_urls)"
+    ), problem

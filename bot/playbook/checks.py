@@ -71,7 +71,12 @@ class TemplateChecker:
             elif diag.kind == "alerts":
                 self.matchers(diag.matchers, (*loc, "matchers"))
             elif diag.kind == "http":
-                self.url(diag.url, (*loc, "url"), self.allow.diagnostic_urls)
+                self.url(
+                    diag.url,
+                    (*loc, "url"),
+                    self.allow.diagnostic_urls,
+                    "diagnostics.allowed_urls or remediation.allowed_urls",
+                )
         for i, step in enumerate(playbook.remediations):
             loc = (*prefix, "remediations", i)
             self.action(step.action, (*loc, "action"))
@@ -104,7 +109,7 @@ class TemplateChecker:
             except MatcherError as exc:
                 self.report((*loc, i), f"not one matcher once rendered: {exc}")
 
-    def url(self, template: str, loc: Loc, allowed: tuple[str, ...]) -> None:
+    def url(self, template: str, loc: Loc, allowed: tuple[str, ...], setting: str) -> None:
         head = template.split("{{", 1)[0].split("{%", 1)[0]
         if "{{" in template or "{%" in template:
             _, sep, rest = head.partition("://")
@@ -116,12 +121,7 @@ class TemplateChecker:
             return
         problem = allowlist.url_problem(rendered, allowed)
         if problem is not None:
-            which = (
-                "remediation.allowed_urls"
-                if allowed == self.allow.remediation_urls
-                else "diagnostics.allowed_urls or remediation.allowed_urls"
-            )
-            self.report(loc, f"URL {rendered!r} is {problem} ({which})")
+            self.report(loc, f"URL {rendered!r} is {problem} ({setting})")
 
     def action(self, action: Action, loc: Loc) -> None:
         if isinstance(action, SilenceAction):
@@ -129,7 +129,9 @@ class TemplateChecker:
                 self.report((*loc, "matchers"), "a silence needs at least one matcher")
             self.matchers(action.matchers, (*loc, "matchers"))
         elif isinstance(action, WebhookAction):
-            self.url(action.url, (*loc, "url"), self.allow.remediation_urls)
+            self.url(
+                action.url, (*loc, "url"), self.allow.remediation_urls, "remediation.allowed_urls"
+            )
             self.body(action.body, (*loc, "body"))
             for name, value in action.headers.items():
                 self.template(value, (*loc, "headers", name), (), None)
