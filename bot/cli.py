@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,6 +123,18 @@ def risky(settings: Settings) -> list[str]:
             out.append(
                 f"{name} is shorter than {MIN_SECRET_LENGTH} characters: easy to guess "
                 "(e.g. openssl rand -hex 24)"
+            )
+    llm = settings.llm
+    if llm.provider == "openai":
+        if llm.api_key is None and not os.environ.get("OPENAI_API_KEY"):
+            out.append(
+                "llm.provider is openai but llm.api_key is not set (nor OPENAI_API_KEY): "
+                "every narrative will be the template"
+            )
+        if not llm.base_url:
+            out.append(
+                "llm.provider is openai and llm.base_url is not set: incident facts go to "
+                "OpenAI's own API (set llm.base_url for Ollama, vLLM or a proxy)"
             )
     from bot.check import risky_remediation
 

@@ -153,3 +153,14 @@ async def test_serve_listen_overrides_the_config_and_version_prints(tmp_path: Pa
 def test_serve_listen_must_be_host_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--config", str(config(tmp_path)), "--listen", "8080"]) == 2
     assert "--listen '8080': expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_check_warns_of_an_llm_provider_without_a_key_or_an_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path = config(tmp_path, "llm:\n  provider: openai\n")
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: llm.provider is openai but llm.api_key is not set" in out
+    assert "warning: llm.provider is openai and llm.base_url is not set" in out
