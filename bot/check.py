@@ -24,7 +24,7 @@ from bot.errors import ConfigError
 from bot.matchers import MatchOp
 from bot.playbook import allowlist
 from bot.playbook.checks import Allowlists
-from bot.playbook.loader import check_playbooks
+from bot.playbook.loader import check_playbooks, default_paths_hint
 from bot.playbook.model import CommandAction, Playbook, StepMode, TemplatedArg
 from bot.playbook.templating import (
     RenderError,
@@ -97,6 +97,7 @@ def check_config(config: str | Path, *, promtool: str | None = None) -> CheckRep
         settings.playbooks.paths, Allowlists.from_settings(settings), promtool=promtool
     )
     report.problems.extend(loaded.problems)
+    report.problems.extend(default_paths_hint(settings, loaded.problems))
     report.warnings.extend(risky_steps(settings, loaded.playbooks))
     report.label_needs.extend(label_needs(loaded.playbooks))
     report.playbooks, report.playbook_files = len(loaded.playbooks), len(loaded.files)

@@ -357,3 +357,16 @@ def test_risky_settings_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert any("allows whole hosts (https://flags.internal)" in w for w in warnings)
     assert any("interpreter (/bin/bash)" in w for w in warnings)
     assert any("slack.approvers is empty" in w for w in warnings)
+
+
+def test_a_minimal_config_is_told_why_the_shipped_playbooks_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # where playbooks/ is
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"store:\n  url: sqlite:///{tmp_path}/a.db\n")
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not on the allowlist (remediation.allowed_urls)" in err
+    assert "the config has no playbooks section, so playbooks.paths is its default" in err
+    assert "Set playbooks.paths to your own, or [] for none" in err

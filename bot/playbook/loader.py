@@ -169,6 +169,22 @@ def load_playbooks(settings: Settings, *, promtool: str | None = None) -> Playbo
         settings.playbooks.paths, Allowlists.from_settings(settings), promtool=promtool
     )
     if report.problems:
-        raise ConfigError(report.problems)
+        raise ConfigError([*report.problems, *default_paths_hint(settings, report.problems)])
     log.info("loaded %d playbook(s) from %d file(s)", len(report.playbooks), len(report.files))
     return PlaybookSet(report.playbooks)
+
+
+def default_paths_hint(settings: Settings, problems: list[str]) -> list[str]:
+    """Why a config that names no playbooks gets allowlist errors: ``playbooks.paths``
+    defaults to ``[playbooks]``, the shipped ones, whose URLs and commands only the
+    shipped config allows."""
+    if "playbooks" in settings.model_fields_set:
+        return []
+    if not any("allowlist" in p or "allowed_commands" in p for p in problems):
+        return []
+    return [
+        "(the config has no playbooks section, so playbooks.paths is its default, "
+        "[playbooks]: the shipped playbooks, whose URLs and commands only "
+        "configs/alertpilot.yaml allows. Set playbooks.paths to your own, or [] for none, "
+        "or copy the diagnostics and remediation sections of configs/alertpilot.yaml)"
+    ]
