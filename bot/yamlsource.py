@@ -191,12 +191,32 @@ def validation_problems(exc: ValidationError, source: Sourced, prefix: Loc = ())
     out = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        full = (*prefix, *loc)
+        full = _in_document(source.data, (*prefix, *loc))
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         out.append(f"{source.where(full)}: {format_loc(full)}: {message}")
     return out
+
+
+def _in_document(data: Any, loc: Loc) -> Loc:
+    """``loc`` as a path in the document: without the parts pydantic adds that are not
+    keys (a tagged union's tag, ``diagnostics.0.promql.querry``), so the error names the
+    key and its line, not the line of the item around it."""
+    out: list[str | int] = []
+    value = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        elif not last and isinstance(value, Mapping):
+            continue  # not a key of the document: a tag of pydantic's
+        else:
+            value = None
+        out.append(part)
+    return tuple(out)
 
 
 def validate_source(

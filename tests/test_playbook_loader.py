@@ -239,3 +239,21 @@ def test_a_diagnostic_url_off_the_allowlist_names_the_diagnostics_setting(
         "diagnostics[0].url: URL 'http://10.0.0.9/status' is not on the allowlist"
         " (diagnostics.allowed_urls or remediation.allowed_urls)"
     ), problem
+
+
+def test_an_unknown_key_of_a_step_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    from bot.playbook.checks import Allowlists
+    from bot.playbook.loader import check_playbooks
+
+    (tmp_path / "p.yaml").write_text(
+        "- name: x\n"
+        "  match: ['alertname=\"X\"']\n"
+        "  diagnostics:\n"
+        "    - name: q\n"
+        "      kind: promql\n"
+        "      label: L\n"
+        "      querry: up\n"
+    )
+    problems = check_playbooks([str(tmp_path)], Allowlists(), promtool=None).problems
+    assert f"{tmp_path}/p.yaml:7: [0].diagnostics[0].querry: unknown key" in problems
+    assert f"{tmp_path}/p.yaml:4: [0].diagnostics[0].query: Field required" in problems
