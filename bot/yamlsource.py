@@ -207,9 +207,9 @@ def _in_document(data: Any, loc: Loc) -> Loc:
     value = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+        in_mapping = isinstance(value, Mapping) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if in_mapping or in_list:
             value = value[part]
         elif not last and isinstance(value, Mapping):
             continue  # not a key of the document: a tag of pydantic's
