@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot.clock import ManualClock
+from conftest import FIXTURES
 from fakes import FakeOpenAI
 from narrative_support import app_settings, group, post_alerts, running_app, until_quiet
 
@@ -196,3 +198,64 @@ async def test_a_broken_template_is_500_generation_failed(tmp_path: Path) -> Non
         "error": "generation_failed",
         "message": "the narrative could not be generated",
     }
+
+
+# the RCA explanation service's contract ---------------------------------------------
+
+RCA_REQUEST = json.loads((FIXTURES / "rca" / "rca-analyze-request.json").read_text())
+
+
+async def analyze(client: TestClient, body: Any) -> tuple[int, dict[str, str], Any]:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    response = await client.post("/api/v1/mira/rca_analyze", data=data)
+    headers = dict(response.headers)
+    for name in RATE_HEADERS:
+        assert name in headers, f"{name} missing on a {response.status}"
+    return response.status, headers, await response.json()
+
+
+async def test_rca_analyze_takes_the_rca_apis_response_as_it_is(tmp_path: Path) -> None:
+    async with running_app(app_settings(tmp_path, None), ManualClock()) as client:
+        status, _, body = await analyze(client, RCA_REQUEST)
+        _, _, technical = await analyze(client, {**RCA_REQUEST, "audience": "engineer"})
+    assert status == 200 and body["status"] == "success"
+    assert set(body["data"]) == {
+        "explanation", "tokensUsed", "provider", "model", "generatedAt", "cached",
+        "generationTimeMs",
+    }  # fmt: skip
+    plain = body["data"]["explanation"]  # non-technical by default, as the contract says
+    assert "payments-db" in plain and "pool_in_use" not in plain
+    assert "checkout" in plain
+    engineer = technical["data"]["explanation"]
+    assert "payments-db:pool_in_use(0.93) -> payments:error_rate(0.81)" in engineer
+    assert "2026-11-21 05:10:00" in engineer  # timeStartStr is the window's start
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["{oops", {"incidentId": 1}, {"rcaData": {"status": "success", "data": {}}}],
+    ids=["not json", "no rcaData", "no impact"],
+)
+async def test_rca_analyze_errors_in_the_contracts_shape(tmp_path: Path, body: Any) -> None:
+    async with running_app(app_settings(tmp_path, None), ManualClock()) as client:
+        status, _, answer = await analyze(client, body)
+    assert status == 400
+    assert (answer["status"], answer["error"]) == ("error", "invalid_json_payload")
+
+
+async def test_rca_analyze_failure_is_mira_generation_failed(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "narrative_rca.md.j2").write_text("{{ doc.impact.no_such_field }}\n")
+    settings = app_settings(tmp_path, None, llm={"prompts_dir": str(prompts)})
+    async with running_app(settings, ManualClock()) as client:
+        status, _, answer = await analyze(client, RCA_REQUEST)
+    assert (status, answer["error"]) == (500, "mira_generation_failed")
+
+
+async def test_rca_analyze_is_rate_limited_with_retry_after(tmp_path: Path) -> None:
+    settings = app_settings(tmp_path, None, llm={"api_rate_limit": 1, "api_rate_window": 60})
+    async with running_app(settings, ManualClock()) as client:
+        assert (await analyze(client, RCA_REQUEST))[0] == 200
+        status, headers, answer = await analyze(client, RCA_REQUEST)
+    assert status == 429 and answer["retryAfter"] == 60 and headers["Retry-After"] == "60"

@@ -1,4 +1,8 @@
-"""``POST /api/v1/narratives``: explain a stored incident or a posted RCA document.
+"""``POST /api/v1/narratives``: explain a stored incident or a posted RCA document; and
+``POST /api/v1/mira/rca_analyze``, the RCA explanation service's contract: the same for
+an RCA document only (``{"rcaData": <the RCA API's response, envelope included>}``),
+for a non-technical reader unless ``audience`` says otherwise, unknown fields ignored,
+and ``mira_generation_failed`` for a 500.
 
 Body: ``{"incidentId": "42"}`` or ``{"rcaData": {...}}``, optionally ``"audience":
 "engineer" | "stakeholder"``. Answer::
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,7 +64,23 @@ def _client(request: web.Request, authorized: bool) -> str:
     return f"peer:{request.remote or 'unknown'}"
 
 
-def _parse(raw: bytes) -> tuple[int | None, RcaDocument | None, Audience]:
+@dataclass(frozen=True)
+class Contract:
+    """What one endpoint takes and answers."""
+
+    audience: Audience  # when the body does not say
+    failed: str  # the error code of a 500
+    incidents: bool  # whether it explains stored incidents too (else RCA documents only)
+    strict: bool  # whether unknown fields are a 400
+
+
+NARRATIVES = Contract("engineer", "generation_failed", incidents=True, strict=True)
+RCA_ANALYZE = Contract("stakeholder", "mira_generation_failed", incidents=False, strict=False)
+
+
+def _parse(
+    raw: bytes, contract: Contract = NARRATIVES
+) -> tuple[int | None, RcaDocument | None, Audience]:
     try:
         body = jsonbody.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
@@ -67,11 +88,13 @@ def _parse(raw: bytes) -> tuple[int | None, RcaDocument | None, Audience]:
     if not isinstance(body, dict):
         raise PayloadError("the body must be a JSON object", code=BAD)
     unknown = sorted(set(body) - FIELDS)
-    if unknown:
+    if unknown and contract.strict:
         raise PayloadError(f"unknown field(s): {', '.join(unknown)}", code=BAD)
+    if not contract.incidents and "rcaData" not in body:
+        raise PayloadError("rcaData is required: the RCA document to explain", code=BAD)
     if ("incidentId" in body) == ("rcaData" in body):
         raise PayloadError("give exactly one of incidentId or rcaData", code=BAD)
-    audience = body.get("audience", "engineer")
+    audience = body.get("audience", contract.audience)
     if audience not in AUDIENCES:
         raise PayloadError(f"audience must be one of {', '.join(AUDIENCES)}", code=BAD)
     if "incidentId" in body:
@@ -91,6 +114,14 @@ def _parse(raw: bytes) -> tuple[int | None, RcaDocument | None, Audience]:
 
 
 async def post_narratives(request: web.Request) -> web.Response:
+    return await _explain(request, NARRATIVES)
+
+
+async def rca_analyze(request: web.Request) -> web.Response:
+    return await _explain(request, RCA_ANALYZE)
+
+
+async def _explain(request: web.Request, contract: Contract) -> web.Response:
     app = request.app
     narrator, limiter = app[keys.NARRATIVES], app[keys.NARRATIVE_LIMITER]
     denied: AuthError | None = None
@@ -113,7 +144,7 @@ async def post_narratives(request: web.Request) -> web.Response:
         headers["WWW-Authenticate"] = 'Bearer realm="alertpilot"'
         return _error(401, "unauthorized", str(denied), headers)
     try:
-        incident_id, doc, audience = _parse(await request.read())
+        incident_id, doc, audience = _parse(await request.read(), contract)
     except PayloadError as exc:
         return _error(400, exc.code, str(exc), headers)
     started = time.perf_counter()
@@ -129,7 +160,7 @@ async def post_narratives(request: web.Request) -> web.Response:
         return _error(503, "store_unavailable", "the store cannot answer; retry later", headers)
     except (StoreError, PromptTemplateError) as exc:
         log.error("narrative generation failed: %s", exc)
-        return _error(500, "generation_failed", "the narrative could not be generated", headers)
+        return _error(500, contract.failed, "the narrative could not be generated", headers)
     elapsed_ms = round((time.perf_counter() - started) * 1000)
     data = {
         "explanation": narrative.text,

@@ -1,9 +1,14 @@
-"""RCA documents posted to ``POST /api/v1/narratives`` (``rcaData``), and their prompt data.
+"""RCA documents posted to ``POST /api/v1/narratives`` and ``POST
+/api/v1/mira/rca_analyze`` (``rcaData``), and their prompt data.
 
-    impact       service, metric, severity, timeWindow {start, end}
+    impact       service (or impactService), metric (or metricName), severity,
+                 timeWindow {start, end} (or timeStartStr, timeEndStr)
     rootCause    service, component, evidence (text or list)
     chains       [{steps: [{service, kpiName, suspicionScore}], score}] (or lists of steps)
     diagnostics  {timeRings: {...} or [...]}
+
+The RCA API's whole response is accepted as well, its envelope included:
+``{"status": "success", "data": {"impact": ..., "rootCause": ..., ...}}``.
 
 Unknown fields are ignored (newer producers add some); known fields must have their
 types, and lists are bounded, so a malformed document is a 400, not a half-read one.
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from bot.narrative.facts import clip
 
@@ -31,10 +36,20 @@ class TimeWindow(Loose):
 
 
 class Impact(Loose):
-    service: Text
-    metric: Text | None = None
+    service: Text = Field(validation_alias=AliasChoices("service", "impactService"))
+    metric: Text | None = Field(default=None, validation_alias=AliasChoices("metric", "metricName"))
     severity: Text | Number | None = None
     timeWindow: TimeWindow | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _time_strings(cls, value: Any) -> Any:
+        """The RCA API's ``timeStartStr`` and ``timeEndStr`` are the time window."""
+        if isinstance(value, dict) and "timeWindow" not in value:
+            start, end = value.get("timeStartStr"), value.get("timeEndStr")
+            if start is not None or end is not None:
+                return {**value, "timeWindow": {"start": start, "end": end}}
+        return value
 
 
 def _evidence(value: object) -> object:
@@ -85,6 +100,18 @@ class RcaDiagnostics(Loose):
 
 
 class RcaDocument(Loose):
+    @model_validator(mode="before")
+    @classmethod
+    def _envelope(cls, value: Any) -> Any:
+        """The RCA API's response as it comes: ``{"status": "success", "data": {...}}``."""
+        if (
+            isinstance(value, dict)
+            and "impact" not in value
+            and isinstance(value.get("data"), dict)
+        ):
+            return value["data"]
+        return value
+
     impact: Impact
     rootCause: RootCause | None = None
     chains: list[Annotated[Chain, BeforeValidator(_chain)]] = Field(

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from bot import keys
 from bot.jobs import Lane
-from bot.narrative.api import post_narratives
+from bot.narrative.api import post_narratives, rca_analyze
 from bot.narrative.jobs import (
     EVENTS_OF_INTEREST,
     LLM_JOB,
@@ -51,6 +51,7 @@ def setup(app: web.Application) -> None:
     handlers.register(LLM_JOB, jobs.on_llm, lane=Lane.NARRATIVE)
     handlers.register(STORM_JOB, jobs.on_storm, lane=Lane.NARRATIVE)
     app.router.add_post("/api/v1/narratives", post_narratives)
+    app.router.add_post("/api/v1/mira/rca_analyze", rca_analyze)
     app.cleanup_ctx.append(_llm_ctx)
 
 
