@@ -19,9 +19,10 @@ from bot import regex
 from bot.durations import Duration
 from bot.errors import ConfigError
 from bot.matchers import MatcherStr
+from bot.shipped import shipped
 from bot.yamlsource import load_file, require_mapping, validate_source
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alertpilot.yaml"
+DEFAULT_CONFIG = shipped("configs") / "alertpilot.yaml"
 
 
 class Strict(BaseModel):

@@ -21,8 +21,9 @@ from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateErro
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.narrative.context import pairs
+from bot.shipped import shipped
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "prompts"
+DEFAULT_DIR = shipped("configs") / "prompts"
 TEMPLATE_FILES = (
     "system.txt",
     "user_prompt.j2",

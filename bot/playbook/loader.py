@@ -26,6 +26,7 @@ from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
 from bot.settings import Settings
+from bot.shipped import shipped
 from bot.yamlsource import Loc, Sourced, format_loc, load_text, validate_source
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,20 @@ class LoadReport:
         return not self.problems
 
 
+SHIPPED_PLAYBOOKS = "playbooks"
+
+
 def playbook_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
-    """The files to load, in order, and the paths that do not exist."""
+    """The files to load, in order, and the paths that do not exist. The relative path
+    ``playbooks`` that is not in the working directory is the shipped playbooks."""
     files: list[Path] = []
     problems: list[str] = []
     for raw in paths:
         path = Path(raw)
+        if not path.exists() and str(raw) == SHIPPED_PLAYBOOKS:
+            # the default config's "playbooks", where there is no such folder (an
+            # installed alertpilot run from elsewhere): the playbooks it ships
+            path = shipped(SHIPPED_PLAYBOOKS)
         if path.is_dir():
             found = [
                 p
