@@ -12,6 +12,7 @@ import pytest
 from bot.clock import ManualClock
 from bot.incidents import EventKind, Status
 from bot.pdwebhooks import verify_signature
+from conftest import FIXTURES
 from fakes import FakePagerDuty, FakeSlack, pd_ref, sign_v3, webhook_v3_event
 from pagerduty_kit import OLD_SECRET, SECRET, Bot, alert_group, start_bot
 
@@ -289,3 +290,18 @@ async def test_our_own_ack_and_resolve_echoed_back_by_pagerduty_change_nothing(
         "acknowledge",
         "resolve",
     ]
+
+
+async def test_a_documented_v3_delivery_is_applied_as_it_comes(
+    aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
+) -> None:
+    bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
+    incident = await bot.incident()
+    raw = (FIXTURES / "pagerduty" / "webhook-v3-incident-acknowledged.json").read_text()
+    body = raw.replace("@INCIDENT_KEY@", incident.key).encode()
+    status, answer = await bot.webhook({}, body=body)
+    assert (status, answer["status"]) == (200, "applied")
+    await bot.settle()
+    incident = await bot.incident()
+    assert (incident.status, incident.acknowledged_by) == (Status.ACKNOWLEDGED, "Ada Lovelace")
+    assert incident.data["pagerduty"]["pd_incident"]["number"] == 4711
