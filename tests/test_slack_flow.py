@@ -193,3 +193,30 @@ async def test_p3_posts_without_mentions_and_p1_mentions_as_configured(
     for post in (loud, calm):  # nothing in the text becomes a mention or an unfurl
         assert post["link_names"] in ("0", 0, False, "false")
         assert post["unfurl_links"] in ("0", 0, False, "false")
+
+
+async def test_a_documented_block_actions_payload_acknowledges(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    from urllib.parse import urlencode
+
+    from conftest import FIXTURES
+
+    client = await start(aiohttp_client, slack_settings(tmp_path, fake_slack, graphs=False))
+    await client.post("/alertmanager", json=payload("captured-firing"))
+    await settle(client)
+    ts, _ = only_message(fake_slack)
+    raw = (FIXTURES / "slack" / "block-actions-acknowledge.json").read_text()
+    filled = (
+        raw.replace("@CHANNEL@", CHANNEL)
+        .replace("@MESSAGE_TS@", ts)
+        .replace("@RESPONSE_URL@", fake_slack.response_url("documented"))
+    )
+    body = urlencode({"payload": json.dumps(json.loads(filled))}).encode()
+    resp = await post_signed(client, body)
+    assert resp.status == 200
+    await settle(client)
+    incident = await client.app[keys.STORE].get_incident(1)
+    assert incident.status is Status.ACKNOWLEDGED
+    assert incident.acknowledged_by == "@grace (U045VRZFT)"
+    assert texts(fake_slack, "documented") == [":eyes: You acknowledged #1."]
