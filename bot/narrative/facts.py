@@ -48,9 +48,12 @@ def short_time(value: str) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MAX_LABEL = 300  # a label value in the facts: a hostile one can be a megabyte
+
+
 def clip(value: object, limit: int = MAX_TEXT) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
+    text = " ".join(text[: limit * 4].split())  # what is cut is never looked at
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -182,7 +185,7 @@ def _alert(record: AlertRecord) -> AlertFact:
     return AlertFact(
         name=record.labels.get("alertname", "(no alertname)"),
         status=record.status,
-        labels={k: v for k, v in record.labels.items() if k != "alertname"},
+        labels={k: clip(v, MAX_LABEL) for k, v in record.labels.items() if k != "alertname"},
         annotations={k: clip(v) for k, v in record.annotations.items()},
         starts_at=short_time(record.starts_at),
         ends_at=short_time(record.ends_at),

@@ -40,7 +40,9 @@ STORM_KEY = "narrative:storm:current"
 STORM_LIMIT = 1000  # incidents one storm summary covers at most (the newest)
 STORM_PAGE = 100
 _BY_DESIGN = frozenset({"", "deferred", "provider"})  # template reasons that are no fault
-_SKIPPED = frozenset({"budget_exhausted", "breaker_open", "prompt_too_large"})  # not called
+_SKIPPED = frozenset(
+    {"budget_exhausted", "breaker_open", "prompt_too_large", "prompt_timeout"}
+)  # not called
 OUTCOMES = frozenset(
     {
         "succeeded", "success", "verified", "fixed", "done", "failed", "error", "not_fixed",

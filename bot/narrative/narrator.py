@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 Source = Literal["template", "llm"]
 MAX_DROPPED_SHOWN = 5
+PROMPT_SECONDS = 5.0  # building one prompt; beyond it the template is used
 
 
 def clip_text(text: str, limit: int) -> str:
@@ -234,7 +235,15 @@ class Narrator:
             return self._fallback(template, audience, "provider", "template")
         now = self.clock.now()
         try:
-            prompt = self.builder.build(subject, audience)
+            # Off the event loop and bounded in time: the facts are clipped, but counting
+            # tokens and cutting to the cap is the heaviest CPU work a narrative does, and
+            # the webhook must not wait for it.
+            prompt = await asyncio.wait_for(
+                asyncio.to_thread(self.builder.build, subject, audience), PROMPT_SECONDS
+            )
+        except TimeoutError:
+            log.warning("narrative prompt: not built within %ss", PROMPT_SECONDS)
+            return self._fallback(template, audience, "prompt_timeout", "skipped")
         except PromptTooLarge as exc:
             log.warning("narrative prompt: %s", exc)
             return self._fallback(template, audience, "prompt_too_large", "skipped")

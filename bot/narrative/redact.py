@@ -16,7 +16,16 @@ from typing import Any
 
 from bot import regex
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# The longest string redacted whole; beyond it a value is cut first. Facts are clipped
+# far shorter before they get here: this bounds the work whatever reaches it.
+MAX_CHARS = 8192
+
+# Linear on any input: a local part starts where a run of its characters starts, and is
+# at most 64 long (RFC 5321), so no start is tried twice over a long run without "@".
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+    r"\.[A-Za-z]{2,24}"
+)
 _BEARER = re.compile(r"(?i)\b(bearer|authorization:\s*basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
 _KEYS = re.compile(
     r"\b(?:"
@@ -81,6 +90,8 @@ class Redactor:
         ]
 
     def text(self, value: str) -> str:
+        if len(value) > MAX_CHARS:  # bounded before any pattern runs
+            value = value[:MAX_CHARS] + "…"
         for step in self._steps:
             value = step(value)
         for pattern in self.extra:
