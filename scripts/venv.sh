@@ -17,5 +17,5 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 extras=""
 if [[ $# -gt 0 ]]; then extras="[$(IFS=,; echo "$*")]"; fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet --upgrade pip setuptools  # the venv's setuptools is old (known CVEs)
 .venv/bin/python -m pip install --quiet -e ".${extras}"

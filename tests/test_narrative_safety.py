@@ -194,3 +194,43 @@ async def test_slack_facing_text_is_cleaned(tmp_path: Path, fake_openai: FakeOpe
             assert bad not in text, text
     assert "incident 7" in llm.text
     assert template.source == "template" and "Checkout down" in template.text
+
+
+# secrets in many shapes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("db_password=hunter2-db", "hunter2-db"),
+        ("client_secret: 9f8e7d6c5b4a", "9f8e7d6c5b4a"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMIK7MDENG"),
+        ("SECRET_KEY=django-insecure-7x", "django-insecure-7x"),
+        ('{"password": "s3cr3t-json"}', "s3cr3t-json"),
+        ("token=abc123def456", "abc123def456"),
+        ("glpat-AbCdEfGhIjKlMnOpQrSt12", "glpat-AbCdEfGhIjKlMnOpQrSt12"),
+        ("key AIzaSyD-1234567890abcdefghijklmnopqrs", "AIzaSyD-1234567890abcdefghijklmnopqrs"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAxyz\n-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEAxyz",
+        ),
+        ("fetch https://deploy:tiger99@git.example/repo", "tiger99"),
+        ("ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ", "bob@example.com"),  # noqa: RUF001
+        ("ｐａｓｓｗｏｒｄ＝ｆｕｌｌｗｉｄｔｈ", "fullwidth"),  # noqa: RUF001
+    ],
+)
+def test_secrets_in_many_shapes_never_reach_the_model(text: str, secret: str) -> None:
+    out = Redactor().text(text)
+    assert secret not in out, out
+    assert "[secret]" in out or "[email]" in out
+
+
+def test_ordinary_words_about_tokens_are_kept() -> None:
+    text = "the token budget is 50% used; password rotation is due next week"
+    assert Redactor().text(text) == text
+
+
+def test_the_cleaner_runs_until_nothing_changes() -> None:
+    nested = "<!ch<!a<!b>>annel> and <@U1<@U2>> ok"
+    out = clean(nested)
+    assert "<!" not in out and "<@" not in out and "ok" in out

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 
 MAX_CHARS = 3000  # Slack's limit for one section block's text
+MAX_PASSES = 16  # nesting deeper than this is not text anyone meant
 
 _SPECIAL = re.compile(r"<!(?:[^<>|]*)(?:\|([^<>]*))?>")  # <!channel>, <!subteam^S1|@ops>, <!date…>
 _USER = re.compile(r"<@[UWB][A-Z0-9]+(?:\|[^<>]*)?>")
@@ -39,15 +40,20 @@ def clean(text: str, *, allowed_url_prefixes: Iterable[str] = (), limit: int = M
         found = match.group(0)
         return found if allowed and found.startswith(allowed) else "[link removed]"
 
-    text = _SPECIAL.sub("", text)
-    text = _USER.sub("", text)
-    text = _CHANNEL.sub(lambda m: f"#{m.group(1)}" if m.group(1) else "", text)
-    text = _LINK.sub(link, text)
-    # Labels may carry mentions of their own: clean what the link labels revealed.
-    text = _SPECIAL.sub("", text)
-    text = _USER.sub("", text)
-    text = _BROADCAST.sub("", text)
-    text = _URL.sub(url, text)
+    # Until nothing changes: removing one markup can join the text around it into
+    # another ("<!ch<!a>annel>" is "<!channel>" once "<!a>" is gone).
+    for _ in range(MAX_PASSES):
+        before = text
+        text = _SPECIAL.sub("", text)
+        text = _USER.sub("", text)
+        text = _CHANNEL.sub(lambda m: f"#{m.group(1)}" if m.group(1) else "", text)
+        text = _LINK.sub(link, text)
+        text = _BROADCAST.sub("", text)
+        text = _URL.sub(url, text)
+        if text == before:
+            break
+    else:  # still changing: whatever markup is left loses its brackets
+        text = text.replace("<", "").replace(">", "")
     text = _SPACES.sub(" ", text)
     lines = [line.rstrip() for line in text.strip().splitlines()]
     text = "\n".join(lines)

@@ -1,16 +1,22 @@
 """Redaction of everything that leaves for the LLM.
 
 Built-in patterns replace e-mail addresses, bearer tokens and API keys (OpenAI ``sk-…``,
-Slack ``xox?-…``/``xapp-…``, GitHub, AWS access keys, JWTs, ``password=…``-style pairs),
-IPv4 and IPv6 addresses, and card-like numbers (13-19 digits that pass the Luhn check).
-Configured regexes (``llm.redact_patterns``) run after them; their whole match is replaced.
-Redaction is applied to every string of the facts (not to keys), before encoding.
+Slack ``xox?-…``/``xapp-…``, GitHub, GitLab ``glpat-``, Google ``AIza…``, AWS access
+keys, JWTs, PEM private keys, credentials in URLs, and ``password=…``-style pairs, in
+``key=value``, ``key: value`` and JSON ``"key": "value"`` form, for any key ending in a
+secret-like word: ``db_password``, ``client_secret``, ``AWS_SECRET_ACCESS_KEY``,
+``SECRET_KEY``, ``token``), IPv4 and IPv6 addresses, and card-like numbers (13-19 digits
+that pass the Luhn check). Configured regexes (``llm.redact_patterns``) run after them;
+their whole match is replaced. Text is NFKC-normalised first, so full-width look-alikes
+of ``password=`` or an address are caught as what they fold to. Redaction is applied to every
+string of the facts (not to keys), before encoding.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,9 +33,16 @@ _EMAIL = re.compile(
     r"\.[A-Za-z]{2,24}"
 )
 _BEARER = re.compile(r"(?i)\b(bearer|authorization:\s*basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+_PEM = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.{0,8192}?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+    re.DOTALL,
+)
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,20}://)[^\s/@:]{1,256}:[^\s/@]{1,256}@")
 _KEYS = re.compile(
     r"\b(?:"
     r"sk-[A-Za-z0-9_-]{16,}"  # OpenAI and look-alikes (sk-proj-…, sk-ant-…)
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab personal access tokens
+    r"|AIza[0-9A-Za-z_-]{30,}"  # Google API keys
     r"|xox[abposre]-[A-Za-z0-9-]{10,}"  # Slack tokens
     r"|xapp-[A-Za-z0-9-]{10,}"  # Slack app-level tokens
     r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
@@ -38,9 +51,11 @@ _KEYS = re.compile(
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"  # JWTs
     r")"
 )
+# key=value, key: value, "key": "value": any key that ends in a secret-like word
 _PAIRS = re.compile(
-    r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|secret|password|passwd|pwd)"
-    r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+    r"(?i)(\b[\w.-]{0,40}?(?:api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|"
+    r"token|secret|password|passwd|pwd|"
+    r"credentials?)[\"']?\s*[=:]\s*)(\"[^\"]{0,512}\"|'[^']{0,512}'|[^\s,;&\"'}]{1,512})"
 )
 _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -80,6 +95,8 @@ class Redactor:
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.extra = [regex.compile(p) for p in patterns]  # operators' own: RE2, linear
         self._steps: list[Callable[[str], str]] = [
+            lambda s: _PEM.sub("[secret]", s),
+            lambda s: _URL_CREDENTIALS.sub(r"\1[secret]@", s),
             lambda s: _KEYS.sub("[secret]", s),
             lambda s: _BEARER.sub(r"\1\2[secret]", s),
             lambda s: _PAIRS.sub(r"\1[secret]", s),
@@ -92,6 +109,7 @@ class Redactor:
     def text(self, value: str) -> str:
         if len(value) > MAX_CHARS:  # bounded before any pattern runs
             value = value[:MAX_CHARS] + "…"
+        value = unicodedata.normalize("NFKC", value)  # look-alikes, before the patterns
         for step in self._steps:
             value = step(value)
         for pattern in self.extra:
