@@ -331,3 +331,24 @@ async def _status(store: Any, incident_id: int, status: Status) -> bool:
 
 async def _received(receiver: Receiver) -> bool:
     return bool(receiver.received)
+
+
+async def test_the_store_and_inbox_files_are_private(tmp_path: Path) -> None:
+    import stat
+
+    from bot.clock import ManualClock
+    from bot.store.sqlite import SqliteStore
+
+    folder = tmp_path / "var"
+    clock = ManualClock()
+    store = SqliteStore(str(folder / "alertpilot.db"), clock=clock.now)
+    await store.open()
+    try:
+        await store.enqueue_payload("alertmanager", '{"a": 1}')
+        files = sorted(p.name for p in folder.iterdir())
+        assert "alertpilot.db" in files and "alertpilot.db-inbox" in files
+        for path in folder.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (path, oct(path.stat().st_mode))
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    finally:
+        await store.close()

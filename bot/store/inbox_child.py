@@ -7,6 +7,7 @@ with their row ids, one length-prefixed ``marshal`` frame per request and reply.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import marshal
 import os
@@ -150,6 +151,9 @@ def _wait(deadline: float) -> None:
 
 
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    if path != ":memory:":  # private to this user, as the store's own file
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA cache_size=-512")  # KiB: it only appends

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
@@ -86,6 +87,12 @@ def _fail(batch: list[PendingPayload], error: StoreError) -> None:
     for *_, future in batch:
         if not future.done():
             future.set_exception(error)
+
+
+def private_file(path: str) -> None:
+    """Create ``path`` readable and writable by this user only, unless it exists."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class SqliteStore(Store):
@@ -175,7 +182,12 @@ class SqliteStore(Store):
 
     def _connect(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Payloads and incidents hold whatever alerts carry: private to this user. A
+            # folder made here is 0700; the files are made 0600 before SQLite opens them,
+            # and SQLite gives their -wal and -shm the same mode.
+            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for path in (self.path, self.inbox_path):
+                private_file(path)
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
