@@ -1,7 +1,9 @@
 """``POST /api/v1/incidents/{id}/approvals``: approve or reject a pending remediation step.
 
 Body: ``{"step": "...", "decision": "approve" | "reject", "actor": "...", "reason": "..."}``
-(``reason`` optional). Needs ``server.api_token``. 202 when approved (the step runs in
+(``reason`` optional). Needs ``server.api_token``. The token is shared, so ``actor`` is
+only what the caller says: the audit records it as ``<actor> (via API token)``. 202 when
+approved (the step runs in
 the background), 200 when rejected; 400 for a bad body, 401 without the token, 404 for
 an unknown incident or step, 409 when the step is not awaiting approval or it expired.
 """
@@ -54,11 +56,12 @@ async def post_approval(request: web.Request) -> web.Response:
     body = parse_body(await request.read())
     engine = request.app[keys.REMEDIATION]
     incident_id = int(raw)
+    actor = f"{body.actor} (via API token)"  # said by the caller, not proven by the token
     if body.decision == "approve":
-        record = await engine.approve(incident_id, body.step, actor=body.actor, source="api")
+        record = await engine.approve(incident_id, body.step, actor=actor, source="api")
     else:
         record = await engine.reject(
-            incident_id, body.step, actor=body.actor, source="api", reason=body.reason
+            incident_id, body.step, actor=actor, source="api", reason=body.reason
         )
     return web.json_response(
         {
