@@ -15,13 +15,17 @@ from fakes import FakeOpenAI
 from narrative_support import DIAGNOSTICS, group, open_incident, with_diagnostics
 
 
-async def seed(tmp_path: Path) -> int:
+async def seed(tmp_path: Path, results: list[dict[str, Any]] | None = None) -> int:
+    """An incident in ``tmp_path``'s store with these diagnostic results (default:
+    ``DIAGNOSTICS``)."""
     clock = ManualClock()
     store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=clock.now)
     await store.open()
     try:
         incident = await open_incident(store, clock, group())
-        await with_diagnostics(store, clock, incident.id, DIAGNOSTICS)
+        await with_diagnostics(
+            store, clock, incident.id, DIAGNOSTICS if results is None else results
+        )
         return incident.id
     finally:
         await store.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +20,7 @@ from bot.playbook.templating import NotApplicable, environment, render, required
 from bot.store.sqlite import SqliteStore
 from conftest import FIXTURES
 from narrative_support import group, open_incident, with_diagnostics
-from test_narrative_cli import config, explain
+from test_narrative_cli import config, explain, seed
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = [
@@ -59,20 +58,8 @@ MIXED = [
 ]  # fmt: skip
 
 
-async def seeded(tmp_path: Path, results: list[dict[str, Any]]) -> int:
-    clock = ManualClock()
-    store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=clock.now)
-    await store.open()
-    try:
-        incident = await open_incident(store, clock, group())
-        await with_diagnostics(store, clock, incident.id, results)
-        return incident.id
-    finally:
-        await store.close()
-
-
 async def test_explain_says_not_checked_when_no_check_ran(tmp_path: Path) -> None:
-    incident_id = await seeded(tmp_path, UNREACHABLE)
+    incident_id = await seed(tmp_path, UNREACHABLE)
     cfg = config(tmp_path, {"provider": "template"})
 
     code, out, err = await explain(str(incident_id), "--config", str(cfg))
@@ -91,7 +78,7 @@ async def test_explain_says_not_checked_when_no_check_ran(tmp_path: Path) -> Non
 
 
 async def test_explain_counts_failed_passed_and_not_checked_apart(tmp_path: Path) -> None:
-    incident_id = await seeded(tmp_path, MIXED)
+    incident_id = await seed(tmp_path, MIXED)
     cfg = config(tmp_path, {"provider": "template"})
     code, out, err = await explain(str(incident_id), "--config", str(cfg))
     assert code == 0, err

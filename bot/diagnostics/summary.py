@@ -69,14 +69,6 @@ class Tally:
             parts.append(f"{self.unchecked} not checked ({'; '.join(whys)})")
         return ", ".join(parts) if parts else "no diagnostics"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "failed": self.failed,
-            "passed": self.passed,
-            "informational": self.informational,
-            "not_checked": self.not_checked,
-        }
-
 
 def _data(result: DiagnosticResult | Mapping[str, Any]) -> Mapping[str, Any]:
     return result.to_json() if isinstance(result, DiagnosticResult) else result
@@ -127,20 +119,20 @@ def tally(results: Iterable[DiagnosticResult | Mapping[str, Any]]) -> Tally:
     """Count results, as objects or as stored on the incident (their JSON)."""
     out = Tally()
     for result in results:
-        data = result.to_json() if isinstance(result, DiagnosticResult) else result
+        data = _data(result)
         if not isinstance(data, Mapping):
             continue
         name = str(data.get("name") or data.get("label") or "?")
-        status, passed = data.get("status"), data.get("passed")
-        if status == DiagnosticStatus.ERROR:
-            why = _why(str(data.get("upstream") or ""), str(data.get("cause") or "error"))
+        kind = outcome(data)
+        if kind == "not_checked":
+            why = (
+                NO_DATA
+                if data.get("status") == DiagnosticStatus.NO_DATA
+                else _why(str(data.get("upstream") or ""), str(data.get("cause") or ERROR))
+            )
             out.not_checked.setdefault(why, []).append(name)
-        elif status == DiagnosticStatus.NO_DATA:
-            out.not_checked.setdefault(NO_DATA, []).append(name)
-        elif passed is True:
-            out.passed.append(name)
-        elif passed is False:
-            out.failed.append(name)
         else:
-            out.informational.append(name)
+            {"failed": out.failed, "passed": out.passed, "answered": out.informational}[
+                kind
+            ].append(name)
     return out
