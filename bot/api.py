@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot import keys
 from bot.auth import check_credentials
 from bot.diagnostics.summary import tally
-from bot.errors import PayloadError, StoreError
+from bot.errors import NotConfigured, PayloadError, StoreError
 from bot.incidents import Status
 
 
@@ -54,7 +54,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def require_api_token(request: web.Request) -> None:
-    check_credentials(request, token=request.app[keys.SETTINGS].server.api_token)
+    """The API needs ``server.api_token``: without one it is off, not open (a browser
+    on the on-call's machine can reach a server on loopback)."""
+    token = request.app[keys.SETTINGS].server.api_token
+    if token is None:
+        raise NotConfigured("the API is off: set server.api_token to turn it on")
+    check_credentials(request, token=token)
 
 
 def _int_param(request: web.Request, name: str, default: int, upper: int) -> int:

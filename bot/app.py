@@ -16,7 +16,16 @@ from bot.breaker import Breakers
 from bot.chat import setup as slack_feature
 from bot.clock import Clock, SystemClock
 from bot.durations import format_duration
-from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
+from bot.errors import (
+    AuthError,
+    NotConfigured,
+    NotFound,
+    PayloadError,
+    Refused,
+    StoreError,
+    StoreUnavailable,
+)
+from bot.exposure import Guard
 from bot.incidents import TransitionError
 from bot.ingest import alertmanager_webhook
 from bot.jobs import JobHandlers, Lane
@@ -41,11 +50,16 @@ def _error(status: int, code: str, message: str, **headers: str) -> web.Response
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map the exception tree to HTTP status codes, in one place."""
+    """Refuse what a browser may have been made to send (``bot.exposure``), then map the
+    exception tree to HTTP status codes, in one place."""
     endpoint = request.path.strip("/").split("/")[0] or "root"
     metrics = request.app[keys.METRICS]
     try:
+        request.app[keys.GUARD].check(request)
         return await handler(request)
+    except Refused as exc:
+        metrics.webhooks.labels(endpoint, "refused").inc()
+        return _error(exc.status, exc.code, str(exc))
     except PayloadError as exc:
         metrics.webhooks.labels(endpoint, "bad_request").inc()
         return _error(400, exc.code, str(exc))
@@ -54,6 +68,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _error(
             401, "unauthorized", str(exc), **{"WWW-Authenticate": 'Bearer realm="alertpilot"'}
         )
+    except NotConfigured as exc:
+        return _error(404, "not_configured", str(exc))
     except NotFound as exc:
         return _error(404, "not_found", str(exc))
     except TransitionError as exc:
@@ -80,6 +96,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         settings.store.sqlite_path, busy_timeout=settings.store.busy_timeout, clock=clock.now
     )
     app[keys.SETTINGS] = settings
+    app[keys.GUARD] = Guard(settings)
     app[keys.CLOCK] = clock
     app[keys.METRICS] = metrics
     app[keys.HANDLERS] = handlers
@@ -144,6 +161,7 @@ def _not_configured(
 
     for path in posts:
         app.router.add_post(path, off)
+        app[keys.GUARD].not_json.add(path)  # whatever it is sent, the answer is the same
     for path in gets:
         app.router.add_get(path, off)
 

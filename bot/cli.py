@@ -19,6 +19,7 @@ from bot import logs
 from bot.alerts import parse_group
 from bot.clock import SystemClock
 from bot.errors import ConfigError, PayloadError, StoreError
+from bot.exposure import exposure, refusal
 from bot.incidents import Status
 from bot.narrative.commands import add_commands as add_narrative_commands
 from bot.remediation.commands import add_commands as add_remediation_commands
@@ -53,6 +54,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError([f"--listen {args.listen!r}: expected HOST:PORT"]) from None
         settings = settings.model_copy(update={"server": server})
     logs.configure(settings.logging.level, settings.logging.format, settings.secret_values())
+    refused = refusal(settings)
+    if refused is not None:
+        print(f"refusing to serve: {refused}", file=sys.stderr)
+        return 2
+    for endpoint in exposure(settings):  # what is open, said at every start
+        log.info("exposure: %s", endpoint.line())
     for warning in risky(settings):  # what `alertpilot check` warns about, in the log too
         log.warning("config: %s", warning)
     app = create_app(settings)
@@ -81,6 +88,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check_config(args.config, promtool=find_promtool())
     if report.settings is not None:
+        for endpoint in exposure(report.settings):
+            print(f"endpoint: {endpoint.line()}")
+        refused = refusal(report.settings)
+        if refused is not None:
+            report.problems.append(f"serve would refuse to start: {refused}")
         for warning in [*risky(report.settings), *report.warnings]:
             print(f"warning: {warning}")
         for need in report.label_needs:  # not a risk: what an alert needs for each step
@@ -107,11 +119,6 @@ def risky(settings: Settings) -> list[str]:
         out.append(
             "server.webhook_token is not set: anyone who can reach POST /alertmanager "
             "can open incidents"
-        )
-    if settings.server.api_token is None:
-        out.append(
-            "server.api_token is not set: the incident API (remediation approvals "
-            "included) and the narratives API are open"
         )
     basic = settings.server.webhook_basic_auth
     for name, secret in (

@@ -5,6 +5,9 @@
     ├── PayloadError           an inbound request body is malformed           -> HTTP 400
     ├── AuthError              missing or wrong credentials / signature        -> HTTP 401
     ├── NotFound               no such incident / resource                     -> HTTP 404
+    │   └── NotConfigured      the feature is off in this configuration       -> HTTP 404
+    ├── Refused                refused whatever the credentials (a browser's cross-site
+    │                          request, an unknown Host, not JSON)  -> its status (403, 415, 421)
     ├── StoreError             the store failed
     │   └── StoreUnavailable   the store cannot commit right now (locked, disk full) -> HTTP 503
     └── JobError               a background job failed
@@ -48,6 +51,20 @@ class AuthError(AlertpilotError):
 
 class NotFound(AlertpilotError):
     """The requested resource does not exist."""
+
+
+class NotConfigured(NotFound):
+    """The endpoint's feature is off; the message says how to turn it on."""
+
+
+class Refused(AlertpilotError):
+    """A request refused before its credentials are looked at; ``status`` and ``code``
+    are what the client gets."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
 
 
 class StoreError(AlertpilotError):

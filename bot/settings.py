@@ -52,6 +52,9 @@ class ServerSettings(Strict):
     webhook_token: SecretStr | None = None
     webhook_basic_auth: BasicAuth | None = None
     api_token: SecretStr | None = None
+    # Host names requests may be addressed to, besides loopback, the listen host and
+    # public_url's ("*": any, for a proxy that checks Host itself). See bot.exposure.
+    allowed_hosts: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=16 * 1024 * 1024)
     shutdown_timeout: Duration = 10.0
 

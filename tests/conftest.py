@@ -13,6 +13,10 @@ from bot.settings import Settings
 pytest_plugins = ["fakes.fixtures"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The API is off without a token: tests configure one, and send it with API.
+API_TOKEN = "test-api-token-0123456789abcdef"
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+JSON = {"Content-Type": "application/json"}  # what the JSON endpoints take
 
 
 def payload(name: str) -> dict[str, Any]:
@@ -25,6 +29,7 @@ def payload(name: str) -> dict[str, Any]:
 def make_settings(tmp_path: Path, **sections: Any) -> Settings:
     """Settings for a test: a private SQLite file, fast workers, and any overrides."""
     base: dict[str, Any] = {
+        "server": {"api_token": API_TOKEN},
         "store": {"url": f"sqlite:///{tmp_path}/alertpilot.db"},
         "workers": {"poll_interval": 0.05, "backoff_base": 0.01, "backoff_max": 0.05},
         "prometheus": {"url": "http://127.0.0.1:9", "timeout": 1, "retries": 0},

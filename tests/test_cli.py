@@ -90,7 +90,7 @@ def test_incidents_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 async def test_serve_logs_what_check_warns_about(tmp_path: Path) -> None:
     """An operator who never runs ``alertpilot check`` still reads, at startup, that the
-    webhook and the APIs are open."""
+    webhook is open and the API off, endpoint by endpoint."""
     server = ServeProcess(tmp_path)
     try:
         await server.start()
@@ -99,7 +99,8 @@ async def test_serve_logs_what_check_warns_about(tmp_path: Path) -> None:
         await server.stop()
     log = server.log.read_text()
     assert "WARNING bot.cli: config: server.webhook_token is not set" in log
-    assert "config: server.api_token is not set: the incident API (remediation approvals" in log
+    assert "exposure: POST /alertmanager: OPEN: no credentials" in log
+    assert "exposure: /api/v1 (incidents, approvals, narratives, rca_analyze, oncall): off" in log
 
 
 async def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.app import create_app
-from conftest import make_settings, payload
+from conftest import JSON, make_settings, payload
 
-JSON = st.recursive(
+ANY_JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
@@ -33,14 +33,14 @@ def mutations() -> st.SearchStrategy[bytes]:
         if choice == 0:
             del body[key]
         elif choice == 1:
-            body[key] = draw(JSON)
+            body[key] = draw(ANY_JSON)
         elif choice == 2:
             alert = body["alerts"][0]
-            alert[draw(st.sampled_from(sorted(alert)))] = draw(JSON)
+            alert[draw(st.sampled_from(sorted(alert)))] = draw(ANY_JSON)
         elif choice == 3:
             body["alerts"][0]["labels"][draw(st.text(max_size=50))] = draw(st.text(max_size=2000))
         elif choice == 4:
-            return json.dumps(draw(JSON)).encode()
+            return json.dumps(draw(ANY_JSON)).encode()
         else:
             raw = json.dumps(body).encode()
             cut = draw(st.integers(0, len(raw)))
@@ -56,7 +56,7 @@ async def test_alertmanager_endpoint_never_fails_badly(
     body: bytes, aiohttp_client: Any, tmp_path_factory: Any
 ) -> None:
     client: TestClient = await _client(aiohttp_client, tmp_path_factory)
-    resp = await client.post("/alertmanager", data=body)
+    resp = await client.post("/alertmanager", data=body, headers=JSON)
     answer = await resp.json()
     assert resp.status in (200, 400), (resp.status, answer)
     if resp.status == 400:

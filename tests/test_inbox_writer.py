@@ -31,7 +31,7 @@ from bot.app import create_app
 from bot.store.inbox_child import WriteLock
 from bot.store.inbox_writer import InboxWriter, WriterError, unpack
 from bot.store.sqlite import SqliteStore
-from conftest import make_settings, payload
+from conftest import API, make_settings, payload
 from serving import ServeProcess
 from test_crash import group
 
@@ -126,7 +126,7 @@ async def test_a_killed_writer_is_replaced_and_nothing_is_lost(
     assert resp.status == 200, await resp.text()
     assert writer_pid(client) != first
     await client.app[keys.INBOX].drain()
-    incidents = (await (await client.get("/api/v1/incidents")).json())["incidents"]
+    incidents = (await (await client.get("/api/v1/incidents", headers=API)).json())["incidents"]
     assert len(incidents) == 2
 
 
@@ -154,7 +154,7 @@ async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
     for i in range(5):  # Alertmanager's retries
         assert (await client.post("/alertmanager", json=group(i))).status == 200
     await client.app[keys.INBOX].drain()
-    incidents = (await (await client.get("/api/v1/incidents")).json())["incidents"]
+    incidents = (await (await client.get("/api/v1/incidents", headers=API)).json())["incidents"]
     assert len(incidents) == 5
 
 

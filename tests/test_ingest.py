@@ -16,7 +16,7 @@ from bot import keys
 from bot.app import create_app
 from bot.incidents import Status
 from bot.settings import Settings
-from conftest import FIXTURES, make_settings, payload
+from conftest import API, FIXTURES, JSON, make_settings, payload
 
 TOKEN = "webhook-token-0123456789"
 
@@ -49,11 +49,11 @@ async def test_shared_fixture_payload_makes_an_incident(
 ) -> None:
     client = await start(aiohttp_client, make_settings(tmp_path))
     body = (FIXTURES / "alertmanager" / "firing-1-alert.json").read_bytes()
-    resp = await client.post("/alertmanager", data=body)
+    resp = await client.post("/alertmanager", data=body, headers=JSON)
     assert resp.status == 200
     assert (await resp.json())["status"] == "accepted"
     await settle(client)
-    resp = await client.get("/api/v1/incidents")
+    resp = await client.get("/api/v1/incidents", headers=API)
     incidents = (await resp.json())["incidents"]
     assert [(i["title"], i["severity"], i["status"]) for i in incidents] == [
         ("HighErrorRate (service=checkout)", "P1", "triggered")
@@ -67,9 +67,11 @@ async def test_every_webhook_twice_gives_one_incident_and_one_set_of_events(
     for name in ("captured-firing", "captured-firing", "captured-resolved", "captured-resolved"):
         assert (await client.post("/alertmanager", json=payload(name))).status == 200
         await settle(client)
-    incidents = (await (await client.get("/api/v1/incidents")).json())["incidents"]
+    incidents = (await (await client.get("/api/v1/incidents", headers=API)).json())["incidents"]
     assert len(incidents) == 1
-    incident = await (await client.get(f"/api/v1/incidents/{incidents[0]['id']}")).json()
+    incident = await (
+        await client.get(f"/api/v1/incidents/{incidents[0]['id']}", headers=API)
+    ).json()
     assert incident["status"] == "resolved"
     kinds = [
         e["kind"] for e in incident["timeline"] if e["kind"].startswith(("incident.", "alert."))
@@ -92,11 +94,11 @@ async def test_group_firing_again_opens_a_linked_incident(
         alert["startsAt"] = "2030-01-01T00:00:00Z"
     await client.post("/alertmanager", json=again)
     await settle(client)
-    incidents = (await (await client.get("/api/v1/incidents")).json())["incidents"]
+    incidents = (await (await client.get("/api/v1/incidents", headers=API)).json())["incidents"]
     newest, oldest = incidents
     assert newest["status"] == "triggered" and oldest["status"] == "resolved"
     assert newest["previousId"] == oldest["id"]
-    old = await (await client.get(f"/api/v1/incidents/{oldest['id']}")).json()
+    old = await (await client.get(f"/api/v1/incidents/{oldest['id']}", headers=API)).json()
     assert old["timeline"][-1]["kind"] == "incident.reopened"
     assert old["timeline"][-1]["data"]["new_incident_id"] == newest["id"]
 
@@ -109,7 +111,7 @@ async def test_partial_resolution_keeps_incident_open(aiohttp_client: Any, tmp_p
     partial["alerts"][0] = resolved["alerts"][0]
     await client.post("/alertmanager", json=partial)
     await settle(client)
-    incident = await (await client.get("/api/v1/incidents/1")).json()
+    incident = await (await client.get("/api/v1/incidents/1", headers=API)).json()
     assert incident["status"] == "triggered"
     assert sorted(a["status"] for a in incident["alerts"]) == ["firing", "firing", "resolved"]
 
@@ -176,7 +178,7 @@ async def test_inputs(
     settings = make_settings(tmp_path, server={"webhook_token": TOKEN, "webhook_basic_auth": basic})
     client = await start(aiohttp_client, settings)
     default = {"Authorization": f"Bearer {TOKEN}"}
-    resp = await client.post("/alertmanager", data=body, headers={**default, **headers})
+    resp = await client.post("/alertmanager", data=body, headers={**JSON, **default, **headers})
     assert resp.status == status
     answer = await resp.json()
     if error is not None:
@@ -200,17 +202,19 @@ async def test_5000_alert_group_is_accepted(aiohttp_client: Any, tmp_path: Path)
     client = await start(aiohttp_client, make_settings(tmp_path))
     body = json.dumps(big_group(5000)).encode()
     assert len(body) > 1024 * 1024  # bigger than aiohttp's default limit
-    resp = await client.post("/alertmanager", data=io.BytesIO(body))
+    resp = await client.post("/alertmanager", data=io.BytesIO(body), headers=JSON)
     assert resp.status == 200
     await settle(client)
-    incident = await (await client.get("/api/v1/incidents/1")).json()
+    incident = await (await client.get("/api/v1/incidents/1", headers=API)).json()
     assert len(incident["alerts"]) == 5000
 
 
 async def test_oversized_body_is_413(aiohttp_client: Any, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, server={"max_body_bytes": 16 * 1024 * 1024})
     client = await start(aiohttp_client, settings)
-    resp = await client.post("/alertmanager", data=io.BytesIO(b"x" * (16 * 1024 * 1024 + 1)))
+    resp = await client.post(
+        "/alertmanager", data=io.BytesIO(b"x" * (16 * 1024 * 1024 + 1)), headers=JSON
+    )
     assert resp.status == 413
     assert (await resp.json())["error"] == "payload_too_large"
 
@@ -223,7 +227,7 @@ async def test_unicode_and_very_long_label_values(aiohttp_client: Any, tmp_path:
     body["alerts"][0]["annotations"]["summary"] = "ﷺ" * 5000
     assert (await client.post("/alertmanager", json=body)).status == 200
     await settle(client)
-    incident = await (await client.get("/api/v1/incidents/1")).json()
+    incident = await (await client.get("/api/v1/incidents/1", headers=API)).json()
     assert incident["alerts"][0]["labels"]["note"] == odd
 
 
@@ -244,7 +248,7 @@ async def test_api_token_protects_incident_api(aiohttp_client: Any, tmp_path: Pa
     await client.post("/alertmanager", json=payload("captured-firing"))
     await settle(client)
     assert (await client.get("/api/v1/incidents")).status == 401
-    assert (await client.get("/api/v1/incidents/1")).status == 401
+    assert (await client.get("/api/v1/incidents/1", headers=API)).status == 401  # another token
     ok = await client.get("/api/v1/incidents/1", headers=_auth("Bearer api-token-xyz"))
     assert ok.status == 200
     assert (await ok.json())["status"] == Status.TRIGGERED.value

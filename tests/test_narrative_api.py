@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot.clock import ManualClock
-from conftest import FIXTURES
+from conftest import API, FIXTURES, JSON
 from fakes import FakeOpenAI
 from narrative_support import app_settings, group, post_alerts, running_app, until_quiet
 
@@ -41,11 +41,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 
-async def ask(client: TestClient, body: Any, **kwargs: Any) -> tuple[int, dict[str, str], Any]:
+async def ask(
+    client: TestClient, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """POST it as JSON, with the test token unless ``headers`` says otherwise."""
+    sent = {**JSON, **(API if headers is None else headers)}
     if isinstance(body, str | bytes):
-        response = await client.post("/api/v1/narratives", data=body, **kwargs)
+        response = await client.post("/api/v1/narratives", data=body, headers=sent)
     else:
-        response = await client.post("/api/v1/narratives", json=body, **kwargs)
+        response = await client.post("/api/v1/narratives", json=body, headers=sent)
     headers = dict(response.headers)
     for name in RATE_HEADERS:
         assert name in headers, f"{name} missing on a {response.status}"
@@ -207,7 +211,7 @@ RCA_REQUEST = json.loads((FIXTURES / "rca" / "rca-analyze-request.json").read_te
 
 async def analyze(client: TestClient, body: Any) -> tuple[int, dict[str, str], Any]:
     data = body if isinstance(body, str | bytes) else json.dumps(body)
-    response = await client.post("/api/v1/mira/rca_analyze", data=data)
+    response = await client.post("/api/v1/mira/rca_analyze", data=data, headers={**JSON, **API})
     headers = dict(response.headers)
     for name in RATE_HEADERS:
         assert name in headers, f"{name} missing on a {response.status}"
@@ -259,3 +263,17 @@ async def test_rca_analyze_is_rate_limited_with_retry_after(tmp_path: Path) -> N
         assert (await analyze(client, RCA_REQUEST))[0] == 200
         status, headers, answer = await analyze(client, RCA_REQUEST)
     assert status == 429 and answer["retryAfter"] == 60 and headers["Retry-After"] == "60"
+
+
+async def test_a_body_a_browser_page_can_send_unasked_is_415_with_the_limit_headers(
+    tmp_path: Path,
+) -> None:
+    async with running_app(app_settings(tmp_path, None), ManualClock()) as client:
+        for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {**API, **({"Content-Type": kind} if kind else {})}
+            response = await client.post(
+                "/api/v1/narratives", data=json.dumps({"rcaData": RCA}).encode(), headers=headers
+            )
+            assert response.status == 415, kind
+            assert (await response.json())["error"] == "unsupported_media_type"
+            assert all(name in response.headers for name in RATE_HEADERS)

@@ -13,6 +13,7 @@ from bot.clock import SystemClock
 from bot.incidents import EventKind
 from bot.narrative.grounding import Facts, actions_that_ran, claims, ground
 from bot.notify.render import Extras, incident_message
+from conftest import API
 from fakes import FakeOpenAI
 from narrative_support import (
     DIAGNOSTICS,
@@ -195,7 +196,7 @@ async def test_each_sentence_is_traced_to_its_facts_in_the_api_and_explain(
             return incident if narrative_of(incident).get("source") == "llm" else None
 
         await eventually(written, what="the LLM narrative")
-        resp = await client.get(f"/api/v1/incidents/{incident_id}")
+        resp = await client.get(f"/api/v1/incidents/{incident_id}", headers=API)
         assert resp.status == 200
         shown = await resp.json()
     assert (

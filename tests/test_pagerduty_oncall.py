@@ -11,6 +11,7 @@ import pytest
 from bot import keys
 from bot.clock import ManualClock
 from bot.oncall import OnCallUnavailable
+from conftest import API
 from fakes import FakePagerDuty, oncall_entry
 from pagerduty_kit import start_bot
 
@@ -85,7 +86,7 @@ async def test_oncall_for_one_schedule(
 ) -> None:
     fake_pagerduty.set_oncalls(roster(7))
     bot = await start_bot(aiohttp_client, tmp_path, fake_pagerduty, ManualClock())
-    body = await (await bot.client.get("/api/v1/oncall?schedule=PSA")).json()
+    body = await (await bot.client.get("/api/v1/oncall?schedule=PSA", headers=API)).json()
     assert body["schedule"] == "PSA"
     assert sorted(o["user"]["id"] for o in body["oncalls"]) == ["PU001", "PU003", "PU005"]
     [request] = fake_pagerduty.requests_to("/oncalls")
@@ -98,7 +99,7 @@ async def test_oncall_for_one_schedule(
     assert len(fake_pagerduty.requests_to("/oncalls")) == 1
     assert len(await directory.oncall()) == 7
     assert len(fake_pagerduty.requests_to("/oncalls")) == 2
-    resp = await bot.client.get("/api/v1/oncall?schedule=P'; DROP")
+    resp = await bot.client.get("/api/v1/oncall?schedule=P'; DROP", headers=API)
     assert resp.status == 400
 
 
@@ -112,7 +113,7 @@ async def test_oncall_needs_the_api_token(
         ManualClock(),
         server={"api_token": API_TOKEN},
     )
-    assert (await bot.client.get("/api/v1/oncall")).status == 401
+    assert (await bot.client.get("/api/v1/oncall", headers=API)).status == 401
     wrong = {"Authorization": "Bearer nope"}
     assert (await bot.client.get("/api/v1/oncall", headers=wrong)).status == 401
     assert fake_pagerduty.requests == []
@@ -124,12 +125,12 @@ async def test_pagerduty_failures_answer_502_and_are_not_cached(
     fake_pagerduty.set_oncalls(roster(3))
     bot = await start_bot(aiohttp_client, tmp_path, fake_pagerduty, ManualClock())
     fake_pagerduty.fail_next(2, status=500, match="/oncalls")  # the one retry fails too
-    resp = await bot.client.get("/api/v1/oncall")
+    resp = await bot.client.get("/api/v1/oncall", headers=API)
     assert resp.status == 502
     assert (await resp.json())["error"] == "pagerduty_unavailable"
     assert [r.status for r in fake_pagerduty.requests] == [500, 500]
     fake_pagerduty.fail_next(1, status=503, match="/oncalls")  # one failure: the retry works
-    body = await (await bot.client.get("/api/v1/oncall")).json()
+    body = await (await bot.client.get("/api/v1/oncall", headers=API)).json()
     assert len(body["oncalls"]) == 3
 
 
@@ -143,7 +144,7 @@ async def test_a_wrong_rest_token_is_reported_not_leaked(
         ManualClock(),
         pagerduty={"api_token": "u+wrong-token-value"},
     )
-    resp = await bot.client.get("/api/v1/oncall")
+    resp = await bot.client.get("/api/v1/oncall", headers=API)
     assert resp.status == 502
     text = await resp.text()
     assert "HTTP 401" in text and "wrong-token" not in text
@@ -158,5 +159,5 @@ async def test_no_api_token_means_no_directory(
         aiohttp_client, tmp_path, fake_pagerduty, ManualClock(), pagerduty={"api_token": ""}
     )
     assert keys.ONCALL not in bot.app
-    resp = await bot.client.get("/api/v1/oncall")
+    resp = await bot.client.get("/api/v1/oncall", headers=API)
     assert resp.status == 404

@@ -21,7 +21,7 @@ from bot.incidents import Event, EventKind, Incident
 from bot.pipeline import Pipeline, RunStatus
 from bot.settings import Settings
 from bot.store.base import IncidentChange, Store
-from conftest import make_settings, payload
+from conftest import API, make_settings, payload
 from stack import MetricsExporter, Prometheus
 
 PLAYBOOKS = """\
@@ -148,7 +148,7 @@ async def test_webhook_to_diagnostics_on_the_timeline(
     assert planner.planned == [incident.id]
 
     # what a user sees through the API
-    api = await (await client.get(f"/api/v1/incidents/{incident.id}")).json()
+    api = await (await client.get(f"/api/v1/incidents/{incident.id}", headers=API)).json()
     assert api["playbook"] == "checkout-errors" and api["severity"] == "P0"
     assert "5xx share: 12.3% (expected < 5%) FAIL" in [e["message"] for e in api["timeline"]]
 

@@ -17,7 +17,7 @@ from bot.alerts import label_fingerprint, parse_group
 from bot.app import create_app
 from bot.incidents import EventKind, Incident, Status
 from bot.notify.render import Extras, incident_message
-from conftest import FIXTURES, make_settings, payload
+from conftest import API, FIXTURES, make_settings, payload
 
 
 async def start(aiohttp_client: Any, tmp_path: Path) -> TestClient:
@@ -77,7 +77,7 @@ async def test_grafana_alerting_webhook_opens_an_incident_with_its_links(
 
     # the same delivery again (Grafana retries) changes nothing
     assert (await post(client, body))["duplicate"] is True
-    api = await (await client.get(f"/api/v1/incidents/{incident.id}")).json()
+    api = await (await client.get(f"/api/v1/incidents/{incident.id}", headers=API)).json()
     assert api["alerts"][0]["links"]["Grafana panel"].endswith("viewPanel=4")
 
 

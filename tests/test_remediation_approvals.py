@@ -15,6 +15,7 @@ from bot.cli import main
 from bot.clock import ManualClock
 from bot.incidents import EventKind
 from bot.remediation.records import ApprovalState, StepState, approvals_of
+from conftest import API, JSON
 from remediation_kit import Receiver, playbook, start
 from stack import Prometheus
 
@@ -144,7 +145,7 @@ async def test_api_approvals(aiohttp_client: Any, tmp_path: Path, receiver: Rece
     incident_id = await h.fire({"alertname": "CacheDown", "service": "cart"})
     await h.wait_step(incident_id, "drain", {StepState.PENDING_APPROVAL})
     url = f"/api/v1/incidents/{incident_id}/approvals"
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {TOKEN}", **JSON}
     body = {"step": "restart", "decision": "approve", "actor": "ana"}
 
     async def post(payload: Any, path: str = url, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -222,6 +223,7 @@ async def test_approvals_expire(aiohttp_client: Any, tmp_path: Path, receiver: R
     resp = await h.client.post(
         f"/api/v1/incidents/{incident_id}/approvals",
         json={"step": "restart", "decision": "approve", "actor": "ana"},
+        headers=API,
     )
     assert resp.status == 409
     assert "expired" in (await resp.json())["message"]
@@ -255,6 +257,7 @@ async def test_pending_approvals_are_cancelled_when_the_incident_resolves(
     resp = await h.client.post(
         f"/api/v1/incidents/{incident_id}/approvals",
         json={"step": "restart", "decision": "approve", "actor": "ana"},
+        headers=API,
     )
     assert resp.status == 409
     await h.settle()

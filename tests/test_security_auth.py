@@ -24,11 +24,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot.app import create_app
-from conftest import make_settings, payload
+from conftest import JSON, make_settings, payload
 from fakes import FakePagerDuty, FakeSlack, sign_v3, webhook_v3_event
 from pagerduty_kit import pd_section
 from slackkit import command_body, signed
 
+JSON_TYPE = JSON["Content-Type"]
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 WEBHOOK_TOKEN = "webhook-token-0123456789abcdef"
 API_TOKEN = "api-token-0123456789abcdef"
@@ -153,13 +154,13 @@ async def test_every_route_but_health_and_metrics_refuses_the_unauthenticated(
         resp = await client.request(method, path, data=data, headers=headers)
         assert resp.status == 401, (method, path, resp.status, await resp.text())
         for wrong in wrong_credentials(body):
-            resp = await client.request(method, path, data=data, headers={**headers, **wrong})
+            resp = await client.request(method, path, data=data, headers={**wrong, **headers})
             assert resp.status == 401, (method, path, wrong, resp.status, await resp.text())
         # ... and the right credential for this route is accepted (so the 401 was about
         # credentials, not something else about the request)
         statuses = []
         for right in right_credentials(body):
-            resp = await client.request(method, path, data=data, headers={**headers, **right})
+            resp = await client.request(method, path, data=data, headers={**right, **headers})
             statuses.append(resp.status)
         assert any(status != 401 for status in statuses), (method, path, statuses)
 
@@ -174,7 +175,7 @@ async def test_pagerduty_webhooks_without_a_secret_refuse_everything(
     )
     body = json.dumps(webhook_v3_event("incident.acknowledged", "PX", "key")).encode()
     for headers in ({}, {"X-PagerDuty-Signature": sign_v3(body, ["anything"])}):
-        resp = await client.post("/pagerduty", data=body, headers=headers)
+        resp = await client.post("/pagerduty", data=body, headers={**JSON, **headers})
         assert resp.status == 401
 
 
@@ -215,11 +216,13 @@ async def test_every_credential_is_compared_with_compare_digest(
     client = await start(aiohttp_client, tmp_path, fake_slack, fake_pagerduty)
     alert = json.dumps(payload("captured-firing")).encode()
     presented = "Bearer wrong-webhook-token"
-    await client.post("/alertmanager", data=alert, headers={"Authorization": presented})
+    await client.post("/alertmanager", data=alert, headers={**JSON, "Authorization": presented})
     assert spy.compared("wrong-webhook-token"), "the bearer token"
 
     basic = base64.b64encode(b"alertmanager:wrong-password").decode()
-    await client.post("/alertmanager", data=alert, headers={"Authorization": f"Basic {basic}"})
+    await client.post(
+        "/alertmanager", data=alert, headers={**JSON, "Authorization": f"Basic {basic}"}
+    )
     assert spy.compared("wrong-password"), "the basic-auth password"
     assert spy.compared("alertmanager"), "the basic-auth user name"
 
@@ -233,7 +236,9 @@ async def test_every_credential_is_compared_with_compare_digest(
 
     event = json.dumps(webhook_v3_event("incident.acknowledged", "PX", "key")).encode()
     signature = sign_v3(event, ["wrong-webhook-secret"])
-    await client.post("/pagerduty", data=event, headers={"X-PagerDuty-Signature": signature})
+    await client.post(
+        "/pagerduty", data=event, headers={**JSON, "X-PagerDuty-Signature": signature}
+    )
     assert spy.compared(signature.removeprefix("v1=")), "the PagerDuty signature"
 
     # and the right ones pass through it too
@@ -242,7 +247,7 @@ async def test_every_credential_is_compared_with_compare_digest(
     assert ok.status == 200 and spy.compared(API_TOKEN)
     digest = hmac.new(PD_SECRET.encode(), event, hashlib.sha256).hexdigest()
     ok = await client.post(
-        "/pagerduty", data=event, headers={"X-PagerDuty-Signature": f"v1={digest}"}
+        "/pagerduty", data=event, headers={**JSON, "X-PagerDuty-Signature": f"v1={digest}"}
     )
     assert ok.status == 200 and spy.compared(digest)
 
@@ -312,7 +317,9 @@ async def test_credentials_that_are_not_text_get_401_not_500(
         if template in PUBLIC:
             continue
         body = body_for(template, fake_slack) if method == "POST" else b""
+        kind = "application/x-www-form-urlencoded" if template == "/slack/events" else JSON_TYPE
         for headers in bad:
+            headers += f"Content-Type: {kind}\r\n".encode()
             status = await raw_request(client, method, concrete(template), headers, body)
             assert status == 401, (method, template, headers[:60], status)
     assert (await client.get("/healthz")).status == 200

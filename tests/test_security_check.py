@@ -91,12 +91,6 @@ RISKY: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str]] = {
         "server.webhook_token is not set: anyone who can reach POST /alertmanager can open "
         "incidents",
     ),
-    "no API token": (
-        {"server": {"webhook_token": "w" * 32}},
-        [],
-        "server.api_token is not set: the incident API (remediation approvals included) "
-        "and the narratives API are open",
-    ),
     "a short webhook token": (
         {"server": {**SAFE_SERVER, "webhook_token": "hunter2"}},
         [],

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient
 from bot import keys
 from bot.app import create_app
 from bot.incidents import Status
-from conftest import make_settings
+from conftest import JSON, make_settings
 from fakes import FakeOpenAI, FakePagerDuty, FakeSlack, oncall_entry, sign_v3, webhook_v3_event
 from narrative_support import eventually, llm_section, until_quiet
 from pagerduty_kit import SEVERITY_MAP, alert_group, pd_section
@@ -215,7 +215,11 @@ async def test_no_secret_reaches_logs_api_timeline_or_store(
         bad = action_body("ap_ack", "1", slack)
         await call(client, "POST", "/slack/events", data=bad, headers=signed(bad, secret="no"))
         await call(
-            client, "POST", "/pagerduty", data=b"{}", headers={"X-PagerDuty-Signature": "v1=0"}
+            client,
+            "POST",
+            "/pagerduty",
+            data=b"{}",
+            headers={**JSON, "X-PagerDuty-Signature": "v1=0"},
         )
 
         # 1. the webhook (basic auth this time), the pipeline, Slack, PagerDuty, the LLM
@@ -258,7 +262,7 @@ async def test_no_secret_reaches_logs_api_timeline_or_store(
             "POST",
             "/pagerduty",
             data=event,
-            headers={"X-PagerDuty-Signature": sign_v3(event, [PD_WEBHOOK_SECRET])},
+            headers={**JSON, "X-PagerDuty-Signature": sign_v3(event, [PD_WEBHOOK_SECRET])},
         )
         assert resp.status == 200
         await eventually(lambda: _status(store, incident.id, Status.RESOLVED), what="resolved")

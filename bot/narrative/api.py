@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from bot import jsonbody, keys
 from bot.api import require_api_token
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
+from bot.exposure import not_json
 from bot.narrative.prompt import AUDIENCES, Audience
 from bot.narrative.rca import RcaDocument
 from bot.narrative.templates import PromptTemplateError
@@ -143,6 +144,9 @@ async def _explain(request: web.Request, contract: Contract) -> web.Response:
     if denied is not None:
         headers["WWW-Authenticate"] = 'Bearer realm="alertpilot"'
         return _error(401, "unauthorized", str(denied), headers)
+    problem = not_json(request)
+    if problem is not None:  # what a browser page can send without asking first
+        return _error(415, "unsupported_media_type", problem, headers)
     try:
         incident_id, doc, audience = _parse(await request.read(), contract)
     except PayloadError as exc:

@@ -52,6 +52,8 @@ def setup(app: web.Application) -> None:
     handlers.register(STORM_JOB, jobs.on_storm, lane=Lane.NARRATIVE)
     app.router.add_post("/api/v1/narratives", post_narratives)
     app.router.add_post("/api/v1/mira/rca_analyze", rca_analyze)
+    # They refuse a body that is not JSON themselves, with their rate-limit headers.
+    app[keys.GUARD].not_json.update(("/api/v1/narratives", "/api/v1/mira/rca_analyze"))
     app.cleanup_ctx.append(_llm_ctx)
 
 
