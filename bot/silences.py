@@ -9,6 +9,10 @@ extended in the transaction that writes it, so no writer loses another's record:
     {"id", "source": "slack" | "pagerduty" | "remediation", "expire_on_resolve",
      "created_at", "expired_at", and what the source adds: by, url, until, matchers, step}
 
+The Slack and PagerDuty silences are one per firing alert of the incident, each checked
+with Alertmanager first (``bot.silence_scope``); the silences one request made are
+recorded together (``record_all``), each a record of its own, expired on its own.
+
 One timeline subscriber, ``silences`` (``incident.resolved`` only), expires every record
 with ``expire_on_resolve`` and no ``expired_at``, each exactly once: once Alertmanager
 has expired it (an already deleted silence counts), its ``expired_at`` and a timeline
@@ -31,7 +35,7 @@ from bot.clock import Clock
 from bot.errors import RetryLater
 from bot.incidents import Event, EventKind, Incident, Status
 from bot.jobs import JobHandlers
-from bot.matchers import Matcher, MatcherError, MatchOp
+from bot.silence_scope import SilenceRefused, silences_for
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
 
 log = logging.getLogger(__name__)
@@ -76,25 +80,24 @@ class NewSilence:
         return out
 
 
-def group_matchers(incident: Incident) -> list[Matcher]:
-    """Equality matchers on the incident's group labels (its common labels when the group
-    has none). Raises MatcherError for a label name a matcher cannot hold."""
-    labels = incident.group_labels or incident.common_labels
-    return [Matcher(name, MatchOp.EQ, value) for name, value in sorted(labels.items())]
-
-
 def new_silence_url(incident: Incident, alertmanager_url: str) -> str | None:
-    """Alertmanager's new-silence page prefilled with the incident's group matchers, on its
-    external URL (``alertmanager_url`` when the group carries none); None when there is
-    no URL or no matcher to give."""
+    """Alertmanager's new-silence page prefilled with what the Silence button would silence:
+    the incident's firing alert, every label matched for equality (``bot.silence_scope``),
+    on its external URL (``alertmanager_url`` when the group carries none).
+
+    None when there is no URL, or not exactly one firing alert: one page makes one silence,
+    and no single silence selects several alerts and nothing else (the button makes one per
+    alert). Nor when a label cannot be a matcher, since leaving it out would widen the
+    silence.
+    """
     base = (incident.external_url or alertmanager_url).strip().rstrip("/")
     try:
-        matchers = group_matchers(incident)
-    except MatcherError:
+        silences = silences_for(incident)
+    except SilenceRefused:
         return None
-    if not base or not matchers:
+    if not base or len(silences) != 1:
         return None
-    text = "{" + ",".join(str(m) for m in matchers) + "}"
+    text = "{" + ",".join(str(m) for m in silences[0]) + "}"
     return f"{base}/#/silences/new?filter={quote(text, safe='')}"
 
 
@@ -128,20 +131,28 @@ def added(incident: Incident, silence: NewSilence, now: float) -> IncidentChange
     A record with the same id is not added twice; on a resolved incident the change
     carries the expiry job.
     """
+    return added_all(incident, [silence], now)
+
+
+def added_all(incident: Incident, silences: Sequence[NewSilence], now: float) -> IncidentChange:
+    """:func:`added` for several silences made by one request (one per alert): all of
+    them, or those not recorded yet, in one change. Empty when every one is recorded."""
     records = silences_of(incident)
-    if any(isinstance(r, Mapping) and r.get("id") == silence.id for r in records):
+    known = {r.get("id") for r in records if isinstance(r, Mapping)}
+    new: list[NewSilence] = []
+    for silence in silences:
+        if silence.id not in known:
+            known.add(silence.id)
+            new.append(silence)
+    if not new:
         return IncidentChange()
-    jobs: list[NewJob] = []
-    if silence.expire_on_resolve and incident.status is Status.RESOLVED:
-        jobs.append(
-            NewJob(
-                KIND,
-                f"{KIND}:late:{incident.id}:{silence.id}",
-                now,
-                {"kind": EventKind.RESOLVED.value},
-            )
-        )
-    return IncidentChange(data={"silences": [*records, silence.record(now)]}, jobs=jobs)
+    jobs = [
+        NewJob(KIND, f"{KIND}:late:{incident.id}:{s.id}", now, {"kind": EventKind.RESOLVED.value})
+        for s in new
+        if s.expire_on_resolve and incident.status is Status.RESOLVED
+    ]
+    data = {"silences": [*records, *(s.record(now) for s in new)]}
+    return IncidentChange(data=data, jobs=jobs)
 
 
 def _expired_event(record: Mapping[str, Any]) -> NewEvent:
@@ -183,10 +194,17 @@ class SilenceService:
         self, incident_id: int, silence: NewSilence, *, events: Sequence[NewEvent] = ()
     ) -> list[Event]:
         """Append the silence to the incident's records, with ``events``, in one transaction."""
+        return await self.record_all(incident_id, [silence], events=events)
+
+    async def record_all(
+        self, incident_id: int, silences: Sequence[NewSilence], *, events: Sequence[NewEvent] = ()
+    ) -> list[Event]:
+        """Append the silences one request made (one per alert) and ``events`` to the
+        incident, in one transaction; nothing when all of them are recorded already."""
         now = self.clock.now()
 
         def change(incident: Incident) -> IncidentChange:
-            made = added(incident, silence, now)
+            made = added_all(incident, silences, now)
             if not made.data:
                 return made  # recorded before: a retry
             return IncidentChange(data=made.data, events=events, jobs=made.jobs)

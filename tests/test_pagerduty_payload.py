@@ -15,7 +15,6 @@ from bot.notify.pagerduty_payload import (
     follow_event,
     trigger_event,
 )
-from bot.notify.pagerduty_silences import matchers_for
 from bot.playbook.model import Playbook
 from bot.settings import Severity
 
@@ -143,13 +142,3 @@ def test_narrative_keeps_its_lines() -> None:
     data = {"narrative": {"text": "What happened:\n5xx at 12%.\n\nNext: roll back."}}
     event = trigger_event(incident(data=data), playbooks=[], reason="r")
     assert event["payload"]["custom_details"]["narrative"] == data["narrative"]["text"]
-
-
-def test_ack_silence_matchers_are_the_group_or_nothing() -> None:
-    assert [str(m) for m in matchers_for(incident(group_labels={"b": "2", "a": "1"}))] == [
-        'a="1"',
-        'b="2"',
-    ]
-    assert [str(m) for m in matchers_for(incident(group_labels={}))] == ['alertname="DiskFull"']
-    # a label that cannot be a matcher would widen the silence beyond the group: none
-    assert matchers_for(incident(group_labels={"alertname": "X", "bad-name": "y"})) == []

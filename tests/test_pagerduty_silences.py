@@ -1,5 +1,5 @@
-"""``pagerduty.ack_silences``: an acknowledgement silences the alert group in a real
-Alertmanager until the incident resolves, then the silence is expired."""
+"""``pagerduty.ack_silences``: an acknowledgement silences the incident's alerts in a real
+Alertmanager until the incident resolves, then the silences are expired."""
 
 from __future__ import annotations
 
@@ -57,9 +57,12 @@ async def test_ack_silences_the_group_until_resolve(
     await bot.settle()
     [silence] = active(await alertmanager.silences())
     matchers = {(m["name"], m["value"], m["isEqual"], m["isRegex"]) for m in silence["matchers"]}
-    assert matchers == {
+    assert matchers == {  # the alert's whole label set, not the group's
         ("alertname", "CheckoutErrors", True, False),
+        ("instance", "checkout-pod-a", True, False),
+        ("namespace", "shop", True, False),
         ("service", "checkout", True, False),
+        ("severity", "critical", True, False),
     }
     assert silence["createdBy"] == "alertpilot"
     [entry] = (await bot.incident()).data["silences"]

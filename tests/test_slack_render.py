@@ -12,7 +12,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot import keys
-from bot.incidents import Incident, Status
+from bot.incidents import AlertRecord, Incident, Status
 from bot.matchers import Matcher, MatchOp, parse_matchers
 from bot.notify import mrkdwn
 from bot.notify.graph import split_threshold
@@ -110,24 +110,36 @@ def _links_of(incident: Incident, extras: Extras) -> dict[str, str]:
     return {label: target for target, label in LINK.findall(text)}
 
 
-def test_the_message_links_a_new_silence_prefilled_with_the_group_matchers() -> None:
+def test_the_message_links_a_new_silence_prefilled_with_the_firing_alerts_labels() -> None:
+    """The link prefills what the Silence button silences: the firing alert's whole label
+    set, equality only, never the group labels (which reach other alerts)."""
+    labels = {"alertname": "HighErrorRate", "service": 'check"out\\eu', "instance": "db.1|.*"}
+    alert = AlertRecord("fp1", "firing", labels, {}, "", "", "")
+    gone = AlertRecord("fp2", "resolved", {**labels, "instance": "db-2"}, {}, "", "", "")
     extras = Extras(alertmanager_url="http://am.internal:9093")
-    target = _links_of(_incident(), extras)["Silence in Alertmanager"]
+    target = _links_of(_incident(alerts=(alert, gone)), extras)["Silence in Alertmanager"]
     base = "http://alertmanager.example:9093/#/silences/new?filter="
     assert target.startswith(base)
     shown = unquote(target.removeprefix(base))
-    assert shown == '{alertname="HighErrorRate",service="check\\"out\\\\eu"}'
+    assert shown == '{alertname="HighErrorRate",instance="db.1|.*",service="check\\"out\\\\eu"}'
     assert parse_matchers(shown) == [
         Matcher("alertname", MatchOp.EQ, "HighErrorRate"),
+        Matcher("instance", MatchOp.EQ, "db.1|.*"),
         Matcher("service", MatchOp.EQ, 'check"out\\eu'),
     ]
     assert not set(target.removeprefix(base)) & set('{}"= ,|<>&')  # all of it encoded
 
-    no_external = _links_of(_incident(external_url=""), extras)["Silence in Alertmanager"]
-    assert no_external.startswith("http://am.internal:9093/#/silences/new?filter=%7B")
-    group_less = _links_of(_incident(group_labels={}), extras)["Silence in Alertmanager"]
-    assert unquote(group_less.split("filter=")[1]) == '{alertname="HighErrorRate",env="prod"}'
-    assert "Silence in Alertmanager" not in _links_of(_incident(external_url=""), Extras())
+    no_external = _incident(alerts=(alert,), external_url="")
+    assert _links_of(no_external, extras)["Silence in Alertmanager"].startswith(
+        "http://am.internal:9093/#/silences/new?filter=%7B"
+    )
+    assert "Silence in Alertmanager" not in _links_of(no_external, Extras())
+    # no single silence selects two alerts and nothing else; none selects no alert
+    other = AlertRecord("fp3", "firing", {**labels, "instance": "db-3"}, {}, "", "", "")
+    assert "Silence in Alertmanager" not in _links_of(_incident(alerts=(alert, other)), extras)
+    assert "Silence in Alertmanager" not in _links_of(_incident(alerts=(gone,)), extras)
+    bad = AlertRecord("fp4", "firing", {**labels, "bad-name": "x"}, {}, "", "", "")
+    assert "Silence in Alertmanager" not in _links_of(_incident(alerts=(bad,)), extras)
 
 
 def _pixels(png: bytes) -> tuple[int, int, bytes]:

@@ -44,29 +44,38 @@ async def test_silence_button_and_command_with_expiry_on_resolve(
         await settle(client)
         await post_signed(client, command_body("silence 1 4h", fake_slack, rid="cmd"))
         await settle(client)
-        assert texts(fake_slack, "sil")[0].startswith("Silenced #1 until resolved (silence ")
-        assert texts(fake_slack, "cmd")[0].startswith("Silenced #1 for 4h (silence ")
+        assert texts(fake_slack, "sil")[0].startswith(
+            "Silenced #1 until resolved: 3 alerts, one silence each ("
+        )
+        assert texts(fake_slack, "cmd")[0].startswith("Silenced #1 for 4h: 3 alerts, one silence")
 
         silences = {s["id"]: s for s in await am.silences()}
         incident = await client.app[keys.STORE].get_incident(1)
         records = incident.data["silences"]
-        assert [r["expire_on_resolve"] for r in records] == [True, False]
-        for record in records:
-            silence = silences[record["id"]]
-            assert silence["status"]["state"] == "active"
-            assert silence["createdBy"] == "@alice (U0ALICE)"
-            matchers = {(m["name"], m["value"], m["isEqual"]) for m in silence["matchers"]}
-            assert matchers == {("alertname", "HighErrorRate", True), ("service", "checkout", True)}
+        assert [r["expire_on_resolve"] for r in records] == [True] * 3 + [False] * 3
+        own = [dict(alert.labels) for alert in incident.alerts]
+        for press in (records[:3], records[3:]):
+            silenced = []
+            for record in press:
+                silence = silences[record["id"]]
+                assert silence["status"]["state"] == "active"
+                assert silence["createdBy"] == "@alice (U0ALICE)"
+                assert all(m["isEqual"] and not m["isRegex"] for m in silence["matchers"])
+                silenced.append({m["name"]: m["value"] for m in silence["matchers"]})
+            assert silenced == own  # each alert on its whole label set, nothing wider
         notes = [e for e in incident.timeline if e.kind == EventKind.NOTE]
         assert [e.actor for e in notes] == ["@alice (U0ALICE)"] * 2
         shown = message_text(fake_slack.messages[(CHANNEL, incident.data["slack"]["ts"])])
-        assert ":mute: Silenced:" in shown and "until resolved by @alice (U0ALICE)" in shown
+        assert ":mute: Silenced: 3 silences (" in shown
+        assert "until resolved by @alice (U0ALICE)" in shown
 
         await client.post("/alertmanager", json=payload("captured-resolved"))
         await settle(client)
         silences = {s["id"]: s for s in await am.silences()}
-        until_resolved, four_hours = records
-        assert silences[until_resolved["id"]]["status"]["state"] == "expired"
-        assert silences[four_hours["id"]]["status"]["state"] == "active"
+        for record in records[:3]:
+            assert silences[record["id"]]["status"]["state"] == "expired"
+        for record in records[3:]:
+            assert silences[record["id"]]["status"]["state"] == "active"
         incident = await client.app[keys.STORE].get_incident(1)
-        assert incident.data["silences"][0]["expired_at"] is not None
+        expired_at = [r["expired_at"] for r in incident.data["silences"]]
+        assert all(expired_at[:3]) and not any(expired_at[3:])

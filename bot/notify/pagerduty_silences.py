@@ -1,12 +1,16 @@
-"""``pagerduty.ack_silences``: once someone acknowledges, silence the alert group until
-the incident resolves, so Alertmanager stops re-notifying while they work.
+"""``pagerduty.ack_silences``: once someone acknowledges, silence the incident's alerts
+until the incident resolves, so Alertmanager stops re-notifying while they work.
 
-A silence on the incident's group labels (equality matchers), created on the first
-acknowledgement from anywhere (Slack, PagerDuty, the API) by a ``pagerduty.silence``
-job (an Alertmanager outage retries it without holding up pages), and recorded through
-the silence service (``bot.silences``) as ``{"id", "source": "pagerduty",
-"expire_on_resolve": true, ...}``. The service's resolve subscriber expires it;
-``ack_silence_duration`` bounds it should the resolve never come.
+One silence per firing alert, on its whole label set (``bot.silence_scope``: never the
+group labels, which can reach alerts outside the incident), created on the first
+acknowledgement from anywhere (Slack, PagerDuty, the API) by a ``pagerduty.silence`` job
+(an Alertmanager outage retries it without holding up pages) after Alertmanager said they
+match no alert outside the incident; otherwise nothing is silenced and the refusal is a
+note on the timeline. Each is recorded through the silence service (``bot.silences``) as
+``{"id", "source": "pagerduty", "expire_on_resolve": true, "matchers", ...}``; a later
+acknowledgement silences only the firing alerts no such record covers yet. The service's
+resolve subscriber expires them; ``ack_silence_duration`` bounds them should the resolve
+never come.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ from datetime import UTC, datetime
 from bot.alertmanager import AlertmanagerClient, AlertmanagerError
 from bot.errors import RetryLater
 from bot.incidents import EventKind, Incident, Status
-from bot.matchers import Matcher, MatcherError, MatchOp
+from bot.silence_scope import (
+    AlertSilence,
+    SilenceRefused,
+    as_labels,
+    check,
+    describe,
+    silences_for,
+)
 from bot.silences import NewSilence, SilenceService, Source, is_active, silences_of
 from bot.store.base import Job, NewEvent, Store
 
@@ -28,20 +39,15 @@ KIND = "pagerduty.silence"
 SOURCE: Source = "pagerduty"
 
 
-def matchers_for(incident: Incident) -> list[Matcher]:
-    """The group's labels, or the alert name when the group has none.
-
-    Empty when a label cannot be a matcher: a silence without it would be wider than the
-    group, so there is none.
-    """
-    labels: Mapping[str, str] = incident.group_labels or {
-        k: v for k, v in incident.common_labels.items() if k == "alertname"
+def to_silence(incident: Incident) -> list[AlertSilence]:
+    """The incident's firing alerts that no active acknowledgement silence covers yet
+    (same matchers), each as the matchers of its silence. Raises SilenceRefused."""
+    covered = {
+        tuple(record.get("matchers") or ())
+        for record in silences_of(incident)
+        if _ours_active(record) and isinstance(record, Mapping)
     }
-    try:
-        return [Matcher(name, MatchOp.EQ, value) for name, value in sorted(labels.items())]
-    except MatcherError as exc:
-        log.warning("incident #%d: no ack silence: %s", incident.id, exc)
-        return []
+    return [s for s in silences_for(incident) if tuple(str(m) for m in s) not in covered]
 
 
 def _ours_active(record: object) -> bool:
@@ -71,36 +77,66 @@ class AckSilencer:
 
     async def _create(self, incident_id: int, actor: str) -> None:
         incident = await self.store.get_incident(incident_id, timeline=False)
-        if incident.status is Status.RESOLVED or any(map(_ours_active, silences_of(incident))):
-            return
-        matchers = matchers_for(incident)
-        if not matchers:
+        if incident.status is Status.RESOLVED:
             return
         client = self.alertmanager()
         try:
-            silence_id = await client.create_silence(
-                matchers,
-                duration=self.duration,
-                created_by="alertpilot",
-                comment=f"incident #{incident_id} acknowledged by {actor}; "
-                "expires when the incident resolves",
-                now=datetime.now(UTC),
-            )
+            wanted = to_silence(incident)
+            if not wanted:
+                return  # silenced on an earlier acknowledgement
+            await check(client, incident, wanted)
+        except SilenceRefused as exc:
+            await self._refused(incident, actor, str(exc))
+            return
         except AlertmanagerError as exc:
             raise RetryLater(f"ack silence: {exc}") from None
-        shown = ", ".join(str(m) for m in matchers)
-        note = NewEvent(
+        made: list[NewSilence] = []
+        try:
+            for matchers in wanted:
+                silence_id = await client.create_silence(
+                    matchers,
+                    duration=self.duration,
+                    created_by="alertpilot",
+                    comment=f"incident #{incident_id} acknowledged by {actor}; "
+                    "expires when the incident resolves",
+                    now=datetime.now(UTC),
+                )
+                made.append(
+                    NewSilence(
+                        id=silence_id,
+                        source=SOURCE,
+                        expire_on_resolve=True,
+                        by=actor,
+                        url=client.silence_url(silence_id),
+                        matchers=[str(m) for m in matchers],
+                    )
+                )
+        except AlertmanagerError as exc:  # the retry makes only what is not recorded
+            raise RetryLater(f"ack silence: {exc}") from None
+        finally:
+            if made:
+                await self.silences.record_all(incident_id, made, events=[_note(made, wanted)])
+
+    async def _refused(self, incident: Incident, actor: str, reason: str) -> None:
+        log.warning("incident #%d: no ack silence: %s", incident.id, reason)
+        await self.store.append_event(
+            incident.id,
             actor="alertpilot",
             kind=EventKind.NOTE,
-            message=f"silenced {{{shown}}} in Alertmanager until the incident resolves",
-            data={"source": SOURCE, "silence_id": silence_id},
+            message=f"not silenced on {actor}'s acknowledgement: {reason}",
+            now=self.silences.clock.now(),
+            data={"source": SOURCE, "refused": "silence"},
         )
-        record = NewSilence(
-            id=silence_id,
-            source=SOURCE,
-            expire_on_resolve=True,
-            by=actor,
-            url=client.silence_url(silence_id),
-            matchers=[str(m) for m in matchers],
-        )
-        await self.silences.record(incident_id, record, events=[note])
+
+
+def _note(made: list[NewSilence], wanted: list[AlertSilence]) -> NewEvent:
+    if len(made) == 1:
+        what = f"silenced {describe(as_labels(wanted[0]))} in Alertmanager"
+    else:
+        what = f"silenced {len(made)} alerts in Alertmanager, one silence each,"
+    return NewEvent(
+        actor="alertpilot",
+        kind=EventKind.NOTE,
+        message=f"{what} until the incident resolves",
+        data={"source": SOURCE, "silence_ids": [s.id for s in made]},
+    )

@@ -256,17 +256,28 @@ def _narrative(data: Any) -> JsonDict | None:
 
 
 def _silences(data: Any) -> JsonDict | None:
+    """Active silences, those made together (one per alert: same end, same person) on one
+    line: the last five such lines."""
     if not isinstance(data, list) or not data:
         return None
-    parts = []
-    for item in data[-5:]:
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for item in data:
         if not isinstance(item, Mapping) or not item.get("id") or item.get("expired_at"):
             continue
         label = (
             "until resolved" if item.get("expire_on_resolve") else f"until {item.get('until', '?')}"
         )
         who = f" by {escape(item['by'])}" if item.get("by") else ""
-        parts.append(f"{mrkdwn.link(item.get('url'), 'silence')} {escape(label)}{who}")
+        groups.setdefault((label, who), []).append(item.get("url"))
+    parts = []
+    for (label, who), urls in list(groups.items())[-5:]:
+        if len(urls) == 1:
+            links = mrkdwn.link(urls[0], "silence")
+        else:
+            numbered = [mrkdwn.link(url, str(n)) for n, url in enumerate(urls[:10], 1)]
+            more = ", …" if len(urls) > 10 else ""
+            links = f"{len(urls)} silences ({', '.join(numbered)}{more})"
+        parts.append(f"{links} {escape(label)}{who}")
     return context([":mute: Silenced: " + "; ".join(parts)]) if parts else None
 
 
