@@ -1,7 +1,8 @@
 """Silences asked for in Slack: an Alertmanager silence matching the incident's group labels,
 recorded through the silence service (``bot.silences``) with a note on the timeline.
 "Until resolved" silences are expired by the service's ``silences`` subscriber when the
-incident resolves.
+incident resolves; Alertmanager needs an end all the same, and it is no later than
+``slack.max_silence``, so "until resolved" cannot outlast the cap a duration has.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 UNTIL_RESOLVED = "resolved"
 UNTIL_RESOLVED_LIMIT = 7 * 86400.0  # Alertmanager needs an end; resolving ends it sooner
-MIN_SILENCE, MAX_SILENCE = 60.0, 30 * 86400.0
+MIN_SILENCE = 60.0
 
 
 class Silencer:
@@ -31,11 +32,14 @@ class Silencer:
         alertmanager: Callable[[], AlertmanagerClient],
         clock: Clock,
         silences: SilenceService,
+        *,
+        max_silence: float = UNTIL_RESOLVED_LIMIT,
     ) -> None:
         self.store = store
         self.alertmanager = alertmanager
         self.clock = clock
         self.silences = silences
+        self.until_resolved_limit = min(UNTIL_RESOLVED_LIMIT, max_silence)
 
     async def silence(self, incident_id: int, choice: float | str, *, actor: str) -> str:
         """Silence the incident's alerts for ``choice`` seconds or until resolved; a summary."""
@@ -43,7 +47,7 @@ class Silencer:
         if incident.status is Status.RESOLVED:
             raise TransitionError(f"incident #{incident_id} is resolved; nothing to silence")
         until_resolved = choice == UNTIL_RESOLVED
-        seconds = UNTIL_RESOLVED_LIMIT if until_resolved else float(choice)
+        seconds = self.until_resolved_limit if until_resolved else float(choice)
         matchers = group_matchers(incident)
         now = self.clock.now()
         am = self.alertmanager()
@@ -54,7 +58,11 @@ class Silencer:
             comment=f"alertpilot incident #{incident.id} ({incident.title}), silenced in Slack",
             now=datetime.fromtimestamp(now, UTC),
         )
-        label = "until resolved" if until_resolved else f"for {format_duration(seconds)}"
+        label = (
+            f"until resolved or for {format_duration(seconds)} at most"
+            if until_resolved
+            else f"for {format_duration(seconds)}"
+        )
         ends = datetime.fromtimestamp(now + seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
         note = NewEvent(
             actor=actor,
