@@ -98,10 +98,11 @@ def ack_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def refusals(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, int | None]]:
+def refusals(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
+    """The refusals logged: (command, user, channel, incident) from the record's fields."""
     fields = ("command", "slack_user", "slack_channel", "incident")
     return [
-        tuple(getattr(r, f) for f in fields)  # type: ignore[misc]
+        tuple(getattr(r, f) for f in fields)
         for r in caplog.records
         if r.name == "bot.chat.access" and hasattr(r, "refused")
     ]
