@@ -231,17 +231,32 @@ class SlackRoute(Strict):
 
 
 _SLACK_APPROVER = r"^[UWS][A-Z0-9]{2,}$"  # a user (U/W) or a user group (S)
+_SLACK_CHANNEL_ID = r"^[CG][A-Z0-9]{2,}$"  # a channel ID: public (C) or an older private (G)
 _SLACK_MENTION = r"^([UWS][A-Z0-9]{2,}|here|channel)$"
+SlackPerson = Annotated[str, Field(pattern=_SLACK_APPROVER)]
 
 
 class SlackSettings(Strict):
+    """Who may do what from Slack (``bot/chat/access.py``): anyone in an incident's own
+    channel acts on it; from anywhere else only ``responders`` may. ``query`` (ad-hoc
+    PromQL) is for ``query_users`` and ``query_channels`` alone, off when both are empty.
+    A silence asked for in Slack lasts at most ``max_silence``. ``approvers`` approve
+    remediations, wherever they are.
+    """
+
     bot_token: SecretStr
     signing_secret: SecretStr
     api_url: str = "https://slack.com/api/"
     default_channel: str
     app_token: SecretStr | None = None
     routes: list[SlackRoute] = Field(default_factory=list)
-    approvers: list[Annotated[str, Field(pattern=_SLACK_APPROVER)]] = Field(default_factory=list)
+    approvers: list[SlackPerson] = Field(default_factory=list)
+    responders: list[SlackPerson] = Field(default_factory=list)
+    query_users: list[SlackPerson] = Field(default_factory=list)
+    query_channels: list[Annotated[str, Field(pattern=_SLACK_CHANNEL_ID)]] = Field(
+        default_factory=list
+    )
+    max_silence: Duration = Field(default=86400.0, ge=60.0, le=30 * 86400.0)
     command: str = Field(default="/alertpilot", pattern=r"^/[a-z0-9_-]{1,31}$")
     timeout: Duration = 10.0
     channel_rate: float = Field(default=1.0, gt=0, le=50)  # posts per second, per channel

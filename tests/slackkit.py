@@ -60,6 +60,21 @@ async def settle(client: TestClient, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def settle_due(client: TestClient) -> None:
+    """Run what is due now; the escalation timers due later stay pending."""
+    app = client.app
+    for _ in range(100):
+        await app[keys.INBOX].drain()
+        await app[keys.RUNNER].run_due()
+        await app[keys.SLACK].tasks.join()
+        due = await app[keys.STORE].next_job_due(app[keys.HANDLERS].kinds)
+        quiet = due is None or due > app[keys.CLOCK].now() + 1
+        if quiet and not app[keys.RUNNER].busy:  # nothing due, nothing still running
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("jobs kept coming")
+
+
 def signed(body: bytes, secret: str = SECRET, timestamp: float | None = None) -> dict[str, str]:
     ts = str(int(time.time() if timestamp is None else timestamp))
     digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
@@ -79,6 +94,7 @@ def command_body(
     command: str = "/alertpilot",
     rid: str = "r1",
     channel: str = CHANNEL,
+    channel_name: str = "alerts",
 ) -> bytes:
     return urlencode(
         {
@@ -86,7 +102,7 @@ def command_body(
             "team_id": "T0FAKE",
             "team_domain": "fake",
             "channel_id": channel,
-            "channel_name": "alerts",
+            "channel_name": channel_name,
             "user_id": user,
             "user_name": name,
             "command": command,
@@ -109,6 +125,8 @@ def action_body(
     rid: str = "b1",
     select: bool = False,
     message_ts: str = "1700000000.000100",
+    channel: str = CHANNEL,
+    channel_name: str = "alerts",
 ) -> bytes:
     action: dict[str, Any] = {
         "action_id": action_id,
@@ -124,11 +142,11 @@ def action_body(
         "user": {"id": user, "username": name, "name": name, "team_id": "T0FAKE"},
         "api_app_id": "A0APP",
         "token": "legacy-verification-token",
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": CHANNEL},
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
         "trigger_id": "1.2.3",
         "team": {"id": "T0FAKE", "domain": "fake"},
         "is_enterprise_install": False,
-        "channel": {"id": CHANNEL, "name": "alerts"},
+        "channel": {"id": channel, "name": channel_name},
         "message": {"ts": message_ts, "text": "incident"},
         "response_url": fake.response_url(rid),
         "actions": [action],

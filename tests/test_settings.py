@@ -91,6 +91,45 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str)
     assert all(problem.startswith(str(path)) for problem in err.value.problems)
 
 
+SLACK = "slack:\n  bot_token: x\n  signing_secret: y\n  default_channel: C0ALERTS\n"
+
+
+def test_slack_access_defaults_fail_closed(tmp_path: Path) -> None:
+    slack = load_settings(write(tmp_path, SLACK), env={}).slack
+    assert slack is not None
+    assert (slack.responders, slack.query_users, slack.query_channels) == ([], [], [])
+    assert slack.max_silence == 86400.0
+    text = (
+        SLACK + "  responders: [U0ALICE, W0BOB, S0ONCALL]\n  query_users: [S0SRE]\n"
+        "  query_channels: [C0OPS, G0LEGACY]\n  max_silence: 4h\n"
+    )
+    slack = load_settings(write(tmp_path, text), env={}).slack
+    assert slack is not None
+    assert slack.responders == ["U0ALICE", "W0BOB", "S0ONCALL"]
+    assert (slack.query_users, slack.query_channels) == (["S0SRE"], ["C0OPS", "G0LEGACY"])
+    assert slack.max_silence == 4 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("responders: ['#sre']", "slack.responders[0]: String should match pattern"),
+        ("responders: [alice]", "slack.responders[0]: String should match pattern"),
+        ("query_users: [C0OPS]", "slack.query_users[0]: String should match pattern"),
+        ("query_channels: ['#ops']", "slack.query_channels[0]: String should match pattern"),
+        ("query_channels: [U0ALICE]", "slack.query_channels[0]: String should match pattern"),
+        ("max_silence: 30s", "slack.max_silence: Input should be greater than or equal to 60"),
+        ("max_silence: 31d", "slack.max_silence: Input should be less than or equal to"),
+        ("max_silence: forever", "slack.max_silence: Value error, not a duration"),
+    ],
+)
+def test_slack_access_settings_are_checked(tmp_path: Path, line: str, expected: str) -> None:
+    path = write(tmp_path, SLACK + f"  {line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert [p for p in err.value.problems if f":5: {expected}" in p], err.value.problems
+
+
 def test_secrets_never_show_in_errors_or_repr(tmp_path: Path) -> None:
     secret = "xoxb-very-secret-token"
     path = write(
@@ -132,7 +171,8 @@ def test_every_design_contract_key_exists() -> None:
         LlmSettings.model_fields
     )
     assert {"bot_token", "signing_secret", "api_url", "default_channel", "app_token", "routes",
-            "approvers"} <= set(SlackSettings.model_fields)  # fmt: skip
+            "approvers", "responders", "query_users", "query_channels",
+            "max_silence"} <= set(SlackSettings.model_fields)  # fmt: skip
     assert {"routing_key", "events_url", "api_token", "api_url", "webhook_secret",
             "ca_file"} <= set(PagerDutySettings.model_fields)  # fmt: skip
     assert {"mode", "allowed_urls", "allowed_commands"} <= set(RemediationSettings.model_fields)

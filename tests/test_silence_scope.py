@@ -155,7 +155,9 @@ async def test_the_slack_silence_of_a_crafted_alert_does_not_silence_the_real_on
         await s.settle()
 
         [answer] = texts(fake_slack, "b1")
-        assert answer.startswith(f"Silenced #{incident.id} until resolved (silence ")
+        assert answer.startswith(
+            f"Silenced #{incident.id} until resolved or for 1d at most (silence "
+        )
         assert await s.state(PAYMENTS) == "active"
         assert await s.state(CRAFTED) == "suppressed"
         [silence] = await s.am.silences()
@@ -266,7 +268,9 @@ async def test_several_alerts_get_one_exact_silence_each_and_all_expire_on_resol
         await post_signed(s.client, press)
         await s.settle()
         [answer] = texts(fake_slack, "b1")
-        assert answer.startswith(f"Silenced #{incident.id} until resolved: 2 alerts, one silence")
+        assert answer.startswith(
+            f"Silenced #{incident.id} until resolved or for 1d at most: 2 alerts, one silence"
+        )
 
         for labels in tricky:
             assert await s.state(labels) == "suppressed"

@@ -2,6 +2,10 @@
 
 Slack gets its ack at once; the action runs afterwards and the presser hears back
 privately. What the press changed reaches the message through the timeline.
+
+A button's value comes back from the client and can name any incident, so a press is
+held to the same scope as the slash command (``bot.chat.access``): the incident's own
+channel, or a responder. Approve/Reject keep their rule: approvers only.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ async def on_action(
     respond: AsyncRespond | None,
 ) -> None:
     user = _object(body.get("user"))
-    channel_id = _object(body.get("channel")).get("id")
+    channel = _object(body.get("channel"))
+    channel_id, channel_name = channel.get("id"), channel.get("name")
     reply = Reply(
         state,
         user_id=str(user.get("id", "")),
@@ -59,6 +64,7 @@ async def on_action(
         channel_id=channel_id if isinstance(channel_id, str) else None,
         ack=ack,
         respond=respond,
+        channel_name=channel_name if isinstance(channel_name, str) else None,
     )
     action_id = str(action.get("action_id", ""))
     value = str(action.get("value") or _object(action.get("selected_option")).get("value") or "")
@@ -82,10 +88,13 @@ def _work(
         return lambda: ops.decide(
             state, ident, step, approve=approve, user_id=reply.user_id, actor=actor
         )
+    caller = reply.caller
     if action_id == "ap_silence":
         ident, picked = _split(value)
         choice = silence_choice(picked)
-        return lambda: ops.silence(state, ident, choice, actor)
+        return lambda: ops.scoped(
+            state, caller, "silence", ident, lambda: ops.silence(state, ident, choice, actor)
+        )
     ident = incident_id(value)
     simple = {
         "ap_ack": ops.acknowledge,
@@ -96,4 +105,5 @@ def _work(
     operation = simple.get(action_id)
     if operation is None:
         raise BadArguments(f"unknown button {escape(clip(action_id, 40))!s}")
-    return lambda: operation(state, ident, actor)
+    command = action_id.removeprefix("ap_")
+    return lambda: ops.scoped(state, caller, command, ident, lambda: operation(state, ident, actor))

@@ -4,6 +4,10 @@ Fast answers (help, list, show, runbook, usage) ride in the ack; anything that c
 another system (acting on an incident, Alertmanager, Prometheus, PagerDuty) is acked
 at once and answered through ``response_url`` when done. Answers are ephemeral: the
 incident's own message and thread carry what everyone should see.
+
+What acts on or shows one incident is held to its channel or to responders, ``list``
+shows others only the incidents of the channel they ask in, and ``query`` is open only
+where configured (``bot.chat.access``); a refusal is answered privately and logged.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.chat import operations as ops
+from bot.chat.access import Refused
 from bot.chat.queries import oncall_text, query_text, runbook_text
 from bot.chat.replies import BadArguments, Reply, actor_of, incident_id, silence_choice
 from bot.chat.state import SlackState
@@ -34,7 +39,10 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("silence ID DURATION", "silence its alerts in Alertmanager (30m, 4h, or `resolved`)"),
     ("approve ID STEP", "approve a pending remediation step (approvers only)"),
     ("reject ID STEP", "reject a pending remediation step (approvers only)"),
-    ("query PROMQL", "run a PromQL query: a small table and a graph of the last hour"),
+    (
+        "query PROMQL",
+        "run a PromQL query: a small table and a graph of the last hour (where allowed)",
+    ),
     ("oncall", "who is on call (PagerDuty)"),
     ("runbook ALERTNAME", "the playbook for an alert: its steps and runbook"),
     ("help", "this help"),
@@ -45,6 +53,10 @@ def usage(command: str, problem: str | None = None) -> str:
     lines = [f":warning: {problem}", ""] if problem else []
     lines.append(f"*{command}* — alertpilot from Slack")
     lines += [f"• `{command} {syntax}` — {what}" for syntax, what in SUBCOMMANDS]
+    lines.append(
+        "_An incident is handled in the channel its message is in; responders may act on "
+        "it from anywhere._"
+    )
     return "\n".join(lines)
 
 
@@ -58,6 +70,7 @@ async def on_command(
         channel_id=command.get("channel_id"),
         ack=ack,
         respond=respond,
+        channel_name=command.get("channel_name"),
     )
     text = str(command.get("text") or "").strip()
     name, _, rest = text.partition(" ")
@@ -92,9 +105,26 @@ async def _list(state: SlackState, reply: Reply, rest: str) -> None:
     for status in (Status.TRIGGERED, Status.ACKNOWLEDGED):
         found += await state.store.list_incidents(status=status, limit=50)
     found.sort(key=lambda i: (i.severity.value, -i.id))
-    if not found:
-        await reply.now(":sunny: No open incidents.")
+    here = [i for i in found if state.access.in_channel(reply.caller, i)]
+    if len(here) == len(found):
+        await reply.now(_listing(found, hidden=False))
         return
+
+    async def listing() -> str:
+        """Some are elsewhere: all of them for a responder (which may take a Slack call
+        to learn, so after the ack), this channel's for anyone else."""
+        if await state.access.responder(reply.caller):
+            return _listing(found, hidden=False)
+        return _listing(here, hidden=True)
+
+    await reply.later(listing(), "slack-command-list")
+
+
+def _listing(found: list[Incident], *, hidden: bool) -> str:
+    note = "\n_Incidents of other channels are listed for responders only._" if hidden else ""
+    if not found:
+        where = " in this channel" if hidden else ""
+        return f":sunny: No open incidents{where}.{note}"
     lines = [f"*{len(found)} open incident(s)*"]
     for incident in found[:30]:
         lines.append(
@@ -103,7 +133,7 @@ async def _list(state: SlackState, reply: Reply, rest: str) -> None:
         )
     if len(found) > 30:
         lines.append(f"…and {len(found) - 30} more")
-    await reply.now("\n".join(lines))
+    return "\n".join(lines) + note
 
 
 async def _show(state: SlackState, reply: Reply, rest: str) -> None:
@@ -114,21 +144,37 @@ async def _show(state: SlackState, reply: Reply, rest: str) -> None:
     except NotFound:
         await reply.now(f"There is no incident #{ident}.")
         return
+    if state.access.in_channel(reply.caller, incident):
+        await reply.now(*_shown(state, incident))
+        return
+
+    async def shown() -> None:
+        await reply.tell(*_shown(state, incident))
+
+    work = ops.scoped(state, reply.caller, "show", ident, shown)
+    await reply.later(work, "slack-command-show")
+
+
+def _shown(state: SlackState, incident: Incident) -> tuple[str, list[dict[str, Any]]]:
     extras = Extras(buttons=False, alertmanager_url=state.settings.alertmanager.url)
     rendered = incident_message(incident, extras)
     events = [
         f"• {escape(e.kind)} by {escape(clip(e.actor, 60))}: {escape(clip(e.message, 200))}"
         for e in incident.timeline[-6:]
     ]
-    blocks = [*rendered.blocks[:40], section("*Latest events*\n" + "\n".join(events))]
-    await reply.now(rendered.text, blocks)
+    return rendered.text, [*rendered.blocks[:40], section("*Latest events*\n" + "\n".join(events))]
 
 
 def _action(operation: Callable[[SlackState, int, str], Awaitable[str]], syntax: str) -> Any:
+    name = syntax.split()[0]
+
     async def run(state: SlackState, reply: Reply, rest: str) -> None:
         (ref,) = _args(rest, 1, syntax)
         ident = incident_id(ref)
-        await reply.later(operation(state, ident, reply.actor), f"slack-command-{syntax}")
+        work = ops.scoped(
+            state, reply.caller, name, ident, lambda: operation(state, ident, reply.actor)
+        )
+        await reply.later(work, f"slack-command-{name}")
 
     return run
 
@@ -137,7 +183,14 @@ async def _silence(state: SlackState, reply: Reply, rest: str) -> None:
     ref, duration = _args(rest, 2, "silence ID DURATION")
     ident = incident_id(ref)
     choice = silence_choice(duration)
-    await reply.later(ops.silence(state, ident, choice, reply.actor), "slack-command-silence")
+    work = ops.scoped(
+        state,
+        reply.caller,
+        "silence",
+        ident,
+        lambda: ops.silence(state, ident, choice, reply.actor),
+    )
+    await reply.later(work, "slack-command-silence")
 
 
 def _decision(approve: bool) -> Any:
@@ -157,7 +210,15 @@ def _decision(approve: bool) -> Any:
 async def _query(state: SlackState, reply: Reply, rest: str) -> None:
     if not rest:
         raise BadArguments("expected `query PROMQL`")
-    await reply.later(query_text(state, rest, reply), "slack-command-query")
+
+    async def answer() -> str:
+        try:
+            await state.access.query(reply.caller)
+        except Refused as exc:
+            return ops.refusal(reply.caller, "query", None, exc)
+        return await query_text(state, rest, reply)
+
+    await reply.later(answer(), "slack-command-query")
 
 
 async def _oncall(state: SlackState, reply: Reply, rest: str) -> None:

@@ -2,11 +2,16 @@
 the silencer, the remediation engine or the pipeline, with the Slack user as the actor.
 
 Each returns the sentence the user is told; the incident's message changes through the
-timeline like for any other change.
+timeline like for any other change. ``scoped`` runs one only when the user may act on
+that incident from where they ask (``bot.chat.access``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from bot.chat.access import Caller, Refused, log_refusal
+from bot.chat.silences import UNTIL_RESOLVED
 from bot.chat.state import SlackState
 from bot.incidents import EventKind, Status
 from bot.notify import mrkdwn
@@ -14,6 +19,30 @@ from bot.notify.mrkdwn import escape
 from bot.notify.optional import maybe_await
 from bot.notify.pagerduty_sender import TriggerOutcome, already_paged, state_of
 from bot.store.base import Store
+
+
+def refusal(caller: Caller, command: str, incident_id: int | None, exc: Refused) -> str:
+    """Log a refusal and word it for the user. Nothing goes on the incident's timeline: an
+    attempt from outside its channel should not reach that channel's thread."""
+    log_refusal(caller, command, incident_id, str(exc))
+    return f":no_entry: {exc}"
+
+
+async def scoped(
+    state: SlackState,
+    caller: Caller,
+    command: str,
+    incident_id: int,
+    work: Callable[[], Awaitable[str | None]],
+) -> str | None:
+    """``work()`` when the caller may act on the incident from where they are; otherwise,
+    and when ``work`` itself refuses (a silence over the cap), why not."""
+    incident = await state.store.get_incident(incident_id, timeline=False)  # NotFound
+    try:
+        await state.access.incident(caller, incident, command)
+        return await work()
+    except Refused as exc:
+        return refusal(caller, command, incident_id, exc)
 
 
 async def _status(store: Store, incident_id: int) -> tuple[Status, str | None]:
@@ -64,6 +93,10 @@ async def escalate(state: SlackState, incident_id: int, actor: str) -> str:
 
 
 async def silence(state: SlackState, incident_id: int, choice: float | str, actor: str) -> str:
+    """Raises ``Refused`` for a length over ``slack.max_silence`` ("until resolved" is
+    bounded by the silencer instead)."""
+    if choice != UNTIL_RESOLVED:
+        state.access.silence(float(choice))
     return await state.silencer.silence(incident_id, choice, actor=actor)
 
 

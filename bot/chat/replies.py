@@ -14,7 +14,8 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackClientError
 
 from bot.alertmanager import AlertmanagerError
-from bot.chat.silences import MAX_SILENCE, MIN_SILENCE, UNTIL_RESOLVED
+from bot.chat.access import Caller
+from bot.chat.silences import MIN_SILENCE, UNTIL_RESOLVED
 from bot.chat.state import SlackState
 from bot.durations import format_duration, parse_duration
 from bot.errors import NotFound, PermanentFailure, RetryLater
@@ -51,18 +52,18 @@ def incident_id(text: str) -> int:
 
 
 def silence_choice(text: str) -> float | str:
-    """How long a silence asked for in Slack lasts: ``UNTIL_RESOLVED``, or seconds within
-    ``MIN_SILENCE`` .. ``MAX_SILENCE``. The same bounds for a slash command and a menu (a
-    menu's value comes back from the client and can be anything)."""
+    """How long a silence asked for in Slack lasts: ``UNTIL_RESOLVED``, or seconds, at
+    least ``MIN_SILENCE``. The same parsing for a slash command and a menu (a menu's value
+    comes back from the client and can be anything); the upper bound is
+    ``slack.max_silence``, checked with the caller's other limits (``bot.chat.access``)."""
     if text.strip().lower() in (UNTIL_RESOLVED, "until-resolved"):
         return UNTIL_RESOLVED
     try:
         seconds = parse_duration(text)
     except ValueError:
         raise BadArguments(f"{escape(clip(text, 20))!s} is not a duration") from None
-    if not MIN_SILENCE <= seconds <= MAX_SILENCE:
-        low, high = format_duration(MIN_SILENCE), format_duration(MAX_SILENCE)
-        raise BadArguments(f"a silence lasts from {low} to {high}")
+    if seconds < MIN_SILENCE:
+        raise BadArguments(f"a silence lasts at least {format_duration(MIN_SILENCE)}")
     return seconds
 
 
@@ -81,6 +82,11 @@ class Reply:
     channel_id: str | None
     ack: AsyncAck | None
     respond: AsyncRespond | None
+    channel_name: str | None = None
+
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.user_id, self.actor, self.channel_id, self.channel_name)
 
     async def now(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
         """Answer inside the ack (fast answers only), visible to the user alone."""
@@ -104,11 +110,14 @@ class Reply:
         if text:
             await self.tell(text)
 
-    async def tell(self, text: str) -> None:
+    async def tell(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        """Answer through ``response_url``, visible to the user alone."""
         if self.respond is None:
             return
         try:
-            await self.respond(text=text, response_type="ephemeral", replace_original=False)
+            await self.respond(
+                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+            )
         except (aiohttp.ClientError, TimeoutError, SlackClientError, ValueError) as exc:
             # ValueError: the request carried no response_url to answer through
             log.warning("could not answer %s through response_url: %s", self.actor, exc)

@@ -19,9 +19,11 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import keys
 from bot.actions import IncidentActions
+from bot.chat.access import Access
 from bot.chat.approvers import Approvers
 from bot.chat.bolt import build_bolt
 from bot.chat.http import slack_events
+from bot.chat.members import Members
 from bot.chat.silences import Silencer
 from bot.chat.socket import SocketMode
 from bot.chat.state import SlackState
@@ -57,7 +59,19 @@ def setup(app: web.Application) -> None:
     notifier = SlackNotifier(
         store, outbox, storms, slack, features, clock, alertmanager_url=settings.alertmanager.url
     )
-    silencer = Silencer(store, lambda: app[keys.ALERTMANAGER], clock, app[keys.SILENCES])
+    silencer = Silencer(
+        store,
+        lambda: app[keys.ALERTMANAGER],
+        clock,
+        app[keys.SILENCES],
+        max_silence=slack.max_silence,
+    )
+    access = Access(
+        slack,
+        notifier.router,
+        responders=Members(slack.responders, client, clock),
+        query_users=Members(slack.query_users, client, clock),
+    )
     actions = app.get(keys.ACTIONS) or IncidentActions(store, clock)
     state = SlackState(
         settings=settings,
@@ -68,6 +82,7 @@ def setup(app: web.Application) -> None:
         notifier=notifier,
         silencer=silencer,
         approvers=Approvers(slack.approvers, client, clock),
+        access=access,
         features=features,
         actions=actions,
         prometheus=lambda: app[keys.PROMETHEUS],

@@ -3,7 +3,9 @@ on that alert's whole label set, after Alertmanager said they reach no alert out
 incident (``bot.silence_scope``); recorded through the silence service (``bot.silences``)
 with a note on the timeline. A refusal is told to the person and noted on the timeline;
 nothing is silenced then. "Until resolved" silences are expired by the service's
-``silences`` subscriber when the incident resolves.
+``silences`` subscriber when the incident resolves; Alertmanager needs an end all the
+same, and it is no later than ``slack.max_silence``, so "until resolved" cannot outlast
+the cap a duration has.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 
 UNTIL_RESOLVED = "resolved"
 UNTIL_RESOLVED_LIMIT = 7 * 86400.0  # Alertmanager needs an end; resolving ends it sooner
-MIN_SILENCE, MAX_SILENCE = 60.0, 30 * 86400.0
+MIN_SILENCE = 60.0
 
 
 class Silencer:
@@ -35,11 +37,14 @@ class Silencer:
         alertmanager: Callable[[], AlertmanagerClient],
         clock: Clock,
         silences: SilenceService,
+        *,
+        max_silence: float = UNTIL_RESOLVED_LIMIT,
     ) -> None:
         self.store = store
         self.alertmanager = alertmanager
         self.clock = clock
         self.silences = silences
+        self.until_resolved_limit = min(UNTIL_RESOLVED_LIMIT, max_silence)
 
     async def silence(self, incident_id: int, choice: float | str, *, actor: str) -> str:
         """Silence the incident's firing alerts for ``choice`` seconds or until resolved;
@@ -48,8 +53,12 @@ class Silencer:
         if incident.status is Status.RESOLVED:
             raise TransitionError(f"incident #{incident_id} is resolved; nothing to silence")
         until_resolved = choice == UNTIL_RESOLVED
-        seconds = UNTIL_RESOLVED_LIMIT if until_resolved else float(choice)
-        label = "until resolved" if until_resolved else f"for {format_duration(seconds)}"
+        seconds = self.until_resolved_limit if until_resolved else float(choice)
+        label = (
+            f"until resolved or for {format_duration(seconds)} at most"
+            if until_resolved
+            else f"for {format_duration(seconds)}"
+        )
         am = self.alertmanager()
         try:
             wanted = await plan(am, incident)

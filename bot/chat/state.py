@@ -11,6 +11,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.actions import IncidentActions
+from bot.chat.access import Access
 from bot.chat.approvers import Approvers
 from bot.chat.silences import Silencer
 from bot.chat.tasks import BackgroundTasks
@@ -33,6 +34,7 @@ class SlackState:
     notifier: SlackNotifier
     silencer: Silencer
     approvers: Approvers
+    access: Access
     features: AppFeatures
     actions: IncidentActions
     prometheus: Callable[[], PrometheusClient]

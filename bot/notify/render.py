@@ -57,6 +57,7 @@ class Extras:
     buttons: bool = True
     extra_notes: Sequence[str] = field(default_factory=tuple)
     alertmanager_url: str = ""  # for the silence link when the group has no external URL
+    max_silence: float | None = None  # slack.max_silence: longer menu choices are left out
 
 
 def section(text: str) -> JsonDict:
@@ -323,6 +324,17 @@ def button(text: str, action_id: str, value: str, style: str | None = None) -> J
 
 
 SILENCE_CHOICES = {"1h": "Silence 1 h", "4h": "Silence 4 h", "resolved": "Until resolved"}
+_SILENCE_SECONDS = {"1h": 3600.0, "4h": 4 * 3600.0}
+
+
+def silence_choices(max_silence: float | None) -> dict[str, str]:
+    """The menu's choices that ``slack.max_silence`` allows; "until resolved" always is
+    (its Alertmanager end is held to the cap)."""
+    return {
+        choice: label
+        for choice, label in SILENCE_CHOICES.items()
+        if max_silence is None or _SILENCE_SECONDS.get(choice, 0.0) <= max_silence
+    }
 
 
 def _actions(incident: Incident, extras: Extras) -> list[JsonDict]:
@@ -339,7 +351,7 @@ def _actions(incident: Incident, extras: Extras) -> list[JsonDict]:
             "placeholder": {"type": "plain_text", "text": "Silence…"},
             "options": [
                 {"text": {"type": "plain_text", "text": label}, "value": f"{ref}:{choice}"}
-                for choice, label in SILENCE_CHOICES.items()
+                for choice, label in silence_choices(extras.max_silence).items()
             ],
         }
     )

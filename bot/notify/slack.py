@@ -204,6 +204,7 @@ class SlackNotifier:
             can_rerun=self.features.can_rerun(),
             can_approve=self.features.can_approve(),
             alertmanager_url=self.alertmanager_url,
+            max_silence=self.settings.max_silence,
         )
         return incident_message(incident, extras)
 
