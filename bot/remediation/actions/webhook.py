@@ -12,7 +12,9 @@ template lacks), so a label value cannot move the call to another host, out of t
 allowed path or to another resource under it. It is checked again right before sending.
 
 Header values are templates too, refused if they would hold a line break; they are
-sent but never recorded (they may hold credentials). POST and PATCH are not retried (a
+sent but never recorded (they may hold credentials): the call keeps only their names,
+and the step's record keeps its spec with every header value replaced by
+``NOT_RECORDED`` (``bot.remediation.headers``). POST and PATCH are not retried (a
 remediation must not apply twice); PUT and DELETE are retried once on a network error
 or a 5xx.
 """
