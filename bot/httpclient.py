@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from bot.breaker import CircuitBreaker
 
@@ -79,6 +80,7 @@ async def request(
     retry_statuses: frozenset[int] = RETRY_STATUSES,
     allow_redirects: bool = False,
     breaker: CircuitBreaker | None = None,
+    encoded: bool = False,
     **kwargs: Any,
 ) -> HttpResponse:
     """Send a request; retry network errors and ``retry_statuses`` up to ``retries`` times.
@@ -86,8 +88,11 @@ async def request(
     Returns the last response (whatever its status) or raises HttpError on a network
     failure that outlived its retries, ``CircuitOpen`` when ``breaker`` refuses an
     attempt. Redirects are not followed unless asked: a URL checked against an
-    allowlist must be the URL that is called.
+    allowlist must be the URL that is called. ``encoded=True`` sends ``url`` exactly as
+    given (already percent-encoded, and checked in that form): without it the client
+    requotes the URL, decoding escapes such as ``%3B`` that were there on purpose.
     """
+    target: str | URL = URL(url, encoded=True) if encoded else url
     loop = asyncio.get_running_loop()
     attempt = 0
     while True:
@@ -98,7 +103,7 @@ async def request(
         try:
             async with session.request(
                 method,
-                url,
+                target,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=allow_redirects,
                 **kwargs,

@@ -23,7 +23,7 @@ from bot.remediation.engine import RemediationEngine
 from bot.remediation.records import StepRecord, StepState, steps_of
 from bot.store.base import Store
 from conftest import make_settings
-from stack import LoopbackApp
+from stack import LoopbackApp, _Service
 
 STARTS = "2026-05-01T10:00:00Z"
 ZERO = "0001-01-01T00:00:00Z"
@@ -229,3 +229,73 @@ class Receiver(LoopbackApp):
         if self.on_request is not None:
             self.on_request(item)
         return web.json_response({"ok": self.status < 400}, status=self.status)
+
+
+@dataclass
+class RawRequest:
+    line: str  # the request line as it came over the socket, e.g. "POST /v1/x HTTP/1.1"
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+class RawReceiver(_Service):
+    """A bare HTTP/1.1 server on loopback that keeps each request line byte for byte.
+
+    No framework sits between the socket and the record, so nothing is decoded or
+    normalised on the way: what is recorded is what a service behind any server would
+    be handed. Answers every request 200 ``{"ok": true}``; keeps connections alive.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[RawRequest] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def lines(self) -> list[str]:
+        return [r.line for r in self.received]
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            for writer in list(self._open):  # kept-alive connections would hold wait_closed
+                writer.close()
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
+        try:
+            while line := await reader.readline():
+                headers: list[tuple[str, str]] = []
+                while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = raw.decode("latin-1").partition(":")
+                    headers.append((name.strip(), value.strip()))
+                request = RawRequest(line.decode("latin-1").rstrip("\r\n"), headers, b"")
+                length = int(request.header("Content-Length") or 0)
+                request.body = await reader.readexactly(length) if length else b""
+                self.received.append(request)
+                answer = b'{"ok": true}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._open.discard(writer)
+            writer.close()

@@ -197,6 +197,28 @@ BROKEN = {
         """,
         r"x.yaml:5: \[0\]\.remediations\[0\]\.action\.url: scheme and host must be literal",
     ),
+    "webhook path from a label without path_segment": (
+        """\
+        - name: x
+          match: ['alertname="X"']
+          remediations:
+            - name: hook
+              action: {kind: webhook, url: "https://flags.internal/api/flags/{{ labels.svc }}"}
+        """,
+        r"x.yaml:5: \[0\]\.remediations\[0\]\.action\.url: playbook x, remediation hook: "
+        r"\{\{ labels\.svc \}\} printed in the URL path without the path_segment filter",
+    ),
+    "webhook query value from a label without urlencode": (
+        """\
+        - name: x
+          match: ['alertname="X"']
+          remediations:
+            - name: hook
+              action: {kind: webhook, url: "https://flags.internal/api/flags/x?s={{ labels.s }}"}
+        """,
+        r"x.yaml:5: \[0\]\.remediations\[0\]\.action\.url: playbook x, remediation hook: "
+        r"\{\{ labels\.s \}\} printed in the URL query without the urlencode filter",
+    ),
     "matcher template that is not quoted": (
         """\
         - name: x

@@ -187,7 +187,7 @@ def test_templates_in_every_place_are_rendered_at_load(tmp_path: Path) -> None:
         - name: x
           match: ['alertname="X"']
           diagnostics:
-            - {name: h, kind: http, url: "http://127.0.0.1:8500/healthz/{{ labels.a }}"}
+            - {name: h, kind: http, url: "http://127.0.0.1:8500/h/{{ labels.a | path_segment }}"}
             - {name: r, kind: promql_range, query: 'up{a={{ labels.a | promql }}', window: 1h}
           remediations:
             - name: s
@@ -207,7 +207,7 @@ def test_templates_in_every_place_are_rendered_at_load(tmp_path: Path) -> None:
     problems = check_playbooks([tmp_path], ALLOW).problems
     where = f"{tmp_path}/a.yaml"
     expected = [
-        f"{where}:4: [0].diagnostics[0].url: URL 'http://127.0.0.1:8500/healthz/example' is not",
+        f"{where}:4: [0].diagnostics[0].url: URL 'http://127.0.0.1:8500/h/example' is not",
         f"{where}:5: [0].diagnostics[1].query: not valid PromQL once rendered ('{{' at",
         f"{where}:8: [0].remediations[0].action.matchers: a silence needs at least one matcher",
         f"{where}:9: [0].remediations[0].when: template error: TypeError",

@@ -1,8 +1,10 @@
 """``http``: a GET of a URL on the allowlist; status, latency and an optional JSON field.
 
 The rendered URL must be on ``diagnostics.allowed_urls`` or ``remediation.allowed_urls``
-(``bot.playbook.allowlist``), checked again after rendering so a label value cannot
-point it elsewhere; redirects are not followed. Network errors are retried once; an
+(``bot.playbook.allowlist``), checked after rendering in the form it is sent (it is sent
+as it is, not requoted), with no path a server reads as another and the shape of its
+template (as the webhook action checks it), so a label value cannot point it
+elsewhere; redirects are not followed. Network errors are retried once; an
 error status is an answer, not retried, and fails the step when it is not
 ``expect_status``. The value is the ``json_field`` (dotted path, list indexes allowed)
 when given, else the latency in seconds.
@@ -20,8 +22,9 @@ from bot.diagnostics.base import DiagnosticStep, StepError, StepInput
 from bot.diagnostics.judge import Outcome, Point
 from bot.diagnostics.result import DiagnosticStatus
 from bot.httpclient import request
-from bot.playbook.allowlist import url_problem
+from bot.playbook.allowlist import characters_problem, shape_problem, url_problem
 from bot.playbook.model import HttpDiagnostic
+from bot.playbook.templating import render_skeleton
 
 MAX_BODY = 1024 * 1024
 _MISSING = object()
@@ -54,16 +57,20 @@ class HttpStep(DiagnosticStep[HttpDiagnostic]):
     async def _invoke(self, spec: HttpDiagnostic, step: StepInput) -> Outcome:
         url = self.render(spec.url, step)
         problem = url_problem(url, self.sources.allowed_urls)
-        if problem is None:  # and again as the client will send it, after normalisation
-            try:
-                url = str(URL(url))
-            except (ValueError, TypeError) as exc:
-                raise StepError(f"URL {url!r} does not parse: {exc}") from None
-            problem = url_problem(url, self.sources.allowed_urls)
         if problem is not None:
             raise StepError(
                 f"URL {url!r} is {problem} (diagnostics.allowed_urls, remediation.allowed_urls)"
             )
+        problem = characters_problem(url)
+        if problem is not None:
+            raise StepError(f"URL {url!r} {problem}")
+        problem = shape_problem(url, render_skeleton(self.sources.env, spec.url, step.context))
+        if problem is not None:
+            raise StepError(f"URL {url!r} does not keep its template's shape: {problem}")
+        try:
+            URL(url, encoded=True)
+        except (ValueError, TypeError) as exc:
+            raise StepError(f"URL {url!r} does not parse: {exc}") from None
         resp = await request(
             self.sources.http,
             "GET",
@@ -73,6 +80,7 @@ class HttpStep(DiagnosticStep[HttpDiagnostic]):
             retry_statuses=frozenset(),
             max_body=MAX_BODY,
             allow_redirects=False,
+            encoded=True,
             headers={"Accept": "application/json, */*;q=0.5"},
             breaker=None if self.sources.breakers is None else self.sources.breakers.get(url),
         )

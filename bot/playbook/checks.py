@@ -9,8 +9,11 @@ at load, not during an incident. On top of that:
   ``promtool`` later, in one batch, when the caller asks for it);
 - matcher templates (alert queries, silences) print variables only through ``quote``,
   and each renders to exactly one matcher;
-- URLs (``http`` diagnostics, webhooks) keep scheme and host literal and render to a URL
-  on the allowlist; command executables are on ``remediation.allowed_commands``.
+- URLs (``http`` diagnostics, webhooks) keep scheme and host literal, print variables
+  only through ``path_segment`` in the path and ``urlencode`` (or ``path_segment``) in the
+  query string (``lint.url_outputs``; the problem names the playbook, the step and the
+  expression), and render to a URL on the allowlist; command executables are on
+  ``remediation.allowed_commands``.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class TemplateChecker:
     def check(self, playbook: Playbook, prefix: Loc) -> None:
         for i, diag in enumerate(playbook.diagnostics):
             loc = (*prefix, "diagnostics", i)
+            who = f"playbook {playbook.name}, diagnostic {diag.name}"
             if diag.kind in ("promql", "promql_range"):
                 self.promql(diag.query, (*loc, "query"))
             elif diag.kind == "alerts":
@@ -76,12 +80,14 @@ class TemplateChecker:
                     (*loc, "url"),
                     self.allow.diagnostic_urls,
                     "diagnostics.allowed_urls or remediation.allowed_urls",
+                    who,
                 )
         for i, step in enumerate(playbook.remediations):
             loc = (*prefix, "remediations", i)
-            self.action(step.action, (*loc, "action"))
+            who = f"playbook {playbook.name}, remediation {step.name}"
+            self.action(step.action, (*loc, "action"), who)
             if step.rollback is not None:
-                self.action(step.rollback, (*loc, "rollback"))
+                self.action(step.rollback, (*loc, "rollback"), f"{who} (rollback)")
             if step.when is not None:
                 self.promql(step.when, (*loc, "when"))
             if step.verify is not None:
@@ -109,28 +115,54 @@ class TemplateChecker:
             except MatcherError as exc:
                 self.report((*loc, i), f"not one matcher once rendered: {exc}")
 
-    def url(self, template: str, loc: Loc, allowed: tuple[str, ...], setting: str) -> None:
+    def url(
+        self, template: str, loc: Loc, allowed: tuple[str, ...], setting: str, who: str
+    ) -> None:
         head = template.split("{{", 1)[0].split("{%", 1)[0]
         if "{{" in template or "{%" in template:
             _, sep, rest = head.partition("://")
             if not sep or "/" not in rest:
                 self.report(loc, "scheme and host must be literal; template only the path")
                 return
+        try:
+            unfiltered = lint.url_outputs(self.env, template)
+        except TemplateSyntaxError:
+            unfiltered = []  # reported by template() below
+        if unfiltered:
+            first = unfiltered[0]
+            names = ", ".join(f"{{{{ {u.expression} }}}}" for u in unfiltered)
+            where = "URL" if first.part == "URL" else f"URL {first.part}"
+            self.report(
+                loc,
+                f"{who}: {names} printed in the {where} without the {first.wanted} filter: "
+                f"write {{{{ {first.expression} | {first.wanted} }}}} so a label value stays "
+                f"{'one query value' if first.part == 'query' else 'one path segment'} and "
+                "cannot change where the call goes",
+            )
+            return
         rendered = self.template(template, loc, (), None)
         if rendered is None:
             return
         problem = allowlist.url_problem(rendered, allowed)
         if problem is not None:
             self.report(loc, f"URL {rendered!r} is {problem} ({setting})")
+            return
+        problem = allowlist.characters_problem(rendered)  # it is sent as it is, unencoded
+        if problem is not None:
+            self.report(loc, f"URL {rendered!r} {problem}")
 
-    def action(self, action: Action, loc: Loc) -> None:
+    def action(self, action: Action, loc: Loc, who: str) -> None:
         if isinstance(action, SilenceAction):
             if not action.matchers:
                 self.report((*loc, "matchers"), "a silence needs at least one matcher")
             self.matchers(action.matchers, (*loc, "matchers"))
         elif isinstance(action, WebhookAction):
             self.url(
-                action.url, (*loc, "url"), self.allow.remediation_urls, "remediation.allowed_urls"
+                action.url,
+                (*loc, "url"),
+                self.allow.remediation_urls,
+                "remediation.allowed_urls",
+                who,
             )
             self.body(action.body, (*loc, "body"))
             for name, value in action.headers.items():

@@ -8,6 +8,11 @@ PromQL or matchers. ``regex_outputs`` then asks for the regex form right after `
 ``!~``: a plain quoted value there is a pattern, and ``instance=".*"`` would match every
 instance (a silence for all of them, a check of the wrong target).
 
+``url_outputs`` does the same for URL templates (webhooks, ``http`` diagnostics), by
+where the value lands: in the path (before the first literal ``?`` or ``#``) only
+through ``path_segment``, so a value is one segment and cannot add ``/``, ``..``, a query
+or a fragment; in the query string through ``urlencode`` (or ``path_segment``).
+
 ``promql_problem`` is a light check of a rendered query: string literals terminate and
 brackets balance. ``promtool_problems`` asks ``promtool check rules`` to parse many
 queries at once, when the binary is there (``alertpilot check`` uses it).
@@ -20,6 +25,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -31,6 +37,9 @@ log = logging.getLogger(__name__)
 PROMQL_FILTERS = frozenset({"promql", "promql_re"})
 MATCHER_FILTERS = frozenset({"quote", "quote_re"})
 REGEX_FILTER = {"promql": "promql_re", "quote": "quote_re"}  # what a value after =~ needs
+PATH_FILTER = "path_segment"
+QUERY_FILTERS = frozenset({"urlencode", PATH_FILTER})
+URL_FILTERS = QUERY_FILTERS
 _REGEX_OPERATOR = re.compile(r"[=!]~\s*$")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _PROMTOOL_ERROR = re.compile(r'group "q(\d+)", rule \d+, "q\d+": (.*)$')
@@ -85,6 +94,71 @@ def regex_outputs(env: SandboxedEnvironment, source: str, regex_filter: str) -> 
         elif printed is not None and kind != "whitespace":
             printed.append((kind, value))
     return found
+
+
+@dataclass(frozen=True)
+class UrlOutput:
+    """A printed expression of a URL template that lacks the filter its place needs."""
+
+    expression: str
+    part: str  # "path", "query", or "URL" (not placed: the AST pass found it)
+    wanted: str  # the filter to write
+
+
+def url_outputs(env: SandboxedEnvironment, source: str) -> list[UrlOutput]:
+    """Printed expressions of a URL template that read variables without the filter their
+    place needs: ``path_segment`` in the path, ``urlencode`` (or ``path_segment``) after the
+    first literal ``?`` or ``#``.
+
+    Two passes, since neither sees everything: the lexed source says where each ``{{``
+    stands (the AST keeps no columns) and which filter its tokens end with; when that
+    finds nothing, the AST says whether each expression as a whole ends in one of the
+    filters (``{{ a if c else b | path_segment }}`` filters only ``b``).
+    """
+    found: list[UrlOutput] = []
+    before = ""  # template text since the start (block tags skipped)
+    printed: list[tuple[str, str]] | None = None
+    for _, kind, value in env.lex(source):
+        if kind == "data":
+            before += value
+        elif kind == "variable_begin":
+            printed = []
+        elif kind == "variable_end" and printed is not None:
+            in_query = "?" in before or "#" in before
+            allowed = QUERY_FILTERS if in_query else frozenset({PATH_FILTER})
+            if _reads(printed) and _last_filter(printed) not in allowed:
+                text = "".join(v for _, v in printed).replace("|", " | ")
+                part, wanted = ("query", "urlencode") if in_query else ("path", PATH_FILTER)
+                found.append(UrlOutput(text, part, wanted))
+            printed = None
+        elif printed is not None and kind != "whitespace":
+            printed.append((kind, value))
+    if found:
+        return found
+    return [  # ends in a filter token, not as a whole expression
+        UrlOutput(name, "URL", PATH_FILTER) for name in unquoted_outputs(env, source, URL_FILTERS)
+    ]
+
+
+# names the lexer reports that read nothing: constants and keywords
+_CONSTANT_NAMES = frozenset(
+    {"true", "false", "none", "True", "False", "None", "is", "not", "and", "or", "in", "if"}
+    | {"else"}
+)
+
+
+def _reads(tokens: Sequence[tuple[str, str]]) -> bool:
+    """Whether a lexed expression names a variable (a filter's or test's name does not)."""
+    previous: tuple[str, str] | None = None
+    for token in tokens:
+        if (
+            token[0] == "name"
+            and token[1] not in _CONSTANT_NAMES
+            and previous not in (("operator", "|"), ("name", "is"), ("operator", "."))
+        ):
+            return True
+        previous = token
+    return False
 
 
 def _last_filter(tokens: Sequence[tuple[str, str]]) -> str | None:

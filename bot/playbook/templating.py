@@ -8,7 +8,14 @@ Label values are data. Where they reach PromQL, the ``promql`` filter turns a va
 into a complete string literal (``{{ labels.service | promql }}`` -> ``"checkout"``) and
 ``promql_re`` into a literal for ``=~`` that matches the value exactly. Where they reach
 a matcher (silences, alert queries), ``quote`` and ``quote_re`` do the same for
-Alertmanager's syntax.
+Alertmanager's syntax. Where they reach a URL, ``path_segment`` turns a value into one
+path segment (``{{ labels.service | path_segment }}``: everything but RFC 3986's
+unreserved characters percent-encoded, so ``/``, ``?``, ``#``, ``;``, ``%`` and ``\\``
+cannot change the path; an empty value, ``.`` or ``..`` is refused with ``UnsafeValue``,
+since as a segment it would name the parent or the collection instead), and Jinja's
+``urlencode`` does the same for a query string value. ``render_skeleton`` renders a
+template with every printed value replaced by one word: the shape the template's own
+text gives a URL, which the rendered URL must keep.
 Command arguments are checked against their own pattern after rendering.
 
 A template that reads a label the alert does not carry (``labels.namespace``, not under
@@ -24,6 +31,7 @@ import json
 import weakref
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
@@ -36,6 +44,11 @@ MAX_OUTPUT = 64 * 1024
 
 class RenderError(Exception):
     """A template failed to render (undefined name, sandbox violation, output too large)."""
+
+
+class UnsafeValue(RenderError):
+    """A filter refused a value it cannot make safe where it is printed (``..`` as a path
+    segment): nothing built from the template may be used."""
 
 
 class NotApplicable(RenderError):
@@ -129,6 +142,30 @@ def _quote_re(value: object) -> str:
     return _quote(regex_escape(value))
 
 
+def path_segment(value: object) -> str:
+    """``str(value)`` as exactly one URL path segment: UTF-8, every byte that is not an
+    RFC 3986 unreserved character (``A-Z a-z 0-9 - . _ ~``) percent-encoded.
+
+    So a value cannot end the segment (``/``), start a query or a fragment (``?``, ``#``),
+    add path parameters (``;``), smuggle an escape a server decodes again (``%``) or a
+    separator some servers accept (``\\``). What encoding cannot neutralise is refused:
+    an empty value (the URL would name the collection: ``/flags/`` instead of
+    ``/flags/x``) and the dot-segments ``.`` and ``..``, which clients and servers resolve
+    to the same or the parent path. A lone surrogate becomes U+FFFD.
+    """
+    text = str(value).encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if text in ("", ".", ".."):
+        shown = "an empty value" if not text else repr(text)
+        raise UnsafeValue(
+            f"path_segment: {shown} cannot be a URL path segment (it would address "
+            f"{'the collection' if not text else 'the same or the parent path'}, not one item)"
+        )
+    return quote(text, safe="")
+
+
+SKELETON_WORD = "x"
+
+
 @functools.cache
 def environment() -> SandboxedEnvironment:
     """The one sandboxed environment of playbook templates (shared: it holds no state
@@ -140,6 +177,7 @@ def environment() -> SandboxedEnvironment:
     env.filters["promql_re"] = promql_regex_literal
     env.filters["quote"] = _quote
     env.filters["quote_re"] = _quote_re
+    env.filters["path_segment"] = path_segment
     return env
 
 
@@ -225,6 +263,26 @@ def render(env: SandboxedEnvironment, source: str, ctx: Mapping[str, Any]) -> st
     if len(out) > MAX_OUTPUT:
         raise RenderError(f"template output is larger than {MAX_OUTPUT} characters")
     return out
+
+
+_SKELETONS: weakref.WeakKeyDictionary[SandboxedEnvironment, SandboxedEnvironment] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def render_skeleton(env: SandboxedEnvironment, source: str, ctx: Mapping[str, Any]) -> str:
+    """``source`` rendered with every printed expression's value replaced by one plain
+    word: the URL the template's own text makes, with the same branches taken.
+
+    A URL template means one shape (how many path segments, whether a query string
+    follows) whatever the label values; comparing the real rendering with this one tells
+    whether a value changed it, even where a filter was left out or did not hold.
+    """
+    skeleton = _SKELETONS.get(env)
+    if skeleton is None:
+        skeleton = env.overlay(finalize=lambda value: SKELETON_WORD)
+        _SKELETONS[env] = skeleton
+    return render(skeleton, source, ctx)
 
 
 def render_value(env: SandboxedEnvironment, value: Any, ctx: Mapping[str, Any]) -> Any:

@@ -23,6 +23,7 @@ from bot.incidents import Incident
 from bot.playbook.model import Playbook, Remediation
 from bot.remediation import guard
 from bot.remediation.deps import EXPIRE, Deps, run_job
+from bot.remediation.headers import recorded_spec
 from bot.remediation.records import (
     ApprovalRecord,
     StepPreview,
@@ -133,7 +134,7 @@ class Planner:
                     mode=draft.mode,
                     state=StepState.QUEUED,
                     call=draft.call,
-                    spec=draft.spec.model_dump(mode="json"),
+                    spec=recorded_spec(draft.spec),  # header values are never recorded
                     target=draft.target,  # of the alert the call was rendered from
                     alert=draft.alert,
                     planned_at=now,

@@ -23,9 +23,10 @@ import math
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.incidents import EventKind, Incident
+from bot.remediation.headers import masked
 from bot.remediation.results import Guard, StepResult, truncate
 from bot.settings import RemediationMode
 from bot.store.base import NewEvent
@@ -115,7 +116,9 @@ class StepRecord(Record):
     result: StepResult | None = None
     verify: VerifyRecord | None = None
     rollback: RollbackRecord | None = None
-    spec: dict[str, Any]  # the step as proposed: what is approved is what runs
+    # the step as proposed: what is approved is what runs (webhook header values are
+    # "(not recorded)": the run takes them from the loaded playbook)
+    spec: dict[str, Any]
     # what the step acts on, as planned (guard.target_of): it runs only while an alert of
     # this target fires (None on records planned before it was kept: the current target)
     target: dict[str, str] | None = None
@@ -124,6 +127,13 @@ class StepRecord(Record):
     alert: str | None = None
     planned_at: float
     updated_at: float
+
+    @field_validator("spec")
+    @classmethod
+    def _no_header_values(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """Webhook header values may be credentials: a record never holds them
+        (``headers.masked``), whoever built it and whenever it was stored."""
+        return masked(spec)
 
 
 class ApprovalRecord(Record):

@@ -3,13 +3,14 @@
 Order: the step must still be queued or approved on this attempt; the incident must not
 be resolved, and an alert of the step's target (as planned) must still fire; the call is
 rendered again from the alert it was planned for (``guard.run_alert``: while that alert
-fires, else another firing alert of the target) and checked again (allowlists,
-patterns), and it must be exactly the call proposed, which is what the approval showed
-(else the ``changed`` guard stops it); the ``when`` precondition must hold. A dry run
-records the call and which guard would stop it, and ends there. Otherwise the step is
-marked running (atomically, re-checking that neither the incident nor the step's target
-has resolved and that the call is still the one proposed), a max_runs/cooldown slot is
-taken, and the action runs.
+fires, else another firing alert of the target), with webhook header templates taken
+from the loaded playbook (their values are never recorded: ``headers.with_headers``),
+and checked again (allowlists, patterns); it must be exactly the call proposed, which
+is what the approval showed (else the ``changed`` guard stops it); the ``when``
+precondition must hold. A dry run records the call and which guard would stop it, and
+ends there. Otherwise the step is marked running (atomically, re-checking that neither
+the incident nor the step's target has resolved and that the call is still the one
+proposed), a max_runs/cooldown slot is taken, and the action runs.
 A job that finds its step already running was interrupted by a restart: the step is
 marked failed and never run a second time.
 """
@@ -26,6 +27,7 @@ from bot.playbook.templating import NotApplicable, RenderError, render
 from bot.remediation import guard
 from bot.remediation.actions import Call, SilenceCall
 from bot.remediation.deps import VERIFY, Deps, StepUpdate, run_job, update_step
+from bot.remediation.headers import with_headers
 from bot.remediation.records import (
     RUNNABLE,
     RollbackRecord,
@@ -94,6 +96,9 @@ class StepRunner:
         verify_query = ""
         if stop is None:
             try:
+                spec = with_headers(
+                    spec, self.deps.connections().playbooks, record.playbook, "action"
+                )
                 call = self.deps.registry.prepare(spec.action, ctx)
                 stop = guard.proposed_stop(record.call, call.display())
                 if stop is None and spec.verify is not None:
@@ -274,7 +279,8 @@ class StepRunner:
         if rollback is None or rollback.state not in (RollbackState.QUEUED, RollbackState.RUNNING):
             return
         spec = Remediation.model_validate(record.spec)
-        if rollback.state is RollbackState.RUNNING or spec.rollback is None:
+        action = spec.rollback
+        if rollback.state is RollbackState.RUNNING or action is None:
             await self._rollback_done(
                 incident.id, record, RollbackState.FAILED, _INTERRUPTED.reason
             )
@@ -283,8 +289,10 @@ class StepRunner:
         call: Call | None = None
         if stop is None:
             try:
+                loaded = self.deps.connections().playbooks
+                action = with_headers(spec, loaded, record.playbook, "rollback").rollback or action
                 call = self.deps.registry.prepare(
-                    spec.rollback,
+                    action,
                     self.deps.context(incident, record.key, _step_alert(incident, record)),
                 )
             except Refused as exc:
@@ -298,7 +306,7 @@ class StepRunner:
         )
         if not started:
             return
-        result = await self.deps.registry.execute(spec.rollback, call, self.deps.connections())
+        result = await self.deps.registry.execute(action, call, self.deps.connections())
         state = RollbackState.SUCCEEDED if result.ok else RollbackState.FAILED
         await self._rollback_done(incident.id, record, state, result.summary, result=result)
 

@@ -22,7 +22,13 @@ from pydantic import BaseModel, ConfigDict
 from bot.alertmanager import AlertmanagerClient
 from bot.incidents import Incident
 from bot.playbook.registry import PlaybookSet
-from bot.playbook.templating import NotApplicable, RenderError, render
+from bot.playbook.templating import (
+    NotApplicable,
+    RenderError,
+    UnsafeValue,
+    render,
+    render_skeleton,
+)
 from bot.prometheus import PrometheusClient
 from bot.remediation.results import Guard, Refused, StepResult, StepStatus
 
@@ -53,6 +59,16 @@ class ActionContext:
             return render(self.env, source, self.values)
         except NotApplicable as exc:
             raise Refused(Guard.NOT_APPLICABLE, str(exc)) from None
+        except UnsafeValue as exc:  # a label value that no encoding makes safe there
+            raise Refused(Guard.INVALID, f"{where}: {exc}") from None
+        except RenderError as exc:
+            raise Refused(Guard.TEMPLATE, f"{where}: {exc}") from None
+
+    def skeleton(self, source: str, where: str) -> str:
+        """``source`` with every printed value one plain word (the shape a URL must keep);
+        rendered after ``render`` succeeded on the same source, so it fails only as that did."""
+        try:
+            return render_skeleton(self.env, source, self.values)
         except RenderError as exc:
             raise Refused(Guard.TEMPLATE, f"{where}: {exc}") from None
 

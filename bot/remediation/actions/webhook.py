@@ -1,11 +1,22 @@
 """``webhook``: an HTTP call to a URL on ``remediation.allowed_urls`` with a templated JSON body.
 
-The URL is rendered, then checked against the allowlist as text and again as the client
-will send it (after normalisation), so a label value cannot move the call to another
-host or out of the allowed path. Header values are templates too, refused if they would
-hold a line break; they are sent but never recorded (they may hold credentials). POST
-and PATCH are not retried (a remediation must not apply twice); PUT and DELETE are
-retried once on a network error or a 5xx.
+The URL is rendered (label values through ``path_segment`` in the path, ``urlencode``
+in the query string, which ``alertpilot check`` requires) and then checked as it will be
+sent, byte for byte: the client sends it as it is (``encoded=True``: no requoting that
+would turn ``%3B`` back into ``;``). It must hold only characters a URL carries
+unencoded, be on ``remediation.allowed_urls`` (scheme, host, port and path prefix), have
+no path a server could read as another (``allowlist.path_problem``: backslashes,
+dot-segments, encoded or behind ``;``), and keep the template's shape
+(``allowlist.shape_problem``: as many path segments, no query string or fragment the
+template lacks), so a label value cannot move the call to another host, out of the
+allowed path or to another resource under it. It is checked again right before sending.
+
+Header values are templates too, refused if they would hold a line break; they are
+sent but never recorded (they may hold credentials): the call keeps only their names,
+and the step's record keeps its spec with every header value replaced by
+``NOT_RECORDED`` (``bot.remediation.headers``). POST and PATCH are not retried (a
+remediation must not apply twice); PUT and DELETE are retried once on a network error
+or a 5xx.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ class WebhookCall(Call):
     body: Any = None
     header_names: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+    # the URL template rendered with every value one plain word: the shape ``url`` keeps
+    intended: str = Field(default="", exclude=True, repr=False)
     timeout: float
 
     def describe(self) -> str:
@@ -45,25 +58,35 @@ class WebhookKind(ActionKind[WebhookAction, WebhookCall]):
     def __init__(self, allowed_urls: list[str]) -> None:
         self.allowed_urls = list(allowed_urls)
 
-    def check_url(self, url: str) -> str:
-        """The URL as it will be sent, or Refused."""
-        if any(ch.isspace() or not ch.isprintable() for ch in url):
-            raise Refused(Guard.ALLOWLIST, f"URL {url!r} holds whitespace or control characters")
+    def check_url(self, url: str, intended: str = "") -> str:
+        """The URL exactly as it will be sent, or Refused.
+
+        ``intended`` is the URL template's skeleton (``ActionContext.skeleton``); the URL
+        must keep its shape. Empty: the shape is not checked (a call built by hand).
+        """
+        shown = truncate(url, 300)
+        problem = allowlist.characters_problem(url)
+        if problem is not None:
+            raise Refused(Guard.ALLOWLIST, f"URL {shown!r} {problem}")
         problem = allowlist.url_problem(url, self.allowed_urls)
-        if problem is None:
-            try:
-                sent = str(URL(url))
-            except (ValueError, TypeError) as exc:
-                raise Refused(Guard.INVALID, f"URL {url!r} does not parse: {exc}") from None
-            problem = allowlist.url_problem(sent, self.allowed_urls)
-            if problem is None:
-                return sent
-        raise Refused(
-            Guard.ALLOWLIST, f"URL {truncate(url, 300)} is {problem} (remediation.allowed_urls)"
-        )
+        if problem is not None:
+            raise Refused(Guard.ALLOWLIST, f"URL {shown} is {problem} (remediation.allowed_urls)")
+        if intended:
+            problem = allowlist.shape_problem(url, intended)
+            if problem is not None:
+                raise Refused(
+                    Guard.ALLOWLIST, f"URL {shown} does not keep its template's shape: {problem}"
+                )
+        try:
+            URL(url, encoded=True)
+        except (ValueError, TypeError) as exc:
+            raise Refused(Guard.INVALID, f"URL {shown!r} does not parse: {exc}") from None
+        return url
 
     def prepare(self, spec: WebhookAction, ctx: ActionContext) -> WebhookCall:
-        url = self.check_url(ctx.render(spec.url, "url"))
+        url = ctx.render(spec.url, "url")
+        intended = ctx.skeleton(spec.url, "url")
+        url = self.check_url(url, intended)
         try:
             body = None if spec.body is None else render_value(ctx.env, spec.body, ctx.values)
         except NotApplicable as exc:
@@ -76,6 +99,7 @@ class WebhookKind(ActionKind[WebhookAction, WebhookCall]):
             body=body,
             header_names=sorted(spec.headers),
             headers=self.headers(spec, ctx),
+            intended=intended,
             timeout=spec.timeout,
         )
 
@@ -98,7 +122,7 @@ class WebhookKind(ActionKind[WebhookAction, WebhookCall]):
         if conns.http is None:
             return StepResult(status=StepStatus.ERROR, summary="no HTTP client")
         try:
-            url = self.check_url(call.url)  # once more, right before sending
+            url = self.check_url(call.url, call.intended)  # once more, right before sending
         except Refused as exc:
             return StepResult(status=StepStatus.ERROR, summary=f"refused: {exc}")
         kwargs: dict[str, Any] = {"headers": call.headers}
@@ -112,6 +136,7 @@ class WebhookKind(ActionKind[WebhookAction, WebhookCall]):
                 timeout=call.timeout,
                 retries=1 if call.method in _IDEMPOTENT else 0,
                 retry_statuses=frozenset({502, 503, 504}),
+                encoded=True,
                 **kwargs,
             )
         except HttpError as exc:
