@@ -62,10 +62,16 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0)
     raise RuntimeError(f"{url} did not become healthy")
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], log: Path, preexec: Callable[[], None] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            argv, stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            argv,
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec,  # resource limits only, before exec
         )
 
 
@@ -137,9 +143,10 @@ class Alertpilot:
             raise RuntimeError("alertpilot is not running")
         return self.proc.pid
 
-    def start(self) -> None:
+    def start(self, preexec: Callable[[], None] | None = None) -> None:
+        """``preexec``: run in the child before alertpilot starts (resource limits)."""
         argv = [sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config)]
-        self.proc = _spawn(argv, self.log)
+        self.proc = _spawn(argv, self.log, preexec)
         self.starts += 1
         try:
             wait_healthy(self.url, self.proc)

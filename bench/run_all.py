@@ -40,6 +40,7 @@ BENCHMARKS = (
     "memory",
     "narrative",
     "grounding",
+    "hostile",
 )
 
 

@@ -15,6 +15,7 @@ from bot.alertmanager import AlertmanagerClient
 from bot.breaker import Breakers
 from bot.chat import setup as slack_feature
 from bot.clock import Clock, SystemClock
+from bot.connections import Connections
 from bot.durations import format_duration
 from bot.errors import (
     AuthError,
@@ -53,13 +54,21 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Refuse what a browser may have been made to send (``bot.exposure``), then map the
     exception tree to HTTP status codes, in one place."""
     endpoint = request.path.strip("/").split("/")[0] or "root"
-    metrics = request.app[keys.METRICS]
+    app = request.app
+    metrics = app[keys.METRICS]
+    connections, protocol = app[keys.CONNECTIONS], request.protocol
+    serving = connections.serving
+    serving.add(protocol)  # not one to close to make room (bot.connections)
+    connections.used.add(protocol)
     try:
-        request.app[keys.GUARD].check(request)
+        app[keys.GUARD].check(request)
         return await handler(request)
     except Refused as exc:
         metrics.webhooks.labels(endpoint, "refused").inc()
-        return _error(exc.status, exc.code, str(exc))
+        response = _error(exc.status, exc.code, str(exc))
+        if exc.status == 408:  # the rest of the body may still come: not on this connection
+            response.force_close()
+        return response
     except PayloadError as exc:
         metrics.webhooks.labels(endpoint, "bad_request").inc()
         return _error(400, exc.code, str(exc))
@@ -83,6 +92,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPRequestEntityTooLarge as exc:
         metrics.webhooks.labels(endpoint, "too_large").inc()
         return _error(413, "payload_too_large", exc.text or "request body too large")
+    finally:
+        serving.discard(protocol)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -97,6 +108,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app[keys.SETTINGS] = settings
     app[keys.GUARD] = Guard(settings)
+    app[keys.CONNECTIONS] = Connections(settings.server.max_connections, metrics)
     app[keys.CLOCK] = clock
     app[keys.METRICS] = metrics
     app[keys.HANDLERS] = handlers

@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,37 @@ async def _freeze_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+async def _serve(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: aiohttp's runner with a cap on open
+    connections and a time limit on each request's headers (``bot.connections``)."""
+    from bot import keys
+    from bot.connections import raise_open_files
+
+    server = settings.server
+    connections = app[keys.CONNECTIONS]
+    connections.limit = raise_open_files(server.max_connections)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=server.idle_timeout,
+        shutdown_timeout=server.shutdown_timeout,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        assert runner.server is not None
+        connections.attach(runner.server)
+        site = web.TCPSite(runner, server.host, server.port)
+        await site.start()
+        print(f"======== Running on {site.name} ========", file=sys.stderr)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.app import create_app
 
@@ -65,14 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     try:
-        web.run_app(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            shutdown_timeout=settings.server.shutdown_timeout,
-            print=lambda line: print(line, file=sys.stderr),
-            access_log=None,
-        )
+        asyncio.run(_serve(app, settings))
     except OSError as exc:  # the address is taken, or not this host's
         print(
             f"cannot listen on {settings.server.listen}: {exc.strerror or exc}"

@@ -18,6 +18,7 @@ from aiohttp import web
 from bot import keys
 from bot.alerts import parse_group
 from bot.auth import check_credentials
+from bot.connections import read_body
 from bot.errors import PayloadError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     check_credentials(
         request, token=settings.server.webhook_token, basic=settings.server.webhook_basic_auth
     )
-    body = await request.read()
+    body = await read_body(request, request.app[keys.SETTINGS].server.body_timeout)
     if not body:
         raise PayloadError("empty body: expected an Alertmanager webhook payload (JSON)")
     group = parse_group(body)

@@ -11,6 +11,7 @@ from bot.actions import IncidentActions
 from bot.alertmanager import AlertmanagerClient
 from bot.breaker import Breakers
 from bot.clock import Clock
+from bot.connections import Connections
 from bot.exposure import Guard
 from bot.jobs import JobHandlers
 from bot.load import IngestLoad
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # bot.pipeline imports this module
 
 SETTINGS = web.AppKey("settings", Settings)
 GUARD = web.AppKey("guard", Guard)
+CONNECTIONS = web.AppKey("connections", Connections)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK = web.AppKey("clock", Clock)

@@ -29,6 +29,16 @@ class Metrics:
         self.ingested_firing = self.alerts_ingested.labels("firing")
         self.ingested_resolved = self.alerts_ingested.labels("resolved")
         self.webhook_accepted = self.webhooks.labels("alertmanager", "accepted")
+        self.connections_open = Gauge(
+            "alertpilot_http_connections", "Inbound HTTP connections open.", registry=r
+        )
+        self.connections_closed = Counter(
+            "alertpilot_http_connections_closed",
+            "Inbound connections closed by the connection cap: evicted (the oldest with no "
+            "request in progress, to make room) or refused (every one was serving).",
+            ["reason"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "alertpilot_duplicate_deliveries",
             "Payloads that repeated an alert state already seen (retries, HA pairs, resends).",

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from bot import keys
 from bot.api import require_api_token
+from bot.connections import read_body
 from bot.errors import AuthError, NotFound, PayloadError
 from bot.notify.pagerduty import build
 from bot.oncall import OnCallUnavailable
@@ -59,7 +60,7 @@ def setup(app: web.Application) -> None:
 async def pagerduty_webhook(request: web.Request) -> web.Response:
     feature = request.app[keys.PAGERDUTY]
     secret = feature.settings.webhook_secret
-    body = await request.read()
+    body = await read_body(request, request.app[keys.SETTINGS].server.body_timeout)
     if secret is None:
         raise AuthError("PagerDuty webhooks need pagerduty.webhook_secret")
     if not verify_signature(body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value()):

@@ -57,6 +57,19 @@ class ServerSettings(Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=16 * 1024 * 1024)
     shutdown_timeout: Duration = 10.0
+    # Slow clients (bot.connections): a connection that has not sent a request's headers
+    # this long after it opened or after its last answer is closed; a body not all there
+    # this long after it is read is answered 408; at most this many connections are open.
+    idle_timeout: Duration = 15.0
+    body_timeout: Duration = 30.0
+    max_connections: int = Field(default=1000, ge=16)
+
+    @field_validator("idle_timeout", "body_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive (e.g. 15s)")
+        return value
 
     _blank = field_validator("webhook_token", "api_token", "public_url", mode="before")(
         _blank_to_none

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
 import time
@@ -19,7 +20,14 @@ STARTUP_TIMEOUT = 60.0  # s
 
 
 class ServeProcess:
-    def __init__(self, tmp: Path, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        extra: dict[str, Any] | None = None,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """``open_files``: the (soft, hard) limit on open files the process starts with."""
+        self.open_files = open_files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "alertpilot.db"
@@ -31,8 +39,9 @@ class ServeProcess:
             "alertmanager": {"url": "http://127.0.0.1:9", "timeout": 1},
             "playbooks": {"paths": []},
             "workers": {"poll_interval": 0.2},
-            **(extra or {}),
         }
+        for name, section in (extra or {}).items():  # sections are merged, not replaced
+            config[name] = {**config.get(name, {}), **section}
         self.config = tmp / "config.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.proc: asyncio.subprocess.Process | None = None
@@ -42,7 +51,7 @@ class ServeProcess:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config),
-                stdout=log, stderr=log, env=env,
+                stdout=log, stderr=log, env=env, preexec_fn=self._limits,
             )  # fmt: skip
         # Generous: on a loaded machine the imports alone can take many seconds.
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -58,6 +67,10 @@ class ServeProcess:
                     break
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"alertpilot serve did not start:\n{self.log.read_text()[-3000:]}")
+
+    def _limits(self) -> None:
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     async def kill(self) -> None:
         assert self.proc is not None

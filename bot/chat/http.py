@@ -10,6 +10,7 @@ listeners.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,7 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot import jsonbody, keys
-from bot.errors import AuthError, NotFound, PayloadError
+from bot.errors import AuthError, NotFound, PayloadError, Refused
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ async def slack_events(request: web.Request) -> web.StreamResponse:
     state = request.app[keys.SLACK]
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(MAX_BODY, request.content_length)
-    body = await _read_body(request)
+    try:
+        async with asyncio.timeout(request.app[keys.SETTINGS].server.body_timeout):
+            body = await _read_body(request)
+    except TimeoutError:
+        raise Refused(408, "request_timeout", "the body did not arrive in time") from None
     timestamp = request.headers.get("X-Slack-Request-Timestamp")
     signature = request.headers.get("X-Slack-Signature")
     if not timestamp or not signature:

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from bot import jsonbody, keys
 from bot.api import require_api_token
+from bot.connections import read_body
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
 from bot.exposure import not_json
 from bot.narrative.prompt import AUDIENCES, Audience
@@ -148,7 +149,8 @@ async def _explain(request: web.Request, contract: Contract) -> web.Response:
     if problem is not None:  # what a browser page can send without asking first
         return _error(415, "unsupported_media_type", problem, headers)
     try:
-        incident_id, doc, audience = _parse(await request.read(), contract)
+        timeout = app[keys.SETTINGS].server.body_timeout
+        incident_id, doc, audience = _parse(await read_body(request, timeout), contract)
     except PayloadError as exc:
         return _error(400, exc.code, str(exc), headers)
     started = time.perf_counter()

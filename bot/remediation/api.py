@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from bot import jsonbody, keys
 from bot.api import require_api_token
+from bot.connections import read_body
 from bot.errors import PayloadError
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -53,7 +54,8 @@ async def post_approval(request: web.Request) -> web.Response:
     raw = request.match_info["incident_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise PayloadError("incident id must be a number", code="bad_id")
-    body = parse_body(await request.read())
+    timeout = request.app[keys.SETTINGS].server.body_timeout
+    body = parse_body(await read_body(request, timeout))
     engine = request.app[keys.REMEDIATION]
     incident_id = int(raw)
     actor = f"{body.actor} (via API token)"  # said by the caller, not proven by the token
