@@ -15,7 +15,15 @@ the configured secret, compared in constant time, before the body is parsed at a
 
 Our incident is found by the event's ``incident_key`` (the ``dedup_key`` alertpilot sent),
 or, for events that only reference PagerDuty's incident, by its id as learned from an
-earlier event. Each event id is processed once: processed ids are kept in the store.
+earlier event.
+
+Each event is applied once. The signature covers the body but no time, so a captured
+delivery would stay valid for ever: what stops a replay is memory. Processed event ids
+are kept in the store (``seen_events``) for ``pagerduty.seen_event_retention``, whatever
+``store.retention`` says, and an event whose ``occurred_at`` is older than what is
+remembered is not applied ("stale"). A repeat is either remembered or stale. Both are
+answered 200, as PagerDuty's redeliveries must be: a non-2xx answer makes it retry for
+two days, or counts towards disabling the subscription.
 """
 
 from __future__ import annotations
@@ -26,12 +34,14 @@ import hmac
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from bot.actions import IncidentActions
 from bot.clock import Clock
+from bot.durations import format_duration
 from bot.errors import NotFound, PayloadError
 from bot.incidents import Incident, Status, TransitionError
 from bot.notify.pagerduty_payload import clip
@@ -41,7 +51,12 @@ from bot.store.base import Store
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-PagerDuty-Signature"
-SEEN_TTL = 7 * 86400.0
+SOURCE = "pagerduty"  # the event ids' source in the store's seen_events
+# The oldest time from which every event id seen is still remembered: ids seen earlier
+# may be forgotten. Before seen_events, ids were kept in the key-value table for 7 days.
+SEEN_SINCE_KEY = "pagerduty:seen_since"
+LEGACY_SEEN_TTL = 7 * 86400.0
+FORGET_EVERY = 3600.0  # s between two deletions of old event ids
 MAP_TTL = 30 * 86400.0
 HANDLED = frozenset(
     {
@@ -87,7 +102,7 @@ class WebhookEvent(BaseModel):
     id: str = Field(min_length=1, max_length=200)
     event_type: str = Field(min_length=1, max_length=200)
     resource_type: str = ""
-    occurred_at: str | None = None
+    occurred_at: AwareDatetime  # always sent; what tells an old event from a new one
     agent: Reference | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -109,6 +124,10 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         raise PayloadError(f"not a PagerDuty v3 webhook: {where}: {first['msg']}") from None
 
 
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
 def _names(refs: Any) -> str:
     items = refs if isinstance(refs, list) else []
     names = [str(r.get("summary") or r.get("id")) for r in items if isinstance(r, Mapping)]
@@ -123,26 +142,76 @@ class PagerDutyWebhooks:
         actions: IncidentActions,
         pager: Pager,
         metrics: PagerDutyMetrics,
+        *,
+        retention: float,
     ) -> None:
         self.store = store
         self.clock = clock
         self.actions = actions
         self.pager = pager
         self.metrics = metrics
+        self.retention = retention  # pagerduty.seen_event_retention
         self._lock = asyncio.Lock()  # check-apply-remember of an event id, one at a time
+        self._since: float | None = None  # SEEN_SINCE_KEY, once read
+        self._forgot_at: float | None = None
 
     async def handle(self, event: WebhookEvent) -> str:
         """Apply one event once; return what happened (for the response and the metric)."""
         label = event.event_type if _TYPE.match(event.event_type) else "invalid"
-        seen_key = f"pagerduty:webhook:{event.id}"
+        label = label if label in HANDLED else "other"
+        occurred = event.occurred_at.timestamp()
         async with self._lock:
-            if await self.store.kv_get(seen_key, self.clock.now()) is not None:
+            now = self.clock.now()
+            horizon = await self._horizon(now)
+            if occurred < horizon:
+                outcome = "stale"
+                log.warning(
+                    "PagerDuty webhook %s (%s) occurred at %s, before %s (event ids are"
+                    " kept for %s): too old to tell from a replay; not applied",
+                    event.id,
+                    label,
+                    event.occurred_at.isoformat(),
+                    _iso(horizon),
+                    format_duration(self.retention),
+                )
+            elif await self.store.seen_event(SOURCE, event.id) is not None:
                 outcome = "duplicate"
             else:
                 outcome = await self._apply(event)
-                await self.store.kv_set(seen_key, outcome, now=self.clock.now(), ttl=SEEN_TTL)
-        self.metrics.webhooks.labels(label if label in HANDLED else "other", outcome).inc()
+                # Counted from occurred_at when PagerDuty's clock is ahead of ours: a replay
+                # is accepted until occurred_at + retention, so the id must last as long.
+                at = min(max(now, occurred), now + self.retention)
+                await self.store.remember_event(SOURCE, event.id, outcome, at=at)
+        self.metrics.webhooks.labels(label, outcome).inc()
         return outcome
+
+    async def _horizon(self, now: float) -> float:
+        """The oldest ``occurred_at`` applied: every id seen since is still remembered.
+
+        Ids older than the retention are forgotten here, at most every ``FORGET_EVERY``;
+        the time they were forgotten up to is stored first, so the horizon never trails
+        what was deleted: not after a crash, a longer retention or a clock set back, nor
+        after an upgrade from the versions that kept ids for 7 days only.
+        """
+        if self._since is None:
+            stored = await self.store.kv_get(SEEN_SINCE_KEY, now)
+            if stored is None:
+                self._since = now - LEGACY_SEEN_TTL
+                await self.store.kv_set(SEEN_SINCE_KEY, repr(self._since), now=now)
+            else:
+                self._since = float(stored)
+        if self._forgot_at is None or now - self._forgot_at >= FORGET_EVERY:
+            cutoff = now - self.retention
+            if cutoff > self._since:
+                await self.store.kv_set(SEEN_SINCE_KEY, repr(cutoff), now=now)
+                self._since = cutoff
+            gone = await self.store.forget_events(SOURCE, before=cutoff)
+            self._forgot_at = now
+            if gone:
+                log.info(
+                    "PagerDuty webhooks: forgot %d event id(s) seen before %s", gone, _iso(cutoff)
+                )
+        return max(now - self.retention, self._since)
 
     async def _apply(self, event: WebhookEvent) -> str:
         if event.event_type not in HANDLED:

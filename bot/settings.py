@@ -291,6 +291,10 @@ class SlackSettings(Strict):
         return value
 
 
+# How late PagerDuty may deliver a webhook event, with room (see PagerDutySettings).
+PAGERDUTY_REDELIVERY = 7 * 86400.0
+
+
 class PagerDutySettings(Strict):
     routing_key: SecretStr
     events_url: str = "https://events.pagerduty.com/v2/enqueue"
@@ -307,10 +311,26 @@ class PagerDutySettings(Strict):
     decision_timeout: Duration = 60.0  # wait this long for playbook.matched, then page by default
     oncall_cache_ttl: Duration = 60.0
     api_retry_delay: Duration = 1.0  # REST API (on-call list): pause before its one retry
+    # Webhook event ids are remembered this long, and events that occurred longer ago are
+    # not applied: the signature carries no time, so this is what stops a replay.
+    seen_event_retention: Duration = 30 * 86400.0
 
     _blank = field_validator("api_token", "webhook_secret", "ca_file", mode="before")(
         _blank_to_none
     )
+
+    @field_validator("seen_event_retention")
+    @classmethod
+    def _outlasts_redelivery(cls, value: float) -> float:
+        """PagerDuty retries a failed delivery for up to 48 hours, and deliveries queued
+        behind it wait their turn (three dropped in a row disable the subscription), so a
+        delivery can come about six days after its event: a shorter window would refuse
+        it as too old."""
+        if value < PAGERDUTY_REDELIVERY:
+            raise ValueError(
+                "must be at least 7d: PagerDuty may deliver an event days after it occurred"
+            )
+        return value
 
     @field_validator("routing_key")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.store.base import Store
 from conftest import make_settings
-from fakes import FakePagerDuty, sign_v3
+from fakes import FakePagerDuty, sign_v3, webhook_v3_event
 
 ROUTING_KEY = "pd0routing0key0for0tests0000000A"  # the Events API wants 32 characters
 SECRET = "whsec-current-4f9a"
@@ -143,6 +144,11 @@ class Bot:
 
     async def pages(self, incident_id: int) -> list[Event]:
         return await self.events(incident_id, EventKind.PAGE)
+
+    def event(self, event_type: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``webhook_v3_event`` occurring now by the bot's clock (unless ``occurred_at``)."""
+        kwargs.setdefault("occurred_at", datetime.fromtimestamp(self.clock.now(), UTC))
+        return webhook_v3_event(event_type, *args, **kwargs)
 
     async def webhook(
         self,

@@ -11,7 +11,7 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.incidents import EventKind
-from fakes import FakePagerDuty, webhook_v3_event
+from fakes import FakePagerDuty
 from pagerduty_kit import Bot, alert_group, start_bot
 from stack import Alertmanager
 
@@ -89,10 +89,10 @@ async def test_ack_in_pagerduty_silences_too_and_resolve_in_pagerduty_expires(
     await bot.post_alert(alert_group(severity="critical"))
     await bot.settle()
     key = (await bot.incident()).key
-    await bot.webhook(webhook_v3_event("incident.acknowledged", "PINC1", key, "Ada Lovelace"))
+    await bot.webhook(bot.event("incident.acknowledged", "PINC1", key, "Ada Lovelace"))
     await bot.settle()
     assert len(active(await alertmanager.silences())) == 1
-    await bot.webhook(webhook_v3_event("incident.resolved", "PINC1", key, "Ada Lovelace"))
+    await bot.webhook(bot.event("incident.resolved", "PINC1", key, "Ada Lovelace"))
     await bot.settle()
     assert active(await alertmanager.silences()) == []
     assert [e["event_action"] for e in fake_pagerduty.events] == ["trigger"]

@@ -4,6 +4,7 @@ or wrong secrets), each handled event type, idempotency, and the full flow with 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,19 @@ from bot.clock import ManualClock
 from bot.incidents import EventKind, Status
 from bot.pdwebhooks import verify_signature
 from conftest import FIXTURES
-from fakes import FakePagerDuty, FakeSlack, pd_ref, sign_v3, webhook_v3_event
+from fakes import FakePagerDuty, FakeSlack, pd_ref, sign_v3
 from pagerduty_kit import OLD_SECRET, SECRET, Bot, alert_group, start_bot
 
 
-async def paged_bot(aiohttp_client: Any, tmp_path: Path, fake: FakePagerDuty) -> Bot:
-    bot = await start_bot(aiohttp_client, tmp_path, fake, ManualClock())
+async def paged_bot(
+    aiohttp_client: Any,
+    tmp_path: Path,
+    fake: FakePagerDuty,
+    *,
+    clock: ManualClock | None = None,
+    **settings: Any,
+) -> Bot:
+    bot = await start_bot(aiohttp_client, tmp_path, fake, clock or ManualClock(), **settings)
     await bot.post_alert(alert_group(severity="critical"))
     await bot.settle()
     assert len(fake.events) == 1
@@ -45,7 +53,7 @@ async def test_signed_requests_only(
 ) -> None:
     bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
     incident = await bot.incident()
-    ack = webhook_v3_event("incident.acknowledged", "PINC001", incident.key, "Ada Lovelace")
+    ack = bot.event("incident.acknowledged", "PINC001", incident.key, "Ada Lovelace")
     raw = json.dumps(ack).encode()
     tampered = raw.replace(b"Ada Lovelace", b"Eve Mallory")
     refused = [
@@ -79,7 +87,7 @@ async def test_acknowledged_in_pagerduty_is_applied_once(
 ) -> None:
     bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
     incident = await bot.incident()
-    ack = webhook_v3_event("incident.acknowledged", "PINC001", incident.key, "Ada Lovelace")
+    ack = bot.event("incident.acknowledged", "PINC001", incident.key, "Ada Lovelace")
     assert (await bot.webhook(ack))[1]["status"] == "applied"
     assert (await bot.webhook(ack))[1]["status"] == "duplicate"  # PagerDuty redelivers
     await bot.settle()
@@ -108,10 +116,10 @@ async def test_unacknowledged_and_resolved_in_pagerduty(
     bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
     key = (await bot.incident()).key
     for event_type in ("incident.acknowledged", "incident.unacknowledged"):
-        await bot.webhook(webhook_v3_event(event_type, "PINC001", key, "Ada Lovelace"))
+        await bot.webhook(bot.event(event_type, "PINC001", key, "Ada Lovelace"))
     await bot.settle()
     assert (await bot.incident()).status is Status.TRIGGERED
-    resolved = webhook_v3_event(
+    resolved = bot.event(
         "incident.resolved", "PINC001", key, "Grace Hopper", resolve_reason="bad deploy reverted"
     )
     assert (await bot.webhook(resolved))[1]["status"] == "applied"
@@ -134,11 +142,11 @@ async def test_reassigned_escalated_and_annotated_become_notes(
 ) -> None:
     bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
     key = (await bot.incident()).key
-    reassigned = webhook_v3_event(
+    reassigned = bot.event(
         "incident.reassigned", "PINC001", key, "Ada Lovelace",
         assignees=[("PU1", "Grace Hopper"), ("PU2", "Alan Turing")],
     )  # fmt: skip
-    escalated = webhook_v3_event(
+    escalated = bot.event(
         "incident.escalated", "PINC001", key, "PagerDuty", assignees=[("PU3", "Barbara Liskov")]
     )
     # an annotation references PagerDuty's incident only: found by the id learned above
@@ -147,7 +155,7 @@ async def test_reassigned_escalated_and_annotated_become_notes(
             "id": "01ANNOTATE",
             "event_type": "incident.annotated",
             "resource_type": "incident",
-            "occurred_at": "2026-05-01T10:05:00.000Z",
+            "occurred_at": bot.event("incident.annotated")["event"]["occurred_at"],
             "agent": pd_ref("user", "PU1", "Grace Hopper"),
             "client": None,
             "data": {
@@ -182,14 +190,22 @@ async def test_unknown_types_and_foreign_incidents_are_ignored_with_200(
     aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
 ) -> None:
     bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
-    unknown = webhook_v3_event("incident.priority_updated", "PINC001", (await bot.incident()).key)
+    unknown = bot.event("incident.priority_updated", "PINC001", (await bot.incident()).key)
     assert await bot.webhook(unknown) == (
         200,
         {"status": "ignored", "event": unknown["event"]["id"]},
     )
-    service = {"event": {"id": "01SVC", "event_type": "service.updated", "data": {"id": "PSVC"}}}
+    occurred_at = unknown["event"]["occurred_at"]
+    service = {
+        "event": {
+            "id": "01SVC",
+            "event_type": "service.updated",
+            "occurred_at": occurred_at,
+            "data": {"id": "PSVC"},
+        }
+    }
     assert (await bot.webhook(service))[1]["status"] == "ignored"
-    foreign = webhook_v3_event("incident.acknowledged", "POTHER", "someone-elses-key", "Ada")
+    foreign = bot.event("incident.acknowledged", "POTHER", "someone-elses-key", "Ada")
     assert (await bot.webhook(foreign))[1]["status"] == "not_ours"
     await bot.settle()
     assert (await bot.incident()).status is Status.TRIGGERED
@@ -210,7 +226,7 @@ async def test_no_webhook_secret_refuses_everything(
     bot = await start_bot(
         aiohttp_client, tmp_path, fake_pagerduty, ManualClock(), pagerduty={"webhook_secret": ""}
     )
-    status, _ = await bot.webhook(webhook_v3_event("incident.acknowledged"))
+    status, _ = await bot.webhook(bot.event("incident.acknowledged"))
     assert status == 401
 
 
@@ -244,7 +260,7 @@ async def test_full_flow_alert_slack_page_ack_in_pagerduty_resolve(
     permalink = incident.data["slack"]["permalink"]
     assert {"href": permalink, "text": "Slack thread"} in trigger["links"]
 
-    ack = webhook_v3_event("incident.acknowledged", "PINC777", incident.key, "Ada Lovelace")
+    ack = bot.event("incident.acknowledged", "PINC777", incident.key, "Ada Lovelace")
     updates_before = len(slack.calls("chat.update"))
     assert (await bot.webhook(ack))[0] == 200
     await bot.settle()
@@ -273,11 +289,11 @@ async def test_our_own_ack_and_resolve_echoed_back_by_pagerduty_change_nothing(
     await bot.actions.acknowledge(incident.id, actor="ada", source="slack")
     await bot.settle()
     # PagerDuty reports the acknowledgement alertpilot just sent (its agent: the service)
-    echo = webhook_v3_event("incident.acknowledged", "PINC001", incident.key, "Checkout API")
+    echo = bot.event("incident.acknowledged", "PINC001", incident.key, "Checkout API")
     assert (await bot.webhook(echo))[1]["status"] == "already acknowledged"
     await bot.actions.resolve(incident.id, actor="ada", source="slack")
     await bot.settle()
-    echo = webhook_v3_event("incident.resolved", "PINC001", incident.key, "Checkout API")
+    echo = bot.event("incident.resolved", "PINC001", incident.key, "Checkout API")
     assert (await bot.webhook(echo))[0] == 200
     await bot.settle()
 
@@ -295,7 +311,9 @@ async def test_our_own_ack_and_resolve_echoed_back_by_pagerduty_change_nothing(
 async def test_a_documented_v3_delivery_is_applied_as_it_comes(
     aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
 ) -> None:
-    bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty)
+    # the delivery comes a minute after the event it records occurred
+    clock = ManualClock(datetime(2026, 11, 21, 5, 15, 20, tzinfo=UTC).timestamp())
+    bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty, clock=clock)
     incident = await bot.incident()
     raw = (FIXTURES / "pagerduty" / "webhook-v3-incident-acknowledged.json").read_text()
     body = raw.replace("@INCIDENT_KEY@", incident.key).encode()

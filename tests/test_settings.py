@@ -73,6 +73,10 @@ def test_missing_env_var_names_file_and_line(tmp_path: Path) -> None:
         ),
         ("store:\n  url: postgres://x\n", ":2: store.url: Value error, only sqlite"),
         ("store:\n  retention: 0s\n", ":2: store.retention: Value error, must be positive"),
+        (
+            "pagerduty:\n  routing_key: x\n  seen_event_retention: 2d\n",
+            ":3: pagerduty.seen_event_retention: Value error, must be at least 7d",
+        ),
         ("server: [1, 2\n", ":2: invalid YAML"),
         ("server:\n  listen: a:1\nserver:\n  listen: b:2\n", ":3: server: duplicate key"),
         ("- 1\n- 2\n", ":1: expected a mapping at the top level"),
@@ -92,6 +96,14 @@ def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str)
 
 
 SLACK = "slack:\n  bot_token: x\n  signing_secret: y\n  default_channel: C0ALERTS\n"
+
+
+def test_pagerduty_event_ids_are_kept_30_days_unless_set(tmp_path: Path) -> None:
+    pagerduty = load_settings(write(tmp_path, "pagerduty:\n  routing_key: x\n"), env={}).pagerduty
+    assert pagerduty is not None and pagerduty.seen_event_retention == 30 * 86400.0
+    text = "pagerduty:\n  routing_key: x\n  seen_event_retention: 7d\n"
+    pagerduty = load_settings(write(tmp_path, text), env={}).pagerduty
+    assert pagerduty is not None and pagerduty.seen_event_retention == 7 * 86400.0
 
 
 def test_slack_access_defaults_fail_closed(tmp_path: Path) -> None:

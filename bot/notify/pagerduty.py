@@ -210,7 +210,9 @@ def build(
         pager=pager,
         policy=policy,
         notifier=PagerDutyNotifier(store, pager, policy, ack_silences=settings.ack_silences),
-        webhooks=PagerDutyWebhooks(store, clock, actions, pager, metrics),
+        webhooks=PagerDutyWebhooks(
+            store, clock, actions, pager, metrics, retention=settings.seen_event_retention
+        ),
         silencer=silencer,
         oncall=oncall,
     )

@@ -324,9 +324,25 @@ class Store(abc.ABC):
     async def rate_entries(self, bucket: str, *, since: float, now: float) -> list[float]:
         """Times of the entries in ``bucket`` after ``since``, oldest first (read only)."""
 
+    # events received from outside, each applied once
+    @abc.abstractmethod
+    async def seen_event(self, source: str, event_id: str) -> str | None:
+        """What came of the event ``event_id`` from ``source``, if it is remembered."""
+
+    @abc.abstractmethod
+    async def remember_event(self, source: str, event_id: str, result: str, *, at: float) -> None:
+        """Remember the event with what came of it, counted from ``at`` (kept if already
+        remembered)."""
+
+    @abc.abstractmethod
+    async def forget_events(self, source: str, *, before: float) -> int:
+        """Forget the events of ``source`` counted from before ``before``; return how many.
+        ``prune`` leaves them alone: each source keeps its ids as long as it needs them."""
+
     @abc.abstractmethod
     async def stats(self) -> Stats: ...
 
     @abc.abstractmethod
     async def prune(self, before: float) -> int:
-        """Delete processed inbox rows and finished jobs older than ``before``."""
+        """Delete processed inbox rows, finished jobs and expired keys older than
+        ``before``."""

@@ -124,6 +124,25 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE alerts ADD COLUMN links TEXT NOT NULL DEFAULT '{}';
     """,
+    # 5: ids of events received from outside (PagerDuty's webhook event ids), each with the
+    # time it counts from and what came of it: looked up by (source, id), forgotten by
+    # (source, at) after the source's own retention, never by store.retention. The ids
+    # kept in the key-value table until now move here, counted from when they were seen
+    # (they expired 7 days after).
+    """
+    CREATE TABLE seen_events (
+        source TEXT NOT NULL,
+        id TEXT NOT NULL,
+        at REAL NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (source, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_events_at ON seen_events(source, at);
+    INSERT OR IGNORE INTO seen_events (source, id, at, result)
+        SELECT 'pagerduty', substr(key, 19), expires_at - 604800.0, value FROM kv
+        WHERE key GLOB 'pagerduty:webhook:?*' AND expires_at IS NOT NULL;
+    DELETE FROM kv WHERE key GLOB 'pagerduty:webhook:*';
+    """,
 ]
 
 # The step of MIGRATIONS before which the inbox's rows are copied to its own file.

@@ -843,6 +843,34 @@ class SqliteStore(Store):
             )
         )
 
+    # events seen ---------------------------------------------------------------
+    async def seen_event(self, source: str, event_id: str) -> str | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT result FROM seen_events WHERE source = ? AND id = ?", (source, event_id)
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def remember_event(self, source: str, event_id: str, result: str, *, at: float) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO seen_events (source, id, at, result) VALUES (?,?,?,?)",
+                (source, event_id, at, result),
+            )
+        )
+
+    async def forget_events(self, source: str, *, before: float) -> int:
+        return int(
+            await self._run(
+                lambda c: (
+                    c.execute(
+                        "DELETE FROM seen_events WHERE source = ? AND at < ?", (source, before)
+                    ).rowcount
+                )
+            )
+        )
+
     async def take_rate_slot(self, limits: Sequence[RateLimit], *, now: float) -> RateLimit | None:
         return await self._run(changes.take_rate_slot, limits, now)
 
