@@ -16,6 +16,7 @@ from aiohttp import web
 from bot import keys
 from bot.api import require_api_token
 from bot.errors import AuthError, NotFound, PayloadError
+from bot.notify.links import LinkPolicy
 from bot.notify.pagerduty import build
 from bot.oncall import OnCallUnavailable
 from bot.pdwebhooks import SIGNATURE_HEADER, parse_webhook, verify_signature
@@ -45,6 +46,7 @@ def setup(app: web.Application) -> None:
         playbooks=lambda: app.get(keys.PLAYBOOKS),
         pipeline_registered=lambda: _pipeline_registered(app),
         silences=app[keys.SILENCES],
+        links=LinkPolicy.from_settings(app[keys.SETTINGS]),
     )
     feature.register(app[keys.HANDLERS])
     app[keys.PAGERDUTY] = feature
