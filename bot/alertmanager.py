@@ -61,9 +61,12 @@ class AlertmanagerClient:
         timeout: float = 10.0,
         retries: int = 2,
         breaker: CircuitBreaker | None = None,
+        ui_url: str | None = None,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
+        # where people open it (alertmanager.external_url), for the links we show
+        self.ui_url = (ui_url or base_url).rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.breaker = breaker
@@ -95,7 +98,7 @@ class AlertmanagerClient:
             ) from None
 
     def silence_url(self, silence_id: str) -> str:
-        return f"{self.base_url}/#/silences/{quote(silence_id)}"
+        return f"{self.ui_url}/#/silences/{quote(silence_id)}"
 
     async def create_silence(
         self,

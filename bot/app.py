@@ -208,6 +208,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.alertmanager.url,
         timeout=settings.alertmanager.timeout,
         breaker=breakers.get(settings.alertmanager.url, "Alertmanager"),
+        ui_url=settings.alertmanager.external_url,
     )
     yield
     await session.close()

@@ -17,6 +17,7 @@ from bot import keys
 from bot.api import require_api_token
 from bot.connections import read_body
 from bot.errors import AuthError, NotFound, PayloadError
+from bot.notify.links import LinkPolicy
 from bot.notify.pagerduty import build
 from bot.oncall import OnCallUnavailable
 from bot.pdwebhooks import SIGNATURE_HEADER, parse_webhook, verify_signature
@@ -46,6 +47,7 @@ def setup(app: web.Application) -> None:
         playbooks=lambda: app.get(keys.PLAYBOOKS),
         pipeline_registered=lambda: _pipeline_registered(app),
         silences=app[keys.SILENCES],
+        links=LinkPolicy.from_settings(app[keys.SETTINGS]),
     )
     feature.register(app[keys.HANDLERS])
     app[keys.PAGERDUTY] = feature

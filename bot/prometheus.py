@@ -1,4 +1,4 @@
-"""An async Prometheus HTTP API client (instant and range queries), on aiohttp.
+"""An async Prometheus HTTP API client (instant and range queries, alerting rules), on aiohttp.
 
 Timeouts on every call; 5xx and network errors are retried with backoff, and counted by
 the circuit breaker when given one (while it is open, calls fail at once); Prometheus's
@@ -48,6 +48,14 @@ class Series:
     points: list[tuple[float, float]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class AlertRule:
+    """An alerting rule as Prometheus reports it: its alert's name and its expression."""
+
+    name: str
+    query: str
+
+
 def _float(raw: str) -> float:
     try:
         return float(raw)
@@ -73,20 +81,27 @@ class PrometheusClient:
         self.breaker = breaker
         self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
 
-    async def _api(self, path: str, params: dict[str, str], timeout: float | None) -> Any:
+    async def _api(
+        self, path: str, params: dict[str, str], timeout: float | None, *, method: str = "POST"
+    ) -> Any:
+        """A query is POSTed (a long expression fits), with the time Prometheus may spend
+        on it; a read such as ``/api/v1/rules`` is a GET, as Prometheus serves it."""
         limit = timeout or self.timeout
-        # whole milliseconds: Prometheus 2.x refuses fractional durations such as "9.5s"
-        params = {**params, "timeout": f"{max(1000, round((limit - 0.5) * 1000))}ms"}
+        sent: dict[str, Any] = {"params": params}
+        if method == "POST":
+            # whole milliseconds: Prometheus 2.x refuses fractional durations such as "9.5s"
+            params = {**params, "timeout": f"{max(1000, round((limit - 0.5) * 1000))}ms"}
+            sent = {"data": params}
         try:
             resp = await request(
                 self.session,
-                "POST",
+                method,
                 f"{self.base_url}{path}",
-                data=params,
                 timeout=limit,
                 retries=self.retries,
                 headers=self._headers,
                 breaker=self.breaker,
+                **sent,
             )
         except HttpError as exc:
             raise PrometheusError(f"Prometheus unavailable: {exc}", cause=exc.cause) from None
@@ -143,6 +158,25 @@ class PrometheusClient:
             Series(dict(item["metric"]), [(float(t), _float(v)) for t, v in item["values"]])
             for item in data["result"]
         ]
+
+    async def alert_rules(self, *, timeout: float | None = None) -> list[AlertRule]:
+        """The alerting rules Prometheus evaluates (``GET /api/v1/rules?type=alert``), each
+        with its expression as Prometheus prints it: the very text it puts in ``g0.expr``
+        of the generator URL of the alerts the rule fires."""
+        data = await self._api("/api/v1/rules", {"type": "alert"}, timeout, method="GET")
+        groups = data.get("groups") if isinstance(data, dict) else None
+        if not isinstance(groups, list):
+            raise PrometheusError("Prometheus answered /api/v1/rules without rule groups")
+        rules: list[AlertRule] = []
+        for group in groups:
+            found = group.get("rules") if isinstance(group, dict) else None
+            for rule in found if isinstance(found, list) else []:
+                if not isinstance(rule, dict) or rule.get("type", "alerting") != "alerting":
+                    continue
+                name, query = rule.get("name"), rule.get("query")
+                if isinstance(name, str) and isinstance(query, str):
+                    rules.append(AlertRule(name, query))
+        return rules
 
     async def ready(self) -> bool:
         try:

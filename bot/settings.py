@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot import regex
 from bot.durations import Duration
 from bot.errors import ConfigError
 from bot.matchers import MatcherStr
+from bot.playbook.allowlist import url_allowed
 from bot.shipped import shipped
 from bot.yamlsource import load_file, require_mapping, validate_source
 
@@ -32,6 +34,26 @@ class Strict(BaseModel):
 def _blank_to_none(value: object) -> object:
     """``${TOKEN:-}`` yields an empty string; treat it as "not set"."""
     return None if value == "" else value
+
+
+def _base_url(value: str) -> str:
+    """An absolute http(s) URL with a host and no user name, query or fragment: a base
+    that links are compared with (scheme, host, port and path prefix, as in
+    ``bot.playbook.allowlist``)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an absolute http(s) URL, e.g. https://grafana.example.com")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError("a base URL has no user name, query string or fragment")
+    if not url_allowed(value, [value]):
+        raise ValueError("holds whitespace, a backslash or a '.' or '..' path segment")
+    return value
+
+
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 
 class Severity(StrEnum):
@@ -124,17 +146,58 @@ class StoreSettings(Strict):
 
 
 class PrometheusSettings(Strict):
+    """``external_url``: where people open this Prometheus (its ``--web.external-url``),
+    when that is not ``url``. The generator URLs of its alerts are on it: an alert's
+    expression is graphed only when its generator URL is on ``url`` or ``external_url``
+    (and the expression is one of this Prometheus's alerting rules, ``bot.notify.alert_rules``),
+    and its "Prometheus graph" link is shown only then (or when ``links.allowed_urls``
+    allows it)."""
+
     url: str = "http://127.0.0.1:9090"
+    external_url: BaseUrl | None = None
     timeout: Duration = 10.0
     retries: int = Field(default=2, ge=0, le=10)
     bearer_token: SecretStr | None = None
 
-    _blank = field_validator("bearer_token", mode="before")(_blank_to_none)
+    _blank = field_validator("bearer_token", "external_url", mode="before")(_blank_to_none)
+
+    @property
+    def bases(self) -> list[str]:
+        """The URLs this Prometheus is known by: ``url``, and ``external_url`` if set."""
+        return [self.url, *([self.external_url] if self.external_url else [])]
 
 
 class AlertmanagerSettings(Strict):
+    """``external_url``: where people open this Alertmanager (its ``--web.external-url``,
+    the ``externalURL`` of the groups it sends), when that is not ``url``. Silence links
+    are built on it; a group's ``externalURL`` is linked only when it is on ``url`` or
+    ``external_url`` (or ``links.allowed_urls`` allows it)."""
+
     url: str = "http://127.0.0.1:9093"
+    external_url: BaseUrl | None = None
     timeout: Duration = 10.0
+
+    _blank = field_validator("external_url", mode="before")(_blank_to_none)
+
+    @property
+    def browser_url(self) -> str:
+        """Where links for people point: ``external_url``, else ``url``."""
+        return self.external_url or self.url
+
+    @property
+    def bases(self) -> list[str]:
+        return [self.url, *([self.external_url] if self.external_url else [])]
+
+
+class LinkSettings(Strict):
+    """Where the links that arrive with an alert may point, besides the configured
+    Prometheus and Alertmanager (``url``, ``external_url``): the runbook wiki, Grafana.
+    Each entry allows links with its scheme, host and port whose path starts with its
+    path, on a segment boundary (``https://wiki.example.com/runbooks``); an entry with
+    no path allows the whole host (``https://grafana.example.com``). A link elsewhere is
+    not sent: Slack and PagerDuty say that a link was hidden."""
+
+    allowed_urls: list[BaseUrl] = Field(default_factory=list)
 
 
 class PlaybookSettings(Strict):
@@ -361,6 +424,7 @@ class Settings(Strict):
     store: StoreSettings = Field(default_factory=StoreSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    links: LinkSettings = Field(default_factory=LinkSettings)
     playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
     diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)

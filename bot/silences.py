@@ -83,14 +83,15 @@ class NewSilence:
 def new_silence_url(incident: Incident, alertmanager_url: str) -> str | None:
     """Alertmanager's new-silence page prefilled with what the Silence button would silence:
     the incident's firing alert, every label matched for equality (``bot.silence_scope``),
-    on its external URL (``alertmanager_url`` when the group carries none).
+    on ``alertmanager_url`` (the caller's choice: the group's external URL when its host
+    is allowed, the configured Alertmanager otherwise).
 
     None when there is no URL, or not exactly one firing alert: one page makes one silence,
     and no single silence selects several alerts and nothing else (the button makes one per
     alert). Nor when a label cannot be a matcher, since leaving it out would widen the
     silence.
     """
-    base = (incident.external_url or alertmanager_url).strip().rstrip("/")
+    base = alertmanager_url.strip().rstrip("/")
     try:
         silences = silences_for(incident)
     except SilenceRefused:

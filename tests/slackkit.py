@@ -25,8 +25,15 @@ CHANNEL = "C0ALERTS"
 
 
 def slack_settings(
-    tmp_path: Path, fake: FakeSlack, *, workers: dict[str, Any] | None = None, **slack: Any
+    tmp_path: Path,
+    fake: FakeSlack,
+    *,
+    workers: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
+    **slack: Any,
 ) -> Settings:
+    """Settings with a ``slack`` section for the fake (``slack`` overrides its keys) and
+    any other ``sections`` (``links``, ``prometheus``...)."""
     section = {
         "bot_token": fake.token,
         "signing_secret": SECRET,
@@ -36,7 +43,12 @@ def slack_settings(
         "storm_threshold": 50,
         **slack,
     }
-    return make_settings(tmp_path, slack=section, workers={"max_attempts": 30, **(workers or {})})
+    return make_settings(
+        tmp_path,
+        slack=section,
+        workers={"max_attempts": 30, **(workers or {})},
+        **(sections or {}),
+    )
 
 
 async def start(aiohttp_client: Any, settings: Settings, clock: Clock | None = None) -> TestClient:

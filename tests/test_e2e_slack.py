@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot import keys
 from bot.app import create_app
 from bot.incidents import EventKind, Incident, Status
-from bot.settings import AlertmanagerSettings, PlaybookSettings
+from bot.settings import AlertmanagerSettings, LinkSettings, PlaybookSettings
 from bot.store.base import Store
 from fakes import FakeSlack
 from slackkit import (
@@ -128,6 +128,7 @@ async def test_real_alertmanager_to_slack_message_thread_ack_button_and_resolved
             update={
                 "alertmanager": AlertmanagerSettings(url=am.url, timeout=5),
                 "playbooks": PlaybookSettings(paths=[str(book)]),
+                "links": LinkSettings(allowed_urls=["https://runbooks.example.com"]),
             }
         )
         server: TestServer = await aiohttp_server(create_app(settings), port=port)

@@ -20,7 +20,16 @@ from pagerduty_kit import ROUTING_KEY, alert_group, start_bot
 async def test_trigger_carries_what_the_responder_needs(
     aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
 ) -> None:
-    bot = await start_bot(aiohttp_client, tmp_path, fake_pagerduty, ManualClock())
+    bot = await start_bot(
+        aiohttp_client,
+        tmp_path,
+        fake_pagerduty,
+        ManualClock(),
+        # where the alert's links point: its Prometheus and Alertmanager, the runbook wiki
+        prometheus={"external_url": "http://prometheus.example:9090"},
+        alertmanager={"external_url": "http://alertmanager.example:9093"},
+        links={"allowed_urls": ["https://runbooks.example.com"]},
+    )
     await bot.post_alert(alert_group(severity="error"))  # P1: pages after 5 minutes
     await bot.settle()
     incident = await bot.incident()
@@ -68,7 +77,9 @@ async def test_trigger_carries_what_the_responder_needs(
         hrefs["Prometheus graph"] == "http://prometheus.example:9090/graph?g0.expr=CheckoutErrors"
     )
     assert hrefs["Runbook"] == "https://runbooks.example.com/CheckoutErrors"
+    assert hrefs["Alertmanager"] == "http://alertmanager.example:9093"
     assert event["links"][0]["text"] == "Slack thread"
+    assert "hidden_links" not in details
 
     state = (await bot.incident()).data["pagerduty"]
     assert state["dedup_key"] == incident.key

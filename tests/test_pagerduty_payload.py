@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from bot.incidents import AlertRecord, Incident, Status
+from bot.notify.links import LinkPolicy
 from bot.notify.pagerduty_client import RateLimiter
 from bot.notify.pagerduty_payload import (
     MAX_DEDUP_KEY,
@@ -106,7 +107,8 @@ def test_links_details_and_excerpts() -> None:
             ],
         }
     )
-    event = trigger_event(incident(data=data), playbooks=[playbook], reason="r")
+    allowed = LinkPolicy(("https://prom.example", "https://wiki.example/disk"))
+    event = trigger_event(incident(data=data), playbooks=[playbook], reason="r", links=allowed)
     assert event["links"] == [
         {"href": "https://acme.slack.com/archives/C1/p1", "text": "Slack thread"},
         {"href": "https://prom.example/graph?g0=1", "text": "Prometheus graph"},
@@ -142,3 +144,50 @@ def test_narrative_keeps_its_lines() -> None:
     data = {"narrative": {"text": "What happened:\n5xx at 12%.\n\nNext: roll back."}}
     event = trigger_event(incident(data=data), playbooks=[], reason="r")
     assert event["payload"]["custom_details"]["narrative"] == data["narrative"]["text"]
+
+
+def test_links_that_came_with_the_alert_go_only_to_allowed_hosts() -> None:
+    """The generator URL, runbook and external URL are the sender's words: on a host not
+    configured they are left out, and the page says so; the playbook's own links stay."""
+    evil = incident(
+        common_annotations={"runbook_url": "https://evil.example/runbook"},
+        external_url="https://evil.example:9093",
+        alerts=(
+            AlertRecord(
+                "fp1", "firing", {"alertname": "DiskFull"}, {}, "", "",
+                "http://evil.example/graph?g0.expr=label_replace(prometheus_build_info%2C"
+                "%22x%22%2C%22%241%22%2C%22version%22%2C%22(.*)%22)",
+            ),
+        ),
+    )  # fmt: skip
+    playbook = Playbook.model_validate(
+        {
+            "name": "disk",
+            "match": ['alertname="DiskFull"'],
+            "links": [{"title": "Dashboard", "url": "https://grafana.example/d/disk"}],
+        }
+    )
+    allowed = LinkPolicy(("https://prom.example", "https://wiki.example"))
+    for other_host in (
+        "https://prom.example.evil.example/graph",  # starts like an allowed name
+        "https://prom.example@evil.example/graph",  # the allowed name as a user name
+        "https://evil.example\\@prom.example/graph",  # browsers end the host at the backslash
+        "http://prom.example/graph",  # another scheme, another port
+    ):
+        assert not allowed.allows(other_host), other_host
+    assert allowed.allows("https://PROM.example:443/graph?g0.expr=up")
+    event = trigger_event(evil, playbooks=[playbook], reason="r", links=allowed)
+    assert event["links"] == [{"href": "https://grafana.example/d/disk", "text": "Dashboard"}]
+    assert "evil.example" not in str(event)
+    assert event["payload"]["custom_details"]["hidden_links"] == [
+        "Prometheus graph (link to untrusted host hidden)",
+        "Runbook (link to untrusted host hidden)",
+        "Alertmanager (link to untrusted host hidden)",
+    ]
+    # without a policy, nothing the alert brought is linked
+    default = trigger_event(incident(), playbooks=[], reason="r")
+    assert default.get("links", []) == []
+    assert default["payload"]["custom_details"]["hidden_links"] == [
+        "Prometheus graph (link to untrusted host hidden)",
+        "Runbook (link to untrusted host hidden)",
+    ]

@@ -16,6 +16,7 @@ from bot import keys
 from bot.alerts import label_fingerprint, parse_group
 from bot.app import create_app
 from bot.incidents import EventKind, Incident, Status
+from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.render import Extras, incident_message
 from conftest import API, FIXTURES, make_settings, payload
 
@@ -44,10 +45,10 @@ async def only_incident(client: TestClient) -> Incident:
     return await store.get_incident(brief.id)
 
 
-def shown(incident: Incident) -> str:
+def shown(incident: Incident, links: LinkPolicy = NO_LINKS) -> str:
     return "\n".join(
         str(block.get("text", {}).get("text", "")) + str(block.get("elements", ""))
-        for block in incident_message(incident, Extras()).blocks
+        for block in incident_message(incident, Extras(links=links)).blocks
     )
 
 
@@ -70,10 +71,15 @@ async def test_grafana_alerting_webhook_opens_an_incident_with_its_links(
     }
     second = next(a for a in incident.alerts if a.fingerprint == "a1f0c3e55d7b2c49")
     assert set(second.links) == {"Silence in Grafana"}  # empty URLs are no links
-    slack = shown(incident)
+    slack = shown(incident, LinkPolicy(("https://grafana.example",)))
     for title in ("Grafana dashboard", "Grafana panel", "Silence in Grafana", "Grafana rule"):
         assert f"|{title}>" in slack, title
     assert "https://grafana.example/d/assistant-errors?" in slack
+    # Grafana's host not configured (links.allowed_urls): each link's title, said hidden
+    slack = shown(incident)
+    for title in ("Grafana dashboard", "Grafana panel", "Silence in Grafana", "Grafana rule"):
+        assert f"{title} _(link to untrusted host hidden)_" in slack, title
+    assert "grafana.example" not in slack
 
     # the same delivery again (Grafana retries) changes nothing
     assert (await post(client, body))["duplicate"] is True

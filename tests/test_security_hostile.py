@@ -85,7 +85,8 @@ PLAYBOOK = """\
 """
 
 # Slack: "<!…>" and "<@…>" are mentions; "<target|label>" is a link. alertpilot links
-# only to the Alertmanager and Prometheus the payload names (externalURL, generatorURL).
+# only to hosts it is configured with: here the Alertmanager and Prometheus the payload
+# names (externalURL, generatorURL); the hostile runbook_url values are never links.
 MENTION = re.compile(r"<(?!!date\^)[!@]")
 LINK = re.compile(r"<([^<>|]*)\|([^<>]*)>")
 OUR_HOSTS = ("http://alertmanager.example:9093/", "http://prometheus.example:9090/")
@@ -264,7 +265,13 @@ async def test_hostile_values_stay_data_everywhere(
                 "mentions": {"P1": ["U0ONCALL"]},
             },
             playbooks={"paths": [str(folder)]},
-            prometheus={"url": prometheus.url, "timeout": 2, "retries": 0},
+            prometheus={
+                "url": prometheus.url,
+                "external_url": "http://prometheus.example:9090",
+                "timeout": 2,
+                "retries": 0,
+            },
+            alertmanager={"external_url": "http://alertmanager.example:9093"},
             remediation={"mode": "auto", "allowed_commands": ["/usr/bin/touch"]},
             llm=llm_section(fake_openai, settle=0.05, llm_fallback_delay=0.5, storm_threshold=100),
             workers={"max_attempts": 30},

@@ -224,6 +224,14 @@ def test_paths_a_server_could_read_as_another_are_refused(path: str) -> None:
     assert not allowlist.url_allowed(f"https://h{path}", ["https://h/a"])
 
 
+def test_a_host_a_browser_reads_as_another_is_refused() -> None:
+    """Python's parser takes ``h`` as the host of ``https://evil\\@h/a``; a browser ends
+    the host at the backslash and goes to ``evil``."""
+    assert allowlist.url_allowed("https://h/a/b", ["https://h/a"])
+    for url in ("https://evil\\@h/a/b", "https://evil%5C\\@h/a", "https://h\\.evil/a"):
+        assert not allowlist.url_allowed(url, ["https://h/a"]), url
+
+
 @pytest.mark.parametrize("path", ["/a/b", "/a/...", "/a/%2541", "/a/b%3Bc", "/a/.x", "/a/"])
 def test_paths_that_stay_where_they_are(path: str) -> None:
     assert allowlist.path_problem(path) is None

@@ -142,6 +142,45 @@ def test_slack_access_settings_are_checked(tmp_path: Path, line: str, expected: 
     assert [p for p in err.value.problems if f":5: {expected}" in p], err.value.problems
 
 
+def test_link_hosts_default_to_the_configured_servers_only(tmp_path: Path) -> None:
+    settings = load_settings(DEFAULT_CONFIG, env={})
+    assert settings.links.allowed_urls == []
+    assert (settings.prometheus.external_url, settings.alertmanager.external_url) == (None, None)
+    assert settings.prometheus.bases == ["http://127.0.0.1:9090"]
+    assert settings.alertmanager.browser_url == "http://127.0.0.1:9093"
+    text = (
+        "prometheus:\n  external_url: https://prometheus.example.com\n"
+        "alertmanager:\n  external_url: https://alertmanager.example.com/am\n"
+        "links:\n  allowed_urls: [https://wiki.example.com/runbooks, https://grafana.example]\n"
+    )
+    settings = load_settings(write(tmp_path, text), env={})
+    assert settings.prometheus.bases == ["http://127.0.0.1:9090", "https://prometheus.example.com"]
+    assert settings.alertmanager.browser_url == "https://alertmanager.example.com/am"
+    assert settings.links.allowed_urls == [
+        "https://wiki.example.com/runbooks",
+        "https://grafana.example",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("links:\n  allowed_urls: [wiki.example.com]\n", "links.allowed_urls[0]: Value error"),
+        ("links:\n  allowed_urls: ['ftp://wiki.example']\n", "expected an absolute http(s)"),
+        ("links:\n  allowed_urls: ['https://a.example/x?y=1']\n", "no user name, query"),
+        ("links:\n  allowed_urls: ['https://u@a.example']\n", "no user name, query"),
+        ("links:\n  allowed_urls: ['https://a.example/x/../y']\n", "path segment"),
+        ("links:\n  allowed_hosts: [a.example]\n", "links.allowed_hosts: unknown key"),
+        ("prometheus:\n  external_url: prometheus:9090\n", "prometheus.external_url: Value"),
+        ("alertmanager:\n  external_url: 'http://am.example\\x'\n", "a backslash"),
+    ],
+)
+def test_link_hosts_are_checked(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), env={})
+    assert any(expected in problem for problem in err.value.problems), err.value.problems
+
+
 def test_secrets_never_show_in_errors_or_repr(tmp_path: Path) -> None:
     secret = "xoxb-very-secret-token"
     path = write(

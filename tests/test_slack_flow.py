@@ -25,6 +25,12 @@ from slackkit import (
 )
 
 MENTION = re.compile(r"<!(here|channel|everyone|subteam)|<@")
+# where the captured alerts' links point: their Prometheus and Alertmanager, the wiki
+LINKED = {
+    "prometheus": {"external_url": "http://prometheus.example.com:9090"},
+    "alertmanager": {"external_url": "http://alertmanager.example.com:9093"},
+    "links": {"allowed_urls": ["https://runbooks.example.com"]},
+}
 
 
 def only_message(fake: FakeSlack, channel: str = CHANNEL) -> tuple[str, dict[str, Any]]:
@@ -38,7 +44,7 @@ def only_message(fake: FakeSlack, channel: str = CHANNEL) -> tuple[str, dict[str
 async def test_full_flow_message_thread_ack_button_and_resolve(
     aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
 ) -> None:
-    client = await start(aiohttp_client, slack_settings(tmp_path, fake_slack))
+    client = await start(aiohttp_client, slack_settings(tmp_path, fake_slack, sections=LINKED))
     resp = await client.post("/alertmanager", json=payload("captured-firing"))
     assert resp.status == 200
     await settle(client)
@@ -51,7 +57,9 @@ async def test_full_flow_message_thread_ack_button_and_resolve(
     assert "3 firing of 3" in shown
     assert "`service=checkout`" in shown and "`instance=pod-a`" in shown
     assert "<https://runbooks.example.com/checkout/high-error-rate|Runbook>" in shown
-    assert "|Prometheus graph>" in shown
+    assert "<http://prometheus.example.com:9090/graph?g0.expr=" in shown
+    assert "|Prometheus graph>" in shown and "hidden" not in shown
+    assert "<http://alertmanager.example.com:9093|Alertmanager>" in shown
     assert action_ids(message)[:3] == ["ap_ack", "ap_resolve", "ap_escalate"]
     post = fake_slack.calls("chat.postMessage")[0]
     assert post.params["channel"] == CHANNEL and "thread_ts" not in post.params
@@ -77,6 +85,8 @@ async def test_full_flow_message_thread_ack_button_and_resolve(
     await settle(client)
     thread = fake_slack.thread(CHANNEL, ts)
     replies = [m["text"] for m in thread[1:]]
+    # the graph: Prometheus (127.0.0.1:9, nothing there) could not list its rules
+    assert any("Graph not drawn: Prometheus did not list its alerting rules" in r for r in replies)
     assert any(
         "Diagnostics done: 1 failed (error_share), 1 passed" in r and "5xx share" in r
         for r in replies

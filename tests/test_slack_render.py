@@ -16,6 +16,7 @@ from bot.incidents import AlertRecord, Incident, Status
 from bot.matchers import Matcher, MatchOp, parse_matchers
 from bot.notify import mrkdwn
 from bot.notify.graph import split_threshold
+from bot.notify.links import LinkPolicy
 from bot.notify.png import THRESHOLD, line_chart
 from bot.notify.render import Extras, incident_message
 from bot.settings import Severity
@@ -116,7 +117,10 @@ def test_the_message_links_a_new_silence_prefilled_with_the_firing_alerts_labels
     labels = {"alertname": "HighErrorRate", "service": 'check"out\\eu', "instance": "db.1|.*"}
     alert = AlertRecord("fp1", "firing", labels, {}, "", "", "")
     gone = AlertRecord("fp2", "resolved", {**labels, "instance": "db-2"}, {}, "", "", "")
-    extras = Extras(alertmanager_url="http://am.internal:9093")
+    extras = Extras(
+        alertmanager_url="http://am.internal:9093",
+        links=LinkPolicy(("http://alertmanager.example:9093",)),
+    )
     target = _links_of(_incident(alerts=(alert, gone)), extras)["Silence in Alertmanager"]
     base = "http://alertmanager.example:9093/#/silences/new?filter="
     assert target.startswith(base)
@@ -133,6 +137,11 @@ def test_the_message_links_a_new_silence_prefilled_with_the_firing_alerts_labels
     assert _links_of(no_external, extras)["Silence in Alertmanager"].startswith(
         "http://am.internal:9093/#/silences/new?filter=%7B"
     )
+    # an external URL on a host not configured is no base for it: the configured one is
+    elsewhere = _incident(alerts=(alert,), external_url="http://evil.example:9093/")
+    assert _links_of(elsewhere, extras)["Silence in Alertmanager"].startswith(
+        "http://am.internal:9093/#/silences/new?filter=%7B"
+    )
     assert "Silence in Alertmanager" not in _links_of(no_external, Extras())
     # no single silence selects two alerts and nothing else; none selects no alert
     other = AlertRecord("fp3", "firing", {**labels, "instance": "db-3"}, {}, "", "", "")
@@ -140,6 +149,39 @@ def test_the_message_links_a_new_silence_prefilled_with_the_firing_alerts_labels
     assert "Silence in Alertmanager" not in _links_of(_incident(alerts=(gone,)), extras)
     bad = AlertRecord("fp4", "firing", {**labels, "bad-name": "x"}, {}, "", "", "")
     assert "Silence in Alertmanager" not in _links_of(_incident(alerts=(bad,)), extras)
+
+
+def test_links_that_came_with_the_alert_are_links_only_to_configured_hosts() -> None:
+    """Generator URL, runbook and external URL are the sender's: a link on a configured
+    host, the title and "hidden" elsewhere; a value that is no http(s) URL is dropped."""
+    leak = "label_replace(prometheus_build_info,'x','$1','version','(.*)')"
+    alert = AlertRecord(
+        "fp1", "firing", {"alertname": "X"}, {}, "", "",
+        f"http://evil.example/graph?g0.expr={leak}",
+    )  # fmt: skip
+    hostile = _incident(
+        alerts=(alert,),
+        common_annotations={"runbook_url": "https://evil.example/runbook"},
+        external_url="http://evil.example:9093",
+    )
+    policy = LinkPolicy(("http://prometheus.example:9090", "http://alertmanager.example:9093"))
+    text = message_text({"blocks": incident_message(hostile, Extras(links=policy)).blocks})
+    assert "evil.example" not in text
+    for title in ("Prometheus graph", "Runbook", "Alertmanager"):
+        assert f"{title} _(link to untrusted host hidden)_" in text, title
+
+    ours = AlertRecord(
+        "fp1", "firing", {"alertname": "X"}, {}, "", "",
+        "http://prometheus.example:9090/graph?g0.expr=up",
+    )  # fmt: skip
+    trusted = _incident(alerts=(ours,), common_annotations={"runbook_url": "javascript:alert(1)"})
+    links = _links_of(trusted, Extras(links=policy))
+    assert links["Prometheus graph"] == "http://prometheus.example:9090/graph?g0.expr=up"
+    assert links["Alertmanager"] == "http://alertmanager.example:9093/"
+    text = message_text({"blocks": incident_message(trusted, Extras(links=policy)).blocks})
+    assert "Runbook" not in text and "hidden" not in text  # not a link at all: left out
+    # no policy (the default): nothing the alert brought is a link
+    assert [t for t in _links_of(trusted, Extras()).values() if t.startswith("http")] == []
 
 
 def _pixels(png: bytes) -> tuple[int, int, bytes]:
@@ -168,13 +210,29 @@ def test_split_threshold() -> None:
     assert split_threshold("a > b") == ("a > b", None)
 
 
+CHECKOUT_RULE = (
+    'sum by (instance) (rate(http_requests_total{service="checkout",code=~"5.."}[5m])) > 0.05'
+)
+
+
 class FakePrometheus(LoopbackApp):
-    """Prometheus's HTTP API, query_range only, over a real socket."""
+    """Prometheus's HTTP API over a real socket: ``query_range``, and ``rules`` with one
+    alerting rule, HighErrorRate, whose expression is the captured alerts' ``g0.expr``
+    (the rule check itself runs against the real Prometheus in test_security_graph)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.queries: list[dict[str, str]] = []
+        self.rules_asked = 0
         self.app.router.add_post("/api/v1/query_range", self._range)
+        self.app.router.add_get("/api/v1/rules", self._rules)
+
+    async def _rules(self, request: web.Request) -> web.Response:
+        assert request.query.get("type") == "alert"
+        self.rules_asked += 1
+        rule = {"name": "HighErrorRate", "query": CHECKOUT_RULE, "type": "alerting"}
+        groups = [{"name": "checkout", "file": "checkout.yml", "rules": [rule]}]
+        return web.json_response({"status": "success", "data": {"groups": groups}})
 
     async def _range(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
@@ -197,16 +255,18 @@ async def test_graph_of_the_alert_expression_is_uploaded_to_the_thread(
     async with FakePrometheus() as prom:
         settings = slack_settings(tmp_path, fake_slack)
         settings = settings.model_copy(
-            update={"prometheus": settings.prometheus.model_copy(
-                update={"url": f"http://{prom.target}"})}
+            update={"prometheus": settings.prometheus.model_copy(update={
+                "url": f"http://{prom.target}",
+                # where the captured alerts' generator URLs point
+                "external_url": "http://prometheus.example.com:9090",
+            })}
         )  # fmt: skip
         client = await start(aiohttp_client, settings)
         await client.post("/alertmanager", json=payload("captured-firing"))
         await settle(client)
-        query = prom.queries[0]
-        assert query["query"] == (
-            'sum by (instance) (rate(http_requests_total{service="checkout",code=~"5.."}[5m]))'
-        )
+        assert prom.rules_asked == 1
+        [query] = prom.queries
+        assert query["query"] == CHECKOUT_RULE.removesuffix(" > 0.05")
         assert float(query["end"]) - float(query["start"]) == 3600
     incident = await client.app[keys.STORE].get_incident(1)
     ts = incident.data["slack"]["ts"]

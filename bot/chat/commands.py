@@ -156,7 +156,11 @@ async def _show(state: SlackState, reply: Reply, rest: str) -> None:
 
 
 def _shown(state: SlackState, incident: Incident) -> tuple[str, list[dict[str, Any]]]:
-    extras = Extras(buttons=False, alertmanager_url=state.settings.alertmanager.url)
+    extras = Extras(
+        buttons=False,
+        alertmanager_url=state.settings.alertmanager.browser_url,
+        links=state.notifier.links,
+    )
     rendered = incident_message(incident, extras)
     events = [
         f"• {escape(e.kind)} by {escape(clip(e.actor, 60))}: {escape(clip(e.message, 200))}"

@@ -30,6 +30,7 @@ from bot.chat.state import SlackState
 from bot.clock import Clock
 from bot.jobs import Lane
 from bot.notify.graph import GraphUploader
+from bot.notify.links import LinkPolicy
 from bot.notify.optional import AppFeatures
 from bot.notify.slack import GRAPH_KIND, ROLLUP_KIND, SlackNotifier
 from bot.notify.slack_outbox import ChannelPacer, SlackOutbox, make_client
@@ -57,7 +58,14 @@ def setup(app: web.Application) -> None:
     features = AppFeatures(app)
     storms = StormTracker(store, clock, threshold=slack.storm_threshold, window=slack.storm_window)
     notifier = SlackNotifier(
-        store, outbox, storms, slack, features, clock, alertmanager_url=settings.alertmanager.url
+        store,
+        outbox,
+        storms,
+        slack,
+        features,
+        clock,
+        alertmanager_url=settings.alertmanager.browser_url,
+        links=LinkPolicy.from_settings(settings),
     )
     silencer = Silencer(
         store,
@@ -98,7 +106,14 @@ def setup(app: web.Application) -> None:
     handlers.register(ROLLUP_KIND, notifier.rollup_job, lane=Lane.NOTIFY)
     handlers.register(  # a graph waits on Prometheus: the pipeline lane
         GRAPH_KIND,
-        GraphUploader(store, outbox, features, lambda: app[keys.PROMETHEUS], clock),
+        GraphUploader(
+            store,
+            outbox,
+            features,
+            lambda: app[keys.PROMETHEUS],
+            clock,
+            prometheus_urls=settings.prometheus.bases,
+        ),
     )
     app.router.add_post("/slack/events", slack_events)
     app.cleanup_ctx.append(_slack_ctx)

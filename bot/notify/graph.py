@@ -1,6 +1,8 @@
 """A graph of the incident in its Slack thread: the playbook's primary diagnostic, or the
-alert's own expression (``g0.expr`` of its generatorURL), over the last hour, with the
-threshold drawn as a dashed red line. Uploaded with the files upload v2 flow.
+alert's own expression (``g0.expr`` of its generatorURL) when it is the expression of one
+of the configured Prometheus's alerting rules (``bot.notify.alert_rules``), over the last
+hour, with the threshold drawn as a dashed red line. Uploaded with the files upload v2
+flow. An expression that is not a rule's is not run: the thread says why.
 
 An alert rule's expression usually ends in its threshold (``rate(...) > 0.05``): the
 graph shows the left side, so the line is visible below the threshold too, and the
@@ -11,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from bot.clock import Clock
 from bot.errors import RetryLater
 from bot.incidents import Incident
+from bot.notify.alert_rules import Verdict, rule_expression
 from bot.notify.mrkdwn import clip, code, escape
 from bot.notify.optional import AppFeatures
 from bot.notify.png import PALETTE_NAMES, line_chart
@@ -84,17 +86,8 @@ def split_threshold(expr: str) -> tuple[str, float | None]:
     return expr.strip(), None
 
 
-def alert_expression(incident: Incident) -> str | None:
-    for alert in incident.firing or list(incident.alerts):
-        if alert.generator_url:
-            query = parse_qs(urlsplit(alert.generator_url).query)
-            if query.get("g0.expr"):
-                return query["g0.expr"][0]
-    return None
-
-
-def graph_spec(incident: Incident, playbook: Any | None) -> GraphSpec | None:
-    """What to draw: the playbook's primary diagnostic, else the alert's expression."""
+def playbook_spec(incident: Incident, playbook: Any | None) -> GraphSpec | None:
+    """The playbook's primary diagnostic, rendered for the incident, if it has one."""
     for diagnostic in getattr(playbook, "diagnostics", None) or []:
         if getattr(diagnostic, "primary", False) and diagnostic.kind in ("promql", "promql_range"):
             from bot.playbook.templating import RenderError, context, environment, render
@@ -105,7 +98,7 @@ def graph_spec(incident: Incident, playbook: Any | None) -> GraphSpec | None:
                 log.warning(
                     "incident #%d: primary diagnostic does not render: %s", incident.id, exc
                 )
-                break
+                return None
             expect = getattr(diagnostic, "expect", None)
             return GraphSpec(
                 query=query,
@@ -114,11 +107,13 @@ def graph_spec(incident: Incident, playbook: Any | None) -> GraphSpec | None:
                 window=float(getattr(diagnostic, "window", 3600.0)),
                 step=getattr(diagnostic, "step", None),
             )
-    expr = alert_expression(incident)
-    if not expr:
-        return None
+    return None
+
+
+def rule_spec(expr: str, title: str) -> GraphSpec:
+    """An alerting rule's expression, drawn as its left side against its threshold."""
     query, threshold = split_threshold(expr)
-    return GraphSpec(query=query, threshold=threshold, title=incident.title)
+    return GraphSpec(query=query, threshold=threshold, title=title)
 
 
 def _series_name(labels: Mapping[str, str]) -> str:
@@ -162,6 +157,7 @@ class GraphUploader:
         prometheus: Callable[[], PrometheusClient],
         clock: Clock,
         *,
+        prometheus_urls: Sequence[str] = (),
         prometheus_attempts: int = 3,
     ) -> None:
         self.store = store
@@ -169,6 +165,7 @@ class GraphUploader:
         self.features = features
         self.prometheus = prometheus
         self.clock = clock
+        self.prometheus_urls = list(prometheus_urls)  # prometheus.url and external_url
         self.prometheus_attempts = prometheus_attempts
 
     async def __call__(self, job: Job) -> None:
@@ -182,34 +179,55 @@ class GraphUploader:
         if not isinstance(slack, Mapping) or not slack.get("ts"):
             return
         channel, thread = str(slack["channel"]), str(slack["thread_ts"])
-        spec = graph_spec(incident, self.features.playbook(incident.playbook))
+        spec = await self._spec(job, incident)
         if spec is None:
-            return
-        note = None
-        try:
-            graph = await draw(self.prometheus(), spec, end=self.clock.now())
-        except PrometheusQueryError as exc:
-            note = f"Graph unavailable: {escape(clip(str(exc), 300))}"
-        except PrometheusError as exc:
-            if job.attempts < self.prometheus_attempts:
-                raise RetryLater(f"graph: {exc}") from None
-            note = f"Graph unavailable: Prometheus did not answer ({escape(clip(str(exc), 200))})"
-        else:
-            if not graph.series:
-                note = f"Graph: no data for {code(spec.query, 200)} in the last hour"
-        if note is not None:
-            await self.outbox.post(
-                channel, text=f":warning: {note}", thread_ts=thread, job_id=job.id
-            )
-        else:
+            return  # nothing to draw, nothing to say
+        drawn = spec if isinstance(spec, str) else await self._draw(job, spec)
+        if isinstance(drawn, Graph) and isinstance(spec, GraphSpec):
             await self.outbox.upload(
                 channel,
-                data=graph.png,
+                data=drawn.png,
                 filename=f"incident-{incident.id}.png",
                 title=clip(f"#{incident.id} {spec.title}", 200),
-                comment=caption(spec, graph),
+                comment=caption(spec, drawn),
                 thread_ts=thread,
                 job_id=job.id,
             )
+        else:
+            await self.outbox.post(
+                channel, text=f":warning: {drawn}", thread_ts=thread, job_id=job.id
+            )
         await self.store.kv_set(done_key, "done", now=self.clock.now(), ttl=30 * 86400.0)
         self.outbox.pacer.forget(job.id)
+
+    async def _spec(self, job: Job, incident: Incident) -> GraphSpec | str | None:
+        """The playbook's query, else the alert's rule expression (``bot.notify.alert_rules``);
+        a note (mrkdwn) when the alert's expression may not run; None: no expression."""
+        spec = playbook_spec(incident, self.features.playbook(incident.playbook))
+        if spec is not None:
+            return spec
+        try:
+            verdict = await rule_expression(incident, self.prometheus(), self.prometheus_urls)
+        except PrometheusError as exc:
+            if job.attempts < self.prometheus_attempts:
+                raise RetryLater(f"graph: alerting rules: {exc}") from None
+            verdict = Verdict(None, f"Prometheus did not list its alerting rules ({exc})")
+        if verdict is None:
+            return None
+        if verdict.expr is None:
+            return f"Graph not drawn: {escape(clip(verdict.reason, 400))}"
+        return rule_spec(verdict.expr, incident.title)
+
+    async def _draw(self, job: Job, spec: GraphSpec) -> Graph | str:
+        """The graph, or a note (mrkdwn) saying why there is none."""
+        try:
+            graph = await draw(self.prometheus(), spec, end=self.clock.now())
+        except PrometheusQueryError as exc:
+            return f"Graph unavailable: {escape(clip(str(exc), 300))}"
+        except PrometheusError as exc:
+            if job.attempts < self.prometheus_attempts:
+                raise RetryLater(f"graph: {exc}") from None
+            return f"Graph unavailable: Prometheus did not answer ({escape(clip(str(exc), 200))})"
+        if not graph.series:
+            return f"Graph: no data for {code(spec.query, 200)} in the last hour"
+        return graph

@@ -31,6 +31,7 @@ from bot.errors import ConfigError
 from bot.escalation import DECIDE_KIND, TIMER_KIND, EscalationPolicy
 from bot.incidents import Event, EventKind
 from bot.jobs import JobHandlers, Lane
+from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.pagerduty_client import EventsClient, ssl_context
 from bot.notify.pagerduty_rest import IncidentFinder, RestSettings
 from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics
@@ -162,9 +163,11 @@ def build(
     playbooks: Callable[[], PlaybookSet | None],
     pipeline_registered: Callable[[], bool],
     silences: SilenceService | None = None,
+    links: LinkPolicy = NO_LINKS,
 ) -> PagerDutyFeature:
     """The PagerDuty feature from explicit dependencies (providers are read at run time);
-    ``ack_silences`` records its silences through ``silences``."""
+    ``ack_silences`` records its silences through ``silences``; a trigger carries the
+    links that came with the alert only where ``links`` allows."""
     ctx = _ssl(settings)
     metrics = PagerDutyMetrics(registry)
     client = EventsClient(
@@ -187,6 +190,7 @@ def build(
         metrics,
         playbooks=playbooks,
         finder=IncidentFinder(rest) if rest is not None else None,
+        links=links,
     )
     policy = EscalationPolicy(
         pager,

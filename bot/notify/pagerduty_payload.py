@@ -4,7 +4,9 @@ A trigger carries the incident's stable key as ``dedup_key`` (so a repeat can ne
 second PagerDuty incident), the severity mapped from P0-P3, a summary of at most 1,024
 characters, ``source``/``component``/``group``/``class`` from the alert labels,
 ``custom_details`` (labels, firing alerts, diagnostic highlights, a narrative excerpt)
-and links (the Slack message, the Prometheus graph, the runbook).
+and links (the Slack message, the Prometheus graph, the runbook). A link that came with
+the alert goes only to a configured host (``bot.notify.links``); ``custom_details``
+names the ones left out (``hidden_links``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.incidents import AlertRecord, Incident
+from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy
 from bot.playbook.model import Playbook
 from bot.settings import Severity
 
@@ -103,38 +106,52 @@ def _http(url: object) -> bool:
     return isinstance(url, str) and url.startswith(("https://", "http://"))
 
 
-def links_for(incident: Incident, playbooks: Sequence[Playbook]) -> list[dict[str, str]]:
-    """Slack message, Prometheus graph, runbook and playbook links; http(s) only, no repeats."""
+def links_for(
+    incident: Incident, playbooks: Sequence[Playbook], policy: LinkPolicy
+) -> tuple[list[dict[str, str]], list[str]]:
+    """Slack message, Prometheus graph, runbook, playbook and Alertmanager links; http(s)
+    only, no repeats. Those that came with the alert only on a host ``policy`` allows:
+    the titles of the others come back second, to say they were hidden."""
     found: list[tuple[str, str]] = []
     slack = incident.data.get("slack")
     if isinstance(slack, Mapping) and _http(slack.get("permalink")):
         found.append((str(slack["permalink"]), "Slack thread"))
+    offered: list[tuple[str, str]] = []
     generator = next((a.generator_url for a in incident.alerts if _http(a.generator_url)), None)
     if generator:
-        found.append((generator, "Prometheus graph"))
+        offered.append((generator, "Prometheus graph"))
     annotations = [incident.common_annotations, *(a.annotations for a in incident.alerts)]
     runbook = next(
         (a[k] for a in annotations for k in ("runbook_url", "runbook") if _http(a.get(k))), None
     )
     if runbook:
-        found.append((runbook, "Runbook"))
-    for playbook in playbooks:
+        offered.append((runbook, "Runbook"))
+    shown, hidden = policy.split(offered)
+    found += shown
+    for playbook in playbooks:  # the playbook's YAML: configuration, not alert input
         found += [(link.url, link.title) for link in playbook.links if _http(link.url)]
     if _http(incident.external_url):
-        found.append((incident.external_url, "Alertmanager"))
+        allowed, left_out = policy.split([(incident.external_url, "Alertmanager")])
+        found += allowed
+        hidden += left_out
     seen: set[str] = set()
     out = []
     for href, text in found:
         if href not in seen:
             seen.add(href)
             out.append({"href": href, "text": clip(text, 100)})
-    return out[:MAX_LINKS]
+    return out[:MAX_LINKS], hidden
 
 
 def trigger_event(
-    incident: Incident, *, playbooks: Sequence[Playbook], reason: str
+    incident: Incident,
+    *,
+    playbooks: Sequence[Playbook],
+    reason: str,
+    links: LinkPolicy = NO_LINKS,
 ) -> dict[str, Any]:
-    """The Events API v2 trigger for ``incident`` (routing key added by the client)."""
+    """The Events API v2 trigger for ``incident`` (routing key added by the client);
+    ``links``: where the links that came with the alert may point (nowhere by default)."""
     labels = dict(incident.common_labels)
     firing = incident.firing or list(incident.alerts)
     for alert in firing[:1]:  # common labels may be sparse: fall back on the first alert's
@@ -160,6 +177,9 @@ def trigger_event(
         details["diagnostics"] = highlights
     if narrative := narrative_excerpt(incident.data):
         details["narrative"] = narrative
+    shown, hidden = links_for(incident, playbooks, links)
+    if hidden:
+        details["hidden_links"] = [f"{title} ({HIDDEN})" for title in hidden]
     payload: dict[str, Any] = {
         "summary": clip(summary, MAX_SUMMARY),
         "source": _first(labels, SOURCE_LABELS) or incident.receiver or "alertpilot",
@@ -180,8 +200,8 @@ def trigger_event(
         "payload": payload,
         "client": "alertpilot",
     }
-    if links := links_for(incident, playbooks):
-        event["links"] = links
+    if shown:
+        event["links"] = shown
     return event
 
 

@@ -36,6 +36,7 @@ from bot.clock import Clock
 from bot.errors import PermanentFailure, RetryLater
 from bot.incidents import EventKind, Incident, Status
 from bot.locks import KeyedLocks
+from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.pagerduty_client import EventsApiError, EventsClient, RateLimiter
 from bot.notify.pagerduty_payload import SEVERITY, follow_event, trigger_event
 from bot.notify.pagerduty_rest import IncidentFinder, RestUnavailable
@@ -182,8 +183,10 @@ class Pager:
         *,
         playbooks: Callable[[], PlaybookSet | None],
         finder: IncidentFinder | None = None,
+        links: LinkPolicy = NO_LINKS,
     ) -> None:
         self.store = store
+        self.links = links
         self.finder = finder
         self.clock = clock
         self.client = client
@@ -273,7 +276,10 @@ class Pager:
                 return outcome
             incident, state = seen[0]
             event = trigger_event(
-                incident, playbooks=self.playbooks_for(incident, state.playbooks), reason=reason
+                incident,
+                playbooks=self.playbooks_for(incident, state.playbooks),
+                reason=reason,
+                links=self.links,
             )
             if state.triggering_since is not None and await self._found(incident, event, reason):
                 return TriggerOutcome.FOUND

@@ -2,7 +2,8 @@
 
 The message is re-rendered from the incident (status, alerts, feature data) on every
 change and replaces itself in place, so it always tells the truth. Every string that
-came from an alert, a diagnostic, a narrative or a person goes through ``mrkdwn.escape``.
+came from an alert, a diagnostic, a narrative or a person goes through ``mrkdwn.escape``,
+and a link that came with an alert is a link only to a configured host (``Extras.links``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.incidents import Incident, Status
 from bot.notify import mrkdwn
+from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
 from bot.notify.mrkdwn import clip, escape
 from bot.settings import Severity
 from bot.silences import new_silence_url
@@ -56,7 +58,8 @@ class Extras:
     can_approve: bool = False
     buttons: bool = True
     extra_notes: Sequence[str] = field(default_factory=tuple)
-    alertmanager_url: str = ""  # for the silence link when the group has no external URL
+    alertmanager_url: str = ""  # the silence link's base unless the group's own is allowed
+    links: LinkPolicy = NO_LINKS  # where links that came with the alert may point
     max_silence: float | None = None  # slack.max_silence: longer menu choices are left out
 
 
@@ -283,24 +286,37 @@ def _silences(data: Any) -> JsonDict | None:
 
 
 def _links(incident: Incident, extras: Extras) -> list[str]:
+    """Links to the alert's sources, the playbook's, Alertmanager and PagerDuty.
+
+    Those that came with the alert (generator URL, Grafana's, ``runbook_url``, the
+    group's external URL) are links only on an allowed host (``bot.notify.links``);
+    elsewhere their title stays, saying the link was hidden."""
+    policy = extras.links
     links: list[str] = []
-    alerts = incident.firing or list(incident.alerts)
-    if alerts and alerts[0].generator_url:
-        graph = "Grafana rule" if alerts[0].links else "Prometheus graph"
-        links.append(mrkdwn.link(alerts[0].generator_url, graph))
-    for title, url in (alerts[0].links if alerts else {}).items():  # Grafana's
-        if mrkdwn.safe_url(url):
+
+    def offered(url: str, title: str) -> None:
+        if policy.allows(url) and mrkdwn.safe_url(url):
             links.append(mrkdwn.link(url, title))
-    annotations = alerts[0].annotations if alerts else {}
+        elif is_web_link(url):
+            links.append(f"{escape(title)} _({HIDDEN})_")
+
+    alerts = incident.firing or list(incident.alerts)
+    first = alerts[0] if alerts else None
+    if first is not None and first.generator_url:
+        offered(first.generator_url, "Grafana rule" if first.links else "Prometheus graph")
+    for title, url in (first.links if first is not None else {}).items():  # Grafana's
+        offered(url, title)
+    annotations = first.annotations if first is not None else {}
     runbook = incident.common_annotations.get("runbook_url") or annotations.get("runbook_url")
-    if runbook and mrkdwn.safe_url(runbook):
-        links.append(mrkdwn.link(runbook, "Runbook"))
-    for title, url in extras.playbook_links[:4]:
+    if runbook:
+        offered(runbook, "Runbook")
+    for title, url in extras.playbook_links[:4]:  # from the playbook's YAML: configuration
         if mrkdwn.safe_url(url):
             links.append(mrkdwn.link(url, clip(title, 40)))
-    if incident.external_url and mrkdwn.safe_url(incident.external_url):
-        links.append(mrkdwn.link(incident.external_url, "Alertmanager"))
-    silence = new_silence_url(incident, extras.alertmanager_url)
+    if incident.external_url:
+        offered(incident.external_url, "Alertmanager")
+    own = incident.external_url if policy.allows(incident.external_url) else ""
+    silence = new_silence_url(incident, own or extras.alertmanager_url)
     if silence and mrkdwn.safe_url(silence):
         links.append(mrkdwn.link(silence, "Silence in Alertmanager"))
     pagerduty = incident.data.get("pagerduty")

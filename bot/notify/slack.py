@@ -24,6 +24,7 @@ from bot.clock import Clock
 from bot.errors import NotFound, RetryLater
 from bot.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.matchers import matches_all
+from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.optional import AppFeatures
 from bot.notify.render import Extras, Rendered, incident_message
 from bot.notify.render_events import ROLLUP_SHOWN, event_reply, rollup_message
@@ -70,8 +71,10 @@ class SlackNotifier:
         clock: Clock,
         *,
         alertmanager_url: str = "",
+        links: LinkPolicy = NO_LINKS,
     ) -> None:
         self.store = store
+        self.links = links
         self.outbox = outbox
         self.storms = storms
         self.settings = settings
@@ -205,6 +208,7 @@ class SlackNotifier:
             can_approve=self.features.can_approve(),
             alertmanager_url=self.alertmanager_url,
             max_silence=self.settings.max_silence,
+            links=self.links,
         )
         return incident_message(incident, extras)
 

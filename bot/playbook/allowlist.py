@@ -7,12 +7,13 @@ allows ``https://flags.internal/api`` and ``https://flags.internal/api/flags/x``
 and fragments are not compared. An entry with no path (``https://flags.internal``) allows
 the whole host, which ``alertpilot check`` reports as a broad allowlist.
 
-No URL is allowed whose path a server could read as another path (``path_problem``): a
-backslash, a dot-segment (``.``, ``..``), or one hidden behind percent-encoding, however
-many times (``%2e%2e``, ``%252e%252e``) or behind path parameters (``..;/admin``, which
-Tomcat reads as ``..``). A URL rendered from a template must also keep the template's
-shape (``shape_problem``): as many path segments, and a query string or fragment only
-where the template has one.
+No URL is allowed whose host a browser could read as another host (a backslash before
+the path: browsers end the host there, Python's parser does not), nor one whose path a
+server could read as another path (``path_problem``): a backslash, a dot-segment (``.``,
+``..``), or one hidden behind percent-encoding, however many times (``%2e%2e``,
+``%252e%252e``) or behind path parameters (``..;/admin``, which Tomcat reads as ``..``).
+A URL rendered from a template must also keep the template's shape (``shape_problem``):
+as many path segments, and a query string or fragment only where the template has one.
 
 An executable is allowed when ``argv[0]`` equals an entry exactly (``/usr/bin/systemctl``
 allows only that path; ``kubectl`` allows only the bare name, looked up on ``PATH``).
@@ -50,6 +51,8 @@ def _parse(url: str) -> _Url | None:
         return None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES or not parts.hostname:
+        return None
+    if "\\" in parts.netloc:  # a browser ends the host there: http://evil\@allowed/
         return None
     if path_problem(parts.path) is not None:
         return None
