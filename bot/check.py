@@ -132,7 +132,8 @@ def risky_remediation(settings: Settings) -> list[str]:
         )
     if settings.slack is not None and not settings.slack.approvers:
         out.append(
-            "slack.approvers is empty: anyone in the Slack workspace can approve remediations"
+            "slack.approvers is empty: nobody can approve remediations from Slack (only "
+            "`alertpilot approve` and the API can)"
         )
     return out
 

@@ -147,10 +147,10 @@ RISKY: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str]] = {
         [playbook(r"[a-z0-9./=-]+")],
         "accepts values like options, paths or spaces",
     ),
-    "Slack approvals open to everyone": (
+    "Slack approvals by nobody": (
         {"slack": SLACK},
         [],
-        "slack.approvers is empty: anyone in the Slack workspace can approve remediations",
+        "slack.approvers is empty: nobody can approve remediations from Slack",
     ),
 }
 
