@@ -184,6 +184,21 @@ def test_links_that_came_with_the_alert_are_links_only_to_configured_hosts() -> 
     assert [t for t in _links_of(trusted, Extras()).values() if t.startswith("http")] == []
 
 
+def test_text_from_the_alert_is_never_turned_into_links_by_slack() -> None:
+    """A bare URL, a channel name or a mention in an annotation stays text: every mrkdwn
+    object is ``verbatim``, so Slack does not link-ify what the alert wrote."""
+    hostile = _incident(summary="log in again at https://evil.example/login #general @here")
+    blocks = incident_message(hostile, Extras()).blocks
+    objects = [
+        obj
+        for block in blocks
+        for obj in [block.get("text"), *block.get("fields", []), *block.get("elements", [])]
+        if isinstance(obj, dict) and obj.get("type") == "mrkdwn"
+    ]
+    assert objects and all(obj["verbatim"] is True for obj in objects)
+    assert "https://evil.example/login" in message_text({"blocks": blocks})
+
+
 def _pixels(png: bytes) -> tuple[int, int, bytes]:
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     image = Image.open(io.BytesIO(png))

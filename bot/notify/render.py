@@ -63,15 +63,19 @@ class Extras:
     max_silence: float | None = None  # slack.max_silence: longer menu choices are left out
 
 
+def mrkdwn_text(text: str) -> JsonDict:
+    """A mrkdwn text object that Slack shows as written: ``verbatim`` stops it turning bare
+    URLs, channel names and mentions in alert text into links (links alertpilot means
+    are written ``<url|title>``, which still work)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def section(text: str) -> JsonDict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, _MAX_SECTION)}}
+    return {"type": "section", "text": mrkdwn_text(clip(text, _MAX_SECTION))}
 
 
 def context(parts: Sequence[str]) -> JsonDict:
-    return {
-        "type": "context",
-        "elements": [{"type": "mrkdwn", "text": clip(p, 2000)} for p in parts[:10]],
-    }
+    return {"type": "context", "elements": [mrkdwn_text(clip(p, 2000)) for p in parts[:10]]}
 
 
 def headline(incident: Incident) -> str:
@@ -145,7 +149,7 @@ def _facts(incident: Incident) -> JsonDict:
     ]
     if incident.playbook:
         fields.append(f"*Playbook*\n{mrkdwn.code(incident.playbook, 80)}")
-    return {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]}
+    return {"type": "section", "fields": [mrkdwn_text(f) for f in fields]}
 
 
 def _labels(incident: Incident) -> list[str]:
