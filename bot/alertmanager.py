@@ -10,11 +10,12 @@ from urllib.parse import quote
 import aiohttp
 
 from bot.breaker import CircuitBreaker
+from bot.errors import UpstreamError
 from bot.httpclient import HttpError, request
 from bot.matchers import Matcher
 
 
-class AlertmanagerError(Exception):
+class AlertmanagerError(UpstreamError):
     """Alertmanager could not do what was asked (down, refused, unexpected answer);
     ``status`` is its HTTP status when it answered."""
 

@@ -22,7 +22,7 @@ from bot.errors import (
     NotConfigured,
     NotFound,
     PayloadError,
-    Refused,
+    RequestRefused,
     StoreError,
     StoreUnavailable,
 )
@@ -63,7 +63,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         app[keys.GUARD].check(request)
         return await handler(request)
-    except Refused as exc:
+    except RequestRefused as exc:
         metrics.webhooks.labels(endpoint, "refused").inc()
         response = _error(exc.status, exc.code, str(exc))
         if exc.status == 408:  # the rest of the body may still come: not on this connection

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from bot.errors import Refused
+from bot.errors import RequestRefused
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:
-        raise Refused(
+        raise RequestRefused(
             408, "request_timeout", f"the body did not arrive within {timeout:g}s"
         ) from None
 

@@ -2,12 +2,22 @@
 
     AlertpilotError
     ├── ConfigError            config or playbook file is invalid (file, line, key path)
+    ├── InvalidInput           a value someone wrote cannot be read (a matcher, a regex,
+    │                          command arguments); also a ValueError
     ├── PayloadError           an inbound request body is malformed           -> HTTP 400
     ├── AuthError              missing or wrong credentials / signature        -> HTTP 401
     ├── NotFound               no such incident / resource                     -> HTTP 404
     │   └── NotConfigured      the feature is off in this configuration       -> HTTP 404
-    ├── Refused                refused whatever the credentials (a browser's cross-site
-    │                          request, an unknown Host, not JSON)  -> its status (403, 415, 421)
+    ├── RequestRefused         refused whatever the credentials (a browser's cross-site
+    │                          request, an unknown Host, not JSON, too slow) -> its status
+    ├── TransitionError        (bot.incidents) a status change the state machine refuses -> 409
+    ├── ActionRefused          a rule refuses an action: who may act (bot.chat.access), a
+    │                          remediation guard, a silence's reach; the message says why
+    ├── RenderingError         a template fails to render, or a prompt to fit
+    ├── StepError              (bot.diagnostics.base) a diagnostic step has no answer
+    ├── UpstreamError          another system could not do what was asked: HttpError,
+    │                          PrometheusError, AlertmanagerError, EventsApiError, LlmError,
+    │                          RestUnavailable, OnCallUnavailable, PreconditionUnavailable
     ├── StoreError             the store failed
     │   └── StoreUnavailable   the store cannot commit right now (locked, disk full) -> HTTP 503
     └── JobError               a background job failed
@@ -57,7 +67,24 @@ class NotConfigured(NotFound):
     """The endpoint's feature is off; the message says how to turn it on."""
 
 
-class Refused(AlertpilotError):
+class InvalidInput(AlertpilotError, ValueError):
+    """A value someone wrote (a matcher, a pattern, a command's arguments) cannot be read."""
+
+
+class ActionRefused(AlertpilotError):
+    """A rule refuses the action; ``str(exc)`` says why, for people."""
+
+
+class RenderingError(AlertpilotError):
+    """A template failed to render, or a prompt cannot be made to fit."""
+
+
+class UpstreamError(AlertpilotError):
+    """Another system (Prometheus, Alertmanager, PagerDuty, Slack, the LLM, a diagnostic
+    or remediation target) could not do what was asked."""
+
+
+class RequestRefused(AlertpilotError):
     """A request refused before its credentials are looked at; ``status`` and ``code``
     are what the client gets."""
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot.errors import Refused
+from bot.errors import RequestRefused
 from bot.settings import Settings
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -95,11 +95,11 @@ class Guard:
         return self.any_host or is_loopback(host) or hostname(host) in self.hosts
 
     def check(self, request: web.Request) -> None:
-        """Raise ``Refused`` for a request a browser may have been made to send."""
+        """Raise ``RequestRefused`` for a request a browser may have been made to send."""
         headers = request.headers
         host = headers.get("Host")
         if host is not None and not self.host_allowed(host):
-            raise Refused(
+            raise RequestRefused(
                 421,
                 "host_not_allowed",
                 f"this server does not answer to {hostname(host)!r}: add it to "
@@ -107,9 +107,9 @@ class Guard:
             )
         origin = headers.get("Origin")
         if origin is not None and not self._same_origin(origin.lower(), host):
-            raise Refused(403, "cross_origin", f"requests from {origin!r} are refused")
+            raise RequestRefused(403, "cross_origin", f"requests from {origin!r} are refused")
         if headers.get("Sec-Fetch-Site") == "cross-site":
-            raise Refused(403, "cross_origin", "cross-site requests are refused")
+            raise RequestRefused(403, "cross_origin", "cross-site requests are refused")
         if (
             request.method == "POST"
             and request.path not in self.not_json
@@ -117,7 +117,7 @@ class Guard:
         ):
             problem = not_json(request)
             if problem is not None:
-                raise Refused(415, "unsupported_media_type", problem)
+                raise RequestRefused(415, "unsupported_media_type", problem)
 
     def _same_origin(self, origin: str, host: str | None) -> bool:
         """The page that sent it was served by this server: under the Host the request

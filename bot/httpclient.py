@@ -19,13 +19,14 @@ import aiohttp
 from yarl import URL
 
 from bot.breaker import CircuitBreaker
+from bot.errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class HttpError(Exception):
+class HttpError(UpstreamError):
     """An outbound call failed; ``status`` is None for network errors and timeouts.
 
     ``cause`` says which: ``timeout`` (no answer in time) or ``unreachable`` (refused,

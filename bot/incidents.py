@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.alerts import Alert, AlertGroup
+from bot.errors import AlertpilotError
 from bot.settings import IncidentSettings, Severity
 
 
@@ -35,7 +36,7 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 
-class TransitionError(ValueError):
+class TransitionError(AlertpilotError, ValueError):
     """A status change the state machine does not allow (e.g. acknowledging a resolved incident)."""
 
 

@@ -31,6 +31,7 @@ from typing import Annotated, NamedTuple
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from bot import regex
+from bot.errors import InvalidInput
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # The UTF-8 parser's lexer: punctuation, operators, quoted strings, unquoted words.
@@ -54,7 +55,7 @@ _GO_QUOTE_ESCAPES = {**_QUOTE_ESCAPES, **{v: f"\\{k}" for k, v in _GO_SIMPLE.ite
 _RE2_META = re.compile(r"[\\.+*?()|\[\]{}^$]")  # the characters Go's regexp.QuoteMeta escapes
 
 
-class MatcherError(ValueError):
+class MatcherError(InvalidInput):
     """A matcher is malformed; the message names the offending text and position."""
 
     def __init__(self, reason: str, text: str | None = None, position: int | None = None) -> None:

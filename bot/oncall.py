@@ -18,6 +18,7 @@ from typing import Any
 import pagerduty
 
 from bot.clock import Clock
+from bot.errors import UpstreamError
 from bot.notify.pagerduty_rest import RestSettings, failure
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100
 
 
-class OnCallUnavailable(Exception):
+class OnCallUnavailable(UpstreamError):
     """PagerDuty could not answer (down, throttled, wrong token)."""
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import aiohttp
 
 from bot.breaker import CircuitBreaker
+from bot.errors import UpstreamError
 from bot.httpclient import HttpError, request
 
 
-class PrometheusError(Exception):
+class PrometheusError(UpstreamError):
     """Prometheus could not answer (down, slow, 5xx after retries). ``cause``: ``timeout``
     (no answer in time), ``unreachable`` (refused, 5xx, its breaker open) or ``error``
     (it answered, but not with a result)."""

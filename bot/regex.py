@@ -19,11 +19,13 @@ import re2  # type: ignore[import-untyped]
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from bot.errors import InvalidInput
+
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # errors are raised to the caller, not written to stderr
 
 
-class RegexError(ValueError):
+class RegexError(InvalidInput):
     """The pattern is not valid RE2 syntax."""
 
 

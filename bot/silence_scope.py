@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.alertmanager import AlertmanagerClient, AlertmanagerError
+from bot.errors import ActionRefused
 from bot.incidents import Incident
 from bot.matchers import Matcher, MatcherError, MatchOp
 
@@ -37,7 +38,7 @@ LABELS_SHOWN = 300  # characters of one label set in a message
 AlertSilence = tuple[Matcher, ...]  # the matchers of one silence
 
 
-class SilenceRefused(Exception):
+class SilenceRefused(ActionRefused):
     """Silencing the incident would reach beyond it, or cannot be done narrowly enough;
     nothing was silenced. The message says why, for people."""
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from bot.chat.members import Members
 from bot.durations import format_duration
+from bot.errors import ActionRefused
 from bot.incidents import Incident
 from bot.notify.slack import SlackRouter
 from bot.settings import SlackSettings
@@ -44,7 +45,7 @@ VERBS = {
 }
 
 
-class Refused(Exception):
+class Refused(ActionRefused):
     """The Slack user may not do this; ``str(exc)`` says why, to them and in the log."""
 
 

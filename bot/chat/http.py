@@ -21,7 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot import jsonbody, keys
-from bot.errors import AuthError, NotFound, PayloadError, Refused
+from bot.errors import AuthError, NotFound, PayloadError, RequestRefused
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ async def slack_events(request: web.Request) -> web.StreamResponse:
         async with asyncio.timeout(request.app[keys.SETTINGS].server.body_timeout):
             body = await _read_body(request)
     except TimeoutError:
-        raise Refused(408, "request_timeout", "the body did not arrive in time") from None
+        raise RequestRefused(408, "request_timeout", "the body did not arrive in time") from None
     timestamp = request.headers.get("X-Slack-Request-Timestamp")
     signature = request.headers.get("X-Slack-Signature")
     if not timestamp or not signature:

@@ -18,7 +18,7 @@ from bot.chat.access import Caller
 from bot.chat.silences import MIN_SILENCE, UNTIL_RESOLVED
 from bot.chat.state import SlackState
 from bot.durations import format_duration, parse_duration
-from bot.errors import NotFound, PermanentFailure, RetryLater
+from bot.errors import InvalidInput, NotFound, PermanentFailure, RetryLater
 from bot.incidents import TransitionError
 from bot.notify.mrkdwn import clip, escape
 from bot.prometheus import PrometheusError
@@ -40,7 +40,7 @@ EXPECTED_ERRORS = (
 )
 
 
-class BadArguments(ValueError):
+class BadArguments(InvalidInput):
     """The user typed something we cannot read; answered with usage."""
 
 

@@ -24,6 +24,7 @@ from bot.breaker import Breakers
 from bot.clock import Clock
 from bot.diagnostics.judge import Outcome, judge
 from bot.diagnostics.result import DiagnosticResult, NotChecked
+from bot.errors import AlertpilotError
 from bot.httpclient import HttpError
 from bot.playbook.model import DiagnosticBase
 from bot.playbook.templating import NotApplicable, RenderError, render
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 SpecT = TypeVar("SpecT", bound=DiagnosticBase)
 
 
-class StepError(Exception):
+class StepError(AlertpilotError):
     """A step cannot produce an answer; the message becomes the result's error."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import openai
 from openai import AsyncOpenAI
 
+from bot.errors import UpstreamError
 from bot.settings import LlmSettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ ErrorKind = Literal[
 RETRYABLE: frozenset[str] = frozenset({"timeout", "connection", "server", "rate_limit"})
 
 
-class LlmError(Exception):
+class LlmError(UpstreamError):
     def __init__(
         self, kind: ErrorKind, message: str, *, retry_after: float | None = None, attempts: int = 1
     ) -> None:

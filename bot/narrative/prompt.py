@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import toon_format
 
+from bot.errors import RenderingError
 from bot.narrative.redact import Redactor
 from bot.narrative.templates import PromptBook
 from bot.narrative.tokens import TokenCounter
@@ -39,7 +40,7 @@ _INVISIBLE = re.compile(
 )
 
 
-class PromptTooLarge(Exception):
+class PromptTooLarge(RenderingError):
     """Even the smallest form of the data does not fit ``llm.max_prompt_tokens``."""
 
 

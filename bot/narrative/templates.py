@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from bot.errors import RenderingError
 from bot.narrative.context import pairs
 from bot.shipped import shipped
 
@@ -34,7 +35,7 @@ TEMPLATE_FILES = (
 )
 
 
-class PromptTemplateError(Exception):
+class PromptTemplateError(RenderingError):
     """A prompt or narrative template is missing or fails to render."""
 
 

@@ -18,12 +18,13 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from bot.errors import UpstreamError
 from bot.httpclient import HttpError, HttpResponse, request
 
 log = logging.getLogger(__name__)
 
 
-class EventsApiError(Exception):
+class EventsApiError(UpstreamError):
     """An event was not accepted. ``status`` is None when PagerDuty could not be reached."""
 
     def __init__(

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import pagerduty
 from pydantic import SecretStr
 
+from bot.errors import UpstreamError
+
 log = logging.getLogger(__name__)
 
 
-class RestUnavailable(Exception):
+class RestUnavailable(UpstreamError):
     """PagerDuty could not answer (down, throttled, wrong token)."""
 
 

@@ -36,13 +36,14 @@ from urllib.parse import quote
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from bot.errors import RenderingError
 from bot.incidents import Incident
 from bot.matchers import promql_regex_literal, promql_string, regex_escape
 
 MAX_OUTPUT = 64 * 1024
 
 
-class RenderError(Exception):
+class RenderError(RenderingError):
     """A template failed to render (undefined name, sandbox violation, output too large)."""
 
 

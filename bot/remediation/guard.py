@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.durations import format_duration
+from bot.errors import UpstreamError
 from bot.incidents import AlertRecord, Incident, Status
 from bot.playbook.model import Remediation, StepMode
 from bot.playbook.templating import RenderError, render
@@ -44,7 +45,7 @@ ORDER = (
 )
 
 
-class PreconditionUnavailable(Exception):
+class PreconditionUnavailable(UpstreamError):
     """Prometheus could not answer the precondition (a transient failure)."""
 
 

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.errors import ActionRefused
+
 
 class Guard(StrEnum):
     """The guard that stopped a step."""
@@ -41,7 +43,7 @@ class Stop:
         return f"{self.guard.value}: {self.reason}"
 
 
-class Refused(Exception):
+class Refused(ActionRefused):
     """An action would not build its call; nothing was sent or started."""
 
     def __init__(self, guard: Guard, reason: str) -> None:
