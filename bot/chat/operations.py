@@ -16,7 +16,6 @@ from bot.chat.state import SlackState
 from bot.incidents import EventKind, Status
 from bot.notify import mrkdwn
 from bot.notify.mrkdwn import escape
-from bot.notify.optional import maybe_await
 from bot.notify.pagerduty_sender import TriggerOutcome, already_paged, state_of
 from bot.store.base import Store
 
@@ -105,7 +104,7 @@ async def decide(
 ) -> str:
     verb = "approve" if approve else "reject"
     engine = state.features.remediation
-    if engine is None or not state.features.can_approve():
+    if engine is None:
         return "Remediation is not configured here: there is nothing to approve or reject."
     allowed, why = await state.approvers.check(user_id)
     if not allowed:
@@ -120,20 +119,21 @@ async def decide(
         )
         return f":no_entry: You cannot {verb} remediations: {why}."
     await state.store.get_incident(incident_id, timeline=False)  # NotFound for a wrong id
-    method = engine.approve if approve else engine.reject
-    await maybe_await(method(incident_id, step, actor=actor, source="slack"))
+    if approve:
+        await engine.approve(incident_id, step, actor=actor, source="slack")
+    else:
+        await engine.reject(incident_id, step, actor=actor, source="slack")
     done = "approved" if approve else "rejected"
     return f"You {done} `{escape(step)}` on #{incident_id}."
 
 
 async def rerun(state: SlackState, incident_id: int, actor: str) -> str:
     pipeline = state.features.pipeline
-    if pipeline is None or not state.features.can_rerun():
+    if pipeline is None:
         return "Diagnostics cannot be re-run here: the playbook pipeline is not configured."
     await state.store.get_incident(incident_id, timeline=False)
-    run = await maybe_await(pipeline.rerun_diagnostics(incident_id, actor))
-    status = str(getattr(run, "status", "done"))
-    message = escape(str(getattr(run, "message", "") or ""))
+    run = await pipeline.rerun_diagnostics(incident_id, actor)
+    status, message = run.status, escape(run.message)
     if status != "done":
         return f"Diagnostics did not run for #{incident_id}: {message or status}."
     return f":mag: Diagnostics re-run for #{incident_id}: {message}. Details are in its thread."

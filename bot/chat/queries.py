@@ -9,7 +9,6 @@ from bot.chat.state import SlackState
 from bot.errors import PermanentFailure, RetryLater
 from bot.notify.graph import GraphSpec, caption, draw, split_threshold
 from bot.notify.mrkdwn import clip, code, escape, link
-from bot.notify.optional import maybe_await
 
 if TYPE_CHECKING:
     from bot.chat.replies import Reply
@@ -67,7 +66,7 @@ async def oncall_text(state: SlackState, schedule: str | None) -> str:
     directory = state.features.oncall
     if directory is None:
         return "PagerDuty is not configured, so alertpilot cannot say who is on call."
-    entries = await maybe_await(directory.oncall(schedule=schedule))
+    entries = await directory.oncall(schedule=schedule)
     if not entries:
         return "Nobody is on call right now, according to PagerDuty."
     lines = ["*On call now* (PagerDuty)"]

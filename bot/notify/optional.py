@@ -2,31 +2,25 @@
 (approvals), playbooks (runbooks, links, graphs), PagerDuty (on-call).
 
 Each is looked up by its app key at the moment it is needed, so Slack works, with
-fewer buttons and answers, in a build or a configuration that leaves one out.
+fewer buttons and answers, in a configuration that leaves one out. The keys are typed,
+so what each feature offers is checked where it is used.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bot import keys
 from bot.incidents import Incident
+from bot.playbook.model import Playbook
+from bot.playbook.registry import PlaybookSet
 
-
-def optional(app: web.Application, name: str) -> Any | None:
-    """``app[keys.NAME]`` when that key exists and the feature registered itself, else None."""
-    from bot import keys  # keys imports most of bot; look it up late
-
-    key = getattr(keys, name, None)
-    if key is None or not isinstance(key, web.AppKey):
-        return None
-    return app.get(key)
-
-
-async def maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+if TYPE_CHECKING:  # they import bot.notify through bot.keys' features
+    from bot.oncall import OnCallDirectory
+    from bot.pipeline import Pipeline
+    from bot.remediation.engine import RemediationEngine
 
 
 class AppFeatures:
@@ -34,31 +28,28 @@ class AppFeatures:
         self.app = app
 
     @property
-    def pipeline(self) -> Any | None:
-        return optional(self.app, "PIPELINE")
+    def pipeline(self) -> Pipeline | None:
+        return self.app.get(keys.PIPELINE)
 
     @property
-    def remediation(self) -> Any | None:
-        return optional(self.app, "REMEDIATION")
+    def remediation(self) -> RemediationEngine | None:
+        return self.app.get(keys.REMEDIATION)
 
     @property
-    def playbooks(self) -> Any | None:
-        return optional(self.app, "PLAYBOOKS")
+    def playbooks(self) -> PlaybookSet | None:
+        return self.app.get(keys.PLAYBOOKS)
 
     @property
-    def oncall(self) -> Any | None:
-        return optional(self.app, "ONCALL")
+    def oncall(self) -> OnCallDirectory | None:
+        return self.app.get(keys.ONCALL)
 
     def can_rerun(self) -> bool:
-        return callable(getattr(self.pipeline, "rerun_diagnostics", None))
+        return self.pipeline is not None
 
     def can_approve(self) -> bool:
-        engine = self.remediation
-        return callable(getattr(engine, "approve", None)) and callable(
-            getattr(engine, "reject", None)
-        )
+        return self.remediation is not None
 
-    def playbook(self, name: str | None) -> Any | None:
+    def playbook(self, name: str | None) -> Playbook | None:
         playbooks = self.playbooks
         if playbooks is None or name is None:
             return None
@@ -66,5 +57,5 @@ class AppFeatures:
 
     def playbook_links(self, incident: Incident) -> list[tuple[str, str]]:
         playbook = self.playbook(incident.playbook)
-        links = getattr(playbook, "links", None) or []
+        links = playbook.links if playbook is not None else []
         return [(str(link.title), str(link.url)) for link in links]
