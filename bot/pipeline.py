@@ -30,9 +30,7 @@ step 2 again, with the person who asked as the actor.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +44,7 @@ from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sou
 from bot.diagnostics.summary import tally
 from bot.incidents import EventKind, Incident, Status
 from bot.jobs import Lane
+from bot.locks import KeyedLocks
 from bot.metrics import Metrics
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
@@ -132,13 +131,7 @@ class Pipeline:
         self.remediation = remediation
         self.metrics = metrics
         self.deadline = deadline
-        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _lock(self, incident_id: int) -> asyncio.Lock:
-        lock = self._locks.get(incident_id)
-        if lock is None:
-            lock = self._locks[incident_id] = asyncio.Lock()
-        return lock
+        self._lock = KeyedLocks()  # one incident's pipeline work at a time
 
     async def __call__(self, job: Job) -> None:
         """The ``pipeline`` job (notify lane): on ``incident.opened``, match and record the
