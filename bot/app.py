@@ -104,7 +104,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     metrics = Metrics()
     handlers = JobHandlers()
     store = SqliteStore(
-        settings.store.sqlite_path, busy_timeout=settings.store.busy_timeout, clock=clock.now
+        settings.store.sqlite_path,
+        subscribers=handlers.subscribers,  # features subscribe to events until the start
+        busy_timeout=settings.store.busy_timeout,
+        clock=clock.now,
     )
     app[keys.SETTINGS] = settings
     app[keys.GUARD] = Guard(settings)
@@ -216,8 +219,6 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[keys.STORE]
-    if isinstance(store, SqliteStore):
-        store.subscribers = app[keys.HANDLERS].subscribers
     await store.open()
     yield
     await store.close()

@@ -135,20 +135,9 @@ class Stats:
     open_by_severity: Mapping[str, int] = field(default_factory=dict)
 
 
-class Store(abc.ABC):
-    """Async persistence for alertpilot. Raise StoreUnavailable when a commit is impossible."""
+class InboxStore(abc.ABC):
+    """Webhook payloads as received, committed before the ack, and applied to incidents."""
 
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Prove the store is writable; raise StoreUnavailable if not."""
-
-    # inbox
     @abc.abstractmethod
     async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
         """Commit a received payload durably; return its inbox id. With ``result`` the row
@@ -180,7 +169,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def reject_payload(self, inbox_id: int, reason: str, now: float) -> None: ...
 
-    # incidents
+
+class IncidentStore(abc.ABC):
+    """Incidents, their alerts and timelines; every change writes its events and jobs in
+    the same transaction."""
+
     @abc.abstractmethod
     async def get_incident(self, incident_id: int, *, timeline: bool = True) -> Incident:
         """Raise NotFound if there is no such incident."""
@@ -260,7 +253,10 @@ class Store(abc.ABC):
         no incident.
         """
 
-    # jobs: the outbox and every timer
+
+class JobStore(abc.ABC):
+    """The jobs table: the outbox of every notification and every timer, claimed by lane."""
+
     @abc.abstractmethod
     async def enqueue_job(
         self,
@@ -306,7 +302,11 @@ class Store(abc.ABC):
     async def release_running_jobs(self) -> int:
         """After a restart: jobs that were running when the process died run again."""
 
-    # small shared state: caches, counters, rate windows
+
+class SharedState(abc.ABC):
+    """Small state every worker shares: caches, counters, rate windows, and the ids of
+    events received from outside (each applied once)."""
+
     @abc.abstractmethod
     async def kv_get(self, key: str, now: float) -> str | None: ...
 
@@ -324,7 +324,6 @@ class Store(abc.ABC):
     async def rate_entries(self, bucket: str, *, since: float, now: float) -> list[float]:
         """Times of the entries in ``bucket`` after ``since``, oldest first (read only)."""
 
-    # events received from outside, each applied once
     @abc.abstractmethod
     async def seen_event(self, source: str, event_id: str) -> str | None:
         """What came of the event ``event_id`` from ``source``, if it is remembered."""
@@ -338,6 +337,21 @@ class Store(abc.ABC):
     async def forget_events(self, source: str, *, before: float) -> int:
         """Forget the events of ``source`` counted from before ``before``; return how many.
         ``prune`` leaves them alone: each source keeps its ids as long as it needs them."""
+
+
+class Store(InboxStore, IncidentStore, JobStore, SharedState):
+    """Async persistence for alertpilot, by role (inbox, incidents, jobs, shared state),
+    plus its lifetime and upkeep. Raise StoreUnavailable when a commit is impossible."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Prove the store is writable; raise StoreUnavailable if not."""
 
     @abc.abstractmethod
     async def stats(self) -> Stats: ...
