@@ -230,3 +230,13 @@ async def test_a_documented_block_actions_payload_acknowledges(
     assert incident.status is Status.ACKNOWLEDGED
     assert incident.acknowledged_by == "@grace (U045VRZFT)"
     assert texts(fake_slack, "documented") == [":eyes: You acknowledged #1."]
+
+
+def test_a_reply_record_reads_what_every_version_wrote() -> None:
+    from bot.notify.slack import ReplyPost
+
+    assert ReplyPost.load(None) is None
+    assert ReplyPost.load("posting since 12.5") == ReplyPost(started=12.5)
+    assert ReplyPost.load("1700000000.000100") == ReplyPost(ts="1700000000.000100")
+    for record in (ReplyPost(started=3.0), ReplyPost(ts="1.2")):
+        assert ReplyPost.load(record.dump()) == record

@@ -16,8 +16,10 @@ Each reply is recorded in the store once sent, so a retried job never repeats on
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.clock import Clock
@@ -34,7 +36,31 @@ from bot.settings import SlackSettings
 from bot.store.base import Job, Store
 
 log = logging.getLogger(__name__)
-POSTING = "posting since "  # a thread reply's kv value from its intent until Slack's ts
+LEGACY_POSTING = "posting since "  # how a reply's intent was written before ReplyPost
+
+
+@dataclass(frozen=True)
+class ReplyPost:
+    """A thread reply's record in the key-value table: posting since ``started`` (the
+    intent, written before the call), then posted as ``ts`` (Slack's answer)."""
+
+    ts: str | None = None
+    started: float | None = None
+
+    def dump(self) -> str:
+        return json.dumps({"ts": self.ts, "started": self.started})
+
+    @classmethod
+    def load(cls, raw: str | None) -> ReplyPost | None:
+        if raw is None:
+            return None
+        if raw.startswith("{"):
+            found = json.loads(raw)
+            return cls(ts=found.get("ts"), started=found.get("started"))
+        if raw.startswith(LEGACY_POSTING):
+            return cls(started=float(raw.removeprefix(LEGACY_POSTING)))
+        return cls(ts=raw)  # a ts on its own, as written before
+
 
 KV_TTL = 30 * 86400.0
 CLOCK_SKEW = 120.0  # s: a retry looks for its earlier post from this long before its intent
@@ -243,12 +269,12 @@ class SlackNotifier:
         """One thread reply per timeline event, posted once as the incident's message is
         (see ``_post_once``)."""
         key = f"slack:reply:{event.id}"
-        done = await self.store.kv_get(key, self.clock.now())
-        if done is not None and not done.startswith(POSTING):
+        found = ReplyPost.load(await self.store.kv_get(key, self.clock.now()))
+        if found is not None and found.ts is not None:
             return  # posted: its ts is stored
 
         async def remember(now: float) -> None:
-            await self.store.kv_set(key, f"{POSTING}{now}", now=now, ttl=KV_TTL)
+            await self.store.kv_set(key, ReplyPost(started=now).dump(), now=now, ttl=KV_TTL)
 
         if state.get("rollup_ts"):
             text = f"*#{incident.id}* · {text}"
@@ -256,14 +282,14 @@ class SlackNotifier:
             str(state["channel"]),
             f"{incident.key}#{event.id}",
             thread_ts=str(state["thread_ts"]),
-            started=None if done is None else float(done.removeprefix(POSTING)),
+            started=None if found is None else found.started,
             remember=remember,
             text=text,
             job_id=job.id,
         )
         if answer is None:
             log.info("incident #%d: found its reply %s after a restart", incident.id, ts)
-        await self.store.kv_set(key, ts, now=self.clock.now(), ttl=KV_TTL)
+        await self.store.kv_set(key, ReplyPost(ts=ts).dump(), now=self.clock.now(), ttl=KV_TTL)
 
     async def _post_once(
         self,
