@@ -88,11 +88,17 @@ class Guard:
         if server.public_url:
             names.add(hostname(urlsplit(server.public_url).netloc))
         self.hosts = frozenset(names)
+        self._answers: dict[str, bool] = {}  # Host header -> allowed, worked out once
         # And endpoints that answer a wrong type in a shape of their own, or that are off.
         self.not_json = set(NOT_JSON)
 
     def host_allowed(self, host: str) -> bool:
-        return self.any_host or is_loopback(host) or hostname(host) in self.hosts
+        known = self._answers.get(host)
+        if known is None:
+            known = self.any_host or is_loopback(host) or hostname(host) in self.hosts
+            if len(self._answers) < 256:  # the few names real clients use, not every one tried
+                self._answers[host] = known
+        return known
 
     def check(self, request: web.Request) -> None:
         """Raise ``RequestRefused`` for a request a browser may have been made to send."""
