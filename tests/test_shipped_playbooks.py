@@ -61,6 +61,7 @@ PROMTOOL = Path("/usr/bin/promtool")
 
 SHIPPED = {
     "alertpilot.yaml": ["alertpilot-ingest", "alertpilot-notifiers", "alertpilot-narrative"],
+    "api-keys.yaml": ["api-key-expiry"],
     "batch-schedule.yaml": ["batch-schedule-missed", "batch-scheduler-paused"],
     "batch.yaml": ["batch-degraded"],
     "cache.yaml": ["cache-hit-rate"],
@@ -73,9 +74,14 @@ SHIPPED = {
     "llm-provider.yaml": ["llm-provider-failures"],
     "rag.yaml": ["rag-miss-rate"],
     "rate-limits.yaml": ["rate-limit-surge"],
+    "redis.yaml": ["redis-outage"],
+    "release.yaml": ["release-regression"],
+    "resources.yaml": ["cpu-pressure", "memory-pressure"],
     "streaming.yaml": ["streaming-stalls"],
+    "tenant-limits.yaml": ["tenant-rate-limits"],
     "token-budget.yaml": ["token-budget"],
     "unit-cost.yaml": ["batch-item-cost-high", "query-cost-high"],
+    "vector-search.yaml": ["vector-search-failures"],
 }
 # The budget runbook says "page at 90%" (and at 100%): P1 pages at once there.
 PAGES_AT_ONCE = {"llm-budget-critical", "llm-budget-exhausted"}
