@@ -60,7 +60,7 @@ def test_an_installed_wheel_checks_its_defaults_and_writes_narratives(tmp_path: 
 
     check = run(["-m", "bot.cli", "check"], elsewhere, target)  # the default config
     assert check.returncode == 0, check.stderr
-    assert "ok (18 playbook(s) in 13 file(s), 5 prompt template(s))" in check.stdout
+    assert "ok (30 playbook(s) in 22 file(s), 5 prompt template(s))" in check.stdout
     assert str(target / "bot" / "_shipped" / "configs" / "alertpilot.yaml") in check.stdout
 
     db = elsewhere / "a.db"

@@ -41,7 +41,14 @@ from bot.playbook.model import (
 )
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment, render
-from bot.settings import DEFAULT_CONFIG, PlaybookSettings, Settings, Severity, load_settings
+from bot.settings import (
+    DEFAULT_CONFIG,
+    PlaybookSettings,
+    RemediationMode,
+    Settings,
+    Severity,
+    load_settings,
+)
 
 # tests/ is on sys.path (pyproject: pythonpath)
 from stack import Prometheus, require_binary
@@ -54,6 +61,8 @@ PROMTOOL = Path("/usr/bin/promtool")
 
 SHIPPED = {
     "alertpilot.yaml": ["alertpilot-ingest", "alertpilot-notifiers", "alertpilot-narrative"],
+    "api-keys.yaml": ["api-key-expiry"],
+    "batch-schedule.yaml": ["batch-schedule-missed", "batch-scheduler-paused"],
     "batch.yaml": ["batch-degraded"],
     "cache.yaml": ["cache-hit-rate"],
     "classification-confidence.yaml": ["low-confidence-classifications"],
@@ -65,10 +74,20 @@ SHIPPED = {
     "llm-provider.yaml": ["llm-provider-failures"],
     "rag.yaml": ["rag-miss-rate"],
     "rate-limits.yaml": ["rate-limit-surge"],
+    "redis.yaml": ["redis-outage"],
+    "release.yaml": ["release-regression"],
+    "resources.yaml": ["cpu-pressure", "memory-pressure"],
     "streaming.yaml": ["streaming-stalls"],
+    "tenant-limits.yaml": ["tenant-rate-limits"],
+    "token-budget.yaml": ["token-budget"],
+    "unit-cost.yaml": ["batch-item-cost-high", "query-cost-high"],
+    "vector-search.yaml": ["vector-search-failures"],
 }
 # The budget runbook says "page at 90%" (and at 100%): P1 pages at once there.
 PAGES_AT_ONCE = {"llm-budget-critical", "llm-budget-exhausted"}
+# DESIGN: "stop batch work at 100%" of the budget, without waiting for a person. Every
+# other step waits for one (approval) or is only shown (suggest).
+AUTO_STEPS = {("llm-budget-exhausted", "pause_batch_scheduler")}
 EXPECTED_SEVERITY = {
     ("ErrorRateOutage", "critical"): Severity.P0,
     ("HighErrorRate", "critical"): Severity.P1,
@@ -77,6 +96,9 @@ EXPECTED_SEVERITY = {
     ("LLMBudgetCritical", "critical"): Severity.P1,
     ("LLMBudgetBurn", "warning"): Severity.P2,
     ("LLMBudgetBurn", "info"): Severity.P3,
+    ("TokenBudgetExhausted", "critical"): Severity.P1,
+    ("TokenBudgetCritical", "critical"): Severity.P1,
+    ("TokenBudgetHigh", "warning"): Severity.P2,
 }
 
 BENIGN = "benignvalue"
@@ -278,10 +300,15 @@ def test_each_playbook_is_complete(playbooks: PlaybookSet) -> None:
 def test_remediations_are_guarded(playbooks: PlaybookSet, settings: Settings) -> None:
     allowed_urls = set(settings.remediation.allowed_urls)
     commands = set()
+    auto = set()
     for playbook in playbooks:
         for step in playbook.remediations:
             where = f"{playbook.name}.{step.name}"
-            assert step.mode in (StepMode.SUGGEST, StepMode.APPROVAL), where
+            if step.mode is StepMode.AUTO:
+                auto.add((playbook.name, step.name))
+                assert step.when is not None and step.verify is not None, where
+            else:
+                assert step.mode in (StepMode.SUGGEST, StepMode.APPROVAL), where
             assert step.description, where
             assert step.max_runs <= 2, where
             for action in (step.action, step.rollback):
@@ -296,6 +323,9 @@ def test_remediations_are_guarded(playbooks: PlaybookSet, settings: Settings) ->
             if isinstance(step.action, CommandAction):
                 assert step.when is not None and step.verify is not None, where
     assert 1 <= len(commands) <= 2, f"keep commands few, prefer the control API: {commands}"
+    assert auto == AUTO_STEPS
+    # the shipped config's ceiling keeps even those waiting for a person
+    assert settings.remediation.mode is RemediationMode.APPROVAL
 
 
 # rules <-> playbooks ------------------------------------------------------------------
