@@ -16,7 +16,8 @@ class BuildWithShipped(build_py):
         super().run()
         for name in SHIPPED:
             target = Path(self.build_lib) / "bot" / "_shipped" / name
-            shutil.copytree(Path(name), target, dirs_exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)  # a file removed since the last build
+            shutil.copytree(Path(name), target)
 
 
 setup(cmdclass={"build_py": BuildWithShipped})
