@@ -63,6 +63,7 @@ SHIPPED = {
     "latency.yaml": ["high-latency"],
     "llm-budget.yaml": ["llm-budget-exhausted", "llm-budget-critical", "llm-budget-burn"],
     "llm-provider.yaml": ["llm-provider-failures"],
+    "outage.yaml": ["service-outage", "scrape-target-down"],
     "rag.yaml": ["rag-miss-rate"],
     "rate-limits.yaml": ["rate-limit-surge"],
     "streaming.yaml": ["streaming-stalls"],
@@ -70,6 +71,10 @@ SHIPPED = {
 # The budget runbook says "page at 90%" (and at 100%): P1 pages at once there.
 PAGES_AT_ONCE = {"llm-budget-critical", "llm-budget-exhausted"}
 EXPECTED_SEVERITY = {
+    ("ServiceDown", "critical"): Severity.P0,
+    ("ServiceTargetsAbsent", "critical"): Severity.P0,
+    ("TrafficStopped", "critical"): Severity.P0,
+    ("ScrapeTargetDown", "warning"): Severity.P2,
     ("ErrorRateOutage", "critical"): Severity.P0,
     ("HighErrorRate", "critical"): Severity.P1,
     ("HighErrorRate", "warning"): Severity.P2,
