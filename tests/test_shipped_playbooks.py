@@ -62,7 +62,13 @@ SHIPPED = {
     "factcheck.yaml": ["factcheck-rejection-spike"],
     "latency.yaml": ["high-latency"],
     "llm-budget.yaml": ["llm-budget-exhausted", "llm-budget-critical", "llm-budget-burn"],
-    "llm-provider.yaml": ["llm-provider-failures"],
+    "llm-provider.yaml": [
+        "llm-provider-failures",
+        "llm-provider-auth",
+        "llm-provider-quota",
+        "llm-model-unavailable",
+        "llm-provider-rate-limit-spike",
+    ],
     "outage.yaml": ["service-outage", "scrape-target-down"],
     "rag.yaml": ["rag-miss-rate"],
     "rate-limits.yaml": ["rate-limit-surge"],
@@ -82,6 +88,10 @@ EXPECTED_SEVERITY = {
     ("LLMBudgetCritical", "critical"): Severity.P1,
     ("LLMBudgetBurn", "warning"): Severity.P2,
     ("LLMBudgetBurn", "info"): Severity.P3,
+    ("LLMProviderAuthFailing", "critical"): Severity.P1,
+    ("LLMProviderQuotaExhausted", "critical"): Severity.P1,
+    ("LLMModelUnavailable", "critical"): Severity.P1,
+    ("LLMProviderRateLimitSpike", "warning"): Severity.P2,
 }
 
 BENIGN = "benignvalue"
