@@ -54,6 +54,7 @@ def test_rule_and_unit_test_files_exist() -> None:
         "assistant.yml",
         "llm-provider.yml",
         "outages.yml",
+        "slo.yml",
     ]
     assert UNIT_TEST_FILES, "no promtool unit tests under tests/rules/"
 

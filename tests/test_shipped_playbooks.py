@@ -60,7 +60,7 @@ SHIPPED = {
     "db-pool.yaml": ["db-pool-exhausted"],
     "error-rate.yaml": ["error-rate-outage", "high-error-rate"],
     "factcheck.yaml": ["factcheck-rejection-spike"],
-    "latency.yaml": ["high-latency"],
+    "latency.yaml": ["high-latency", "llm-time-to-first-token", "llm-total-latency"],
     "llm-budget.yaml": ["llm-budget-exhausted", "llm-budget-critical", "llm-budget-burn"],
     "llm-provider.yaml": [
         "llm-provider-failures",
@@ -72,6 +72,7 @@ SHIPPED = {
     "outage.yaml": ["service-outage", "scrape-target-down"],
     "rag.yaml": ["rag-miss-rate"],
     "rate-limits.yaml": ["rate-limit-surge"],
+    "slo.yaml": ["error-budget-burn", "availability-budget-burn"],
     "streaming.yaml": ["streaming-stalls"],
 }
 # The budget runbook says "page at 90%" (and at 100%): P1 pages at once there.
@@ -92,6 +93,10 @@ EXPECTED_SEVERITY = {
     ("LLMProviderQuotaExhausted", "critical"): Severity.P1,
     ("LLMModelUnavailable", "critical"): Severity.P1,
     ("LLMProviderRateLimitSpike", "warning"): Severity.P2,
+    ("ErrorBudgetBurn", "critical"): Severity.P1,
+    ("ErrorBudgetBurn", "warning"): Severity.P2,
+    ("AvailabilityBudgetBurn", "critical"): Severity.P1,
+    ("AvailabilityBudgetBurn", "warning"): Severity.P2,
 }
 
 BENIGN = "benignvalue"
