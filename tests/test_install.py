@@ -60,7 +60,14 @@ def test_an_installed_wheel_checks_its_defaults_and_writes_narratives(tmp_path: 
 
     check = run(["-m", "bot.cli", "check"], elsewhere, target)  # the default config
     assert check.returncode == 0, check.stderr
-    assert "ok (30 playbook(s) in 22 file(s), 5 prompt template(s))" in check.stdout
+    # every shipped playbook and prompt came with it: the same count as in the source tree
+    source = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "check", "--config", "configs/alertpilot.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    counts = source.stdout.rpartition(": ok (")[2]
+    assert counts.startswith(tuple("123456789")) and "playbook(s) in" in counts, source.stdout
+    assert check.stdout.endswith(f": ok ({counts}"), (check.stdout, counts)
     assert str(target / "bot" / "_shipped" / "configs" / "alertpilot.yaml") in check.stdout
 
     db = elsewhere / "a.db"

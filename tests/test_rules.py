@@ -49,7 +49,14 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_rule_and_unit_test_files_exist() -> None:
-    assert [p.name for p in RULE_FILES] == ["alertpilot.yml", "assistant.yml", "operations.yml"]
+    assert [p.name for p in RULE_FILES] == [
+        "alertpilot.yml",
+        "assistant.yml",
+        "llm-provider.yml",
+        "operations.yml",
+        "outages.yml",
+        "slo.yml",
+    ]
     assert UNIT_TEST_FILES, "no promtool unit tests under tests/rules/"
 
 
