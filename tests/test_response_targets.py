@@ -64,8 +64,8 @@ async def test_an_unacknowledged_p0_goes_one_level_up_at_five_minutes_once(
         {"resolve"},
     )
     jobs = await bot.store.stats()
-    # waiting: the resolve target; no level timer
-    assert jobs.jobs_pending == 0 and jobs.jobs_scheduled == 1
+    # waiting: the resolve target and the next status-update reminder; no level timer
+    assert jobs.jobs_pending == 0 and jobs.jobs_scheduled == 2
 
 
 async def test_each_level_once_up_to_max_level(

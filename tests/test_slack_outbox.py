@@ -188,7 +188,11 @@ async def test_a_thread_reply_whose_answer_was_lost_is_found_not_repeated(
     """The same for a reply in the incident's thread (here: the alerts resolved)."""
     fake_slack.clock = time.time  # message ts as Slack makes them, so the lookup finds them
     settings = slack_settings(
-        tmp_path, fake_slack, graphs=False, workers={"backoff_base": 0.2, "backoff_max": 1}
+        tmp_path,
+        fake_slack,
+        graphs=False,
+        workers={"backoff_base": 0.2, "backoff_max": 1},
+        sections={"response": {"postmortem_severities": []}},  # the resolution alone
     )
     client = await start(aiohttp_client, settings)
     await client.post("/alertmanager", json=payload("captured-firing"))
