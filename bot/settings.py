@@ -198,10 +198,24 @@ class LinkSettings(Strict):
     not sent: Slack and PagerDuty say that a link was hidden."""
 
     allowed_urls: list[BaseUrl] = Field(default_factory=list)
+    # Where a runbook link written as a path (``docs/runbooks/x.md#y``, ``runbooks/x``) is
+    # opened: the path is resolved against it, in a rule's runbook_url and a playbook's
+    # links alike, and links under it are allowed. Without it such a path is no link.
+    runbook_base_url: BaseUrl | None = None
+
+    _blank = field_validator("runbook_base_url", mode="before")(_blank_to_none)
 
 
 class PlaybookSettings(Strict):
     paths: list[str] = Field(default_factory=lambda: ["playbooks"])
+
+
+class RuleSettings(Strict):
+    """Prometheus rule files (files or folders of ``*.yml``/``*.yaml``) whose alerts reach
+    alertpilot: ``alertpilot check`` warns about a ``runbook_url`` in them that people
+    could not open. alertpilot does not load them otherwise."""
+
+    paths: list[str] = Field(default_factory=list)
 
 
 class DiagnosticsSettings(Strict):
@@ -484,6 +498,7 @@ class Settings(Strict):
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
+    rules: RuleSettings = Field(default_factory=RuleSettings)
     diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)

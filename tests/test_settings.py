@@ -210,10 +210,13 @@ def test_response_targets_default_to_the_runbooks_and_merge_per_severity(
         ("response:\n  ack_within: {P4: 5m}\n", "response.ack_within.P4: unknown key"),
         ("response:\n  reminder_every: 30s\n", "at least 1m"),
         ("response:\n  max_level: 0\n", "response.max_level"),
+        ("links:\n  runbook_base_url: docs/runbooks\n", "links.runbook_base_url: Value error"),
         ("pagerduty:\n  routing_key: k\n  from_email: ops\n", "pagerduty.from_email"),
     ],
 )
-def test_response_settings_are_checked(tmp_path: Path, text: str, expected: str) -> None:
+def test_response_and_runbook_settings_are_checked(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, text), env={})
     assert any(expected in problem for problem in err.value.problems), err.value.problems

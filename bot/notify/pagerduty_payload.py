@@ -112,8 +112,9 @@ def links_for(
     incident: Incident, playbooks: Sequence[Playbook], policy: LinkPolicy
 ) -> tuple[list[dict[str, str]], list[str]]:
     """Slack message, Prometheus graph, runbook, playbook and Alertmanager links; http(s)
-    only, no repeats. Those that came with the alert only on a host ``policy`` allows:
-    the titles of the others come back second, to say they were hidden."""
+    only (a runbook path resolved against ``policy``'s base), no repeats. Those that came
+    with the alert only on a host ``policy`` allows: the titles of the others come back
+    second, to say they were hidden."""
     found: list[tuple[str, str]] = []
     slack = incident.data.get("slack")
     if isinstance(slack, Mapping) and _http(slack.get("permalink")):
@@ -123,15 +124,25 @@ def links_for(
     if generator:
         offered.append((generator, "Prometheus graph"))
     annotations = [incident.common_annotations, *(a.annotations for a in incident.alerts)]
-    runbook = next(
-        (a[k] for a in annotations for k in ("runbook_url", "runbook") if _http(a.get(k))), None
+    runbook = next(  # a path is resolved against links.runbook_base_url
+        (
+            resolved
+            for a in annotations
+            for k in ("runbook_url", "runbook")
+            if a.get(k) and (resolved := policy.resolve(a[k]))
+        ),
+        None,
     )
     if runbook:
         offered.append((runbook, "Runbook"))
     shown, hidden = policy.split(offered)
     found += shown
     for playbook in playbooks:  # the playbook's YAML: configuration, not alert input
-        found += [(link.url, link.title) for link in playbook.links if _http(link.url)]
+        found += [
+            (resolved, link.title)
+            for link in playbook.links
+            if (resolved := policy.resolve(link.url))
+        ]
     if _http(incident.external_url):
         allowed, left_out = policy.split([(incident.external_url, "Alertmanager")])
         found += allowed

@@ -341,11 +341,12 @@ def _links(incident: Incident, extras: Extras) -> list[str]:
         offered(url, title)
     annotations = first.annotations if first is not None else {}
     runbook = incident.common_annotations.get("runbook_url") or annotations.get("runbook_url")
-    if runbook:
-        offered(runbook, "Runbook")
+    if runbook:  # a path is resolved against links.runbook_base_url
+        offered(policy.resolve(runbook) or runbook, "Runbook")
     for title, url in extras.playbook_links[:4]:  # from the playbook's YAML: configuration
-        if mrkdwn.safe_url(url):
-            links.append(mrkdwn.link(url, clip(title, 40)))
+        resolved = policy.resolve(url)
+        if resolved and mrkdwn.safe_url(resolved):
+            links.append(mrkdwn.link(resolved, clip(title, 40)))
     if incident.external_url:
         offered(incident.external_url, "Alertmanager")
     own = incident.external_url if policy.allows(incident.external_url) else ""
