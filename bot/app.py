@@ -38,6 +38,7 @@ from bot.settings import Settings
 from bot.silences import SilenceService
 from bot.store.base import Store
 from bot.store.sqlite import SqliteStore
+from bot.targets import ResponseTargets, TargetMetrics
 from bot.worker import InboxProcessor, JobRunner
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     if settings.slack is None:
         handlers.register(LogNotifier.kind, LogNotifier(store), subscribe=True, lane=Lane.NOTIFY)
     app[keys.SILENCES].register(handlers)
+    ResponseTargets(  # acknowledgement and resolution targets: core, whatever notifies
+        store,
+        clock,
+        settings.response,
+        TargetMetrics(metrics.registry),
+        playbooks=lambda: app.get(keys.PLAYBOOKS),
+    ).register(handlers)
 
     app.router.add_post("/alertmanager", alertmanager_webhook)
     app.router.add_get("/healthz", api.healthz)

@@ -1,5 +1,7 @@
 """``alertpilot check``: the config, every playbook and the prompt templates, all problems
-at once, each as ``file:line: field: message``.
+at once, each as ``file:line: field: message``; and warnings, among them every link in
+the playbooks and in the rules (``rules.paths``: their ``runbook_url`` annotations) that
+Slack and PagerDuty could not show as a link a phone opens.
 
 PromQL templates get the full parser (``promtool check rules``) when ``promtool`` is
 installed, and the light check (strings terminate, brackets balance) otherwise.
@@ -22,6 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from bot import regex
 from bot.errors import ConfigError
 from bot.matchers import MatchOp
+from bot.notify.links import link_problem
 from bot.playbook import allowlist
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import check_playbooks, default_paths_hint
@@ -34,6 +37,8 @@ from bot.playbook.templating import (
     sample_context,
 )
 from bot.settings import Settings, load_settings
+from bot.shipped import shipped
+from bot.yamlsource import Loc, format_loc, load_text
 
 PROMTOOL = "/usr/bin/promtool"
 
@@ -94,11 +99,18 @@ def check_config(config: str | Path, *, promtool: str | None = None) -> CheckRep
         report.problems.extend(exc.problems)
         return report
     loaded = check_playbooks(
-        settings.playbooks.paths, Allowlists.from_settings(settings), promtool=promtool
+        settings.playbooks.paths,
+        Allowlists.from_settings(settings),
+        promtool=promtool,
+        runbook_base=settings.links.runbook_base_url,
     )
     report.problems.extend(loaded.problems)
     report.problems.extend(default_paths_hint(settings, loaded.problems))
     report.warnings.extend(risky_steps(settings, loaded.playbooks))
+    report.warnings.extend(loaded.warnings)
+    report.warnings.extend(
+        rule_link_warnings(settings.rules.paths, settings.links.runbook_base_url)
+    )
     report.label_needs.extend(label_needs(loaded.playbooks))
     report.playbooks, report.playbook_files = len(loaded.playbooks), len(loaded.files)
 
@@ -111,6 +123,65 @@ def check_config(config: str | Path, *, promtool: str | None = None) -> CheckRep
     report.problems.extend(problems)
     report.problems.extend(_narrative_problems(settings, problems))
     return report
+
+
+RULE_SUFFIXES = (".yml", ".yaml")
+SHIPPED_RULES = "rules"
+RUNBOOK_ANNOTATIONS = ("runbook_url", "runbook")
+
+
+def rule_files(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """The rule files under ``rules.paths`` and the paths that are not there; the
+    relative path ``rules`` that is not in the working directory is the shipped rules."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists() and raw == SHIPPED_RULES:
+            path = shipped(SHIPPED_RULES)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(f"{path}: rules.paths: no such file or directory")
+    return list(dict.fromkeys(files)), missing
+
+
+def _runbook_urls(data: object) -> Iterator[tuple[Loc, str, str]]:
+    """(key path, alert, value) of each runbook annotation in a rule file's data."""
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for g, group in enumerate(groups if isinstance(groups, list) else []):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for r, rule in enumerate(rules if isinstance(rules, list) else []):
+            annotations = rule.get("annotations") if isinstance(rule, dict) else None
+            if not isinstance(annotations, dict):
+                continue
+            for name in RUNBOOK_ANNOTATIONS:
+                url = annotations.get(name)
+                if isinstance(url, str):
+                    loc = ("groups", g, "rules", r, "annotations", name)
+                    yield loc, str(rule.get("alert", "?")), url
+
+
+def rule_link_warnings(paths: Iterable[str], runbook_base: str | None) -> list[str]:
+    """Every ``runbook_url`` in the rule files that is no link people could open."""
+    files, out = rule_files(paths)
+    for path in files:
+        try:
+            docs = load_text(path.read_text(encoding="utf-8"), str(path), env=None)
+        except (OSError, UnicodeDecodeError) as exc:
+            out.append(f"{path}: cannot read: {exc}")
+            continue
+        except ConfigError as exc:
+            out.extend(exc.problems)
+            continue
+        for doc in docs:
+            for loc, alert, url in _runbook_urls(doc.data):
+                problem = link_problem(url, runbook_base)
+                if problem is not None:
+                    out.append(f"{doc.where(loc)}: {format_loc(loc)}: {alert}: {url!r} {problem}")
+    return out
 
 
 def risky_remediation(settings: Settings) -> list[str]:

@@ -47,3 +47,17 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """A pydantic field type: accepts ``"5m"`` or seconds, holds seconds as float."""
+
+
+def parse_target(value: object) -> float | None:
+    """A time limit: a positive duration, or ``never`` (also ``none``, null) for none."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("never", "none")):
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"not a time limit: {value!r} (a positive duration, or never)")
+    return seconds
+
+
+Target = Annotated[float | None, BeforeValidator(parse_target)]
+"""A pydantic field type for a time limit: ``"15m"`` or ``never`` (None)."""

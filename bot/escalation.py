@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from bot.clock import Clock
 from bot.durations import format_duration
 from bot.incidents import Incident, Status
-from bot.notify.pagerduty_sender import Pager, PageState, PageWrite, TriggerOutcome
+from bot.notify.pagerduty_sender import Pager, PageWrite, TriggerOutcome
+from bot.notify.pagerduty_state import PageState
 from bot.playbook.model import DEFAULT_PAGING, PageRule
 from bot.store.base import Job, NewJob, Store
 

@@ -49,15 +49,19 @@ class JobHandlers:
         subscribe: bool = False,
         events: Iterable[str] | None = None,
         lane: Lane = Lane.PIPELINE,
+        timer: bool = False,
     ) -> None:
         """Add a handler, run in ``lane``; with ``subscribe`` it gets a job for each timeline
         event (of the kinds in ``events``, when given: the others would cost a job that
-        does nothing)."""
+        does nothing). ``timer``: its jobs wait for a time minutes or hours ahead (an
+        escalation, a reminder), and are not backlog while they wait."""
         if kind in self._handlers:
             raise ValueError(f"job kind {kind!r} is registered twice")
         self._handlers[kind] = handler
         self._lanes[kind] = lane
         self._subscribers.route(kind, lane.value)
+        if timer:
+            self._subscribers.timer(kind)
         if subscribe:
             self._subscribers.add(kind, events)
 

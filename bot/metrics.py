@@ -71,7 +71,15 @@ class Metrics:
             registry=r,
         )
         self.jobs_pending = Gauge(
-            "alertpilot_jobs_pending", "Jobs waiting or running (the outbox).", registry=r
+            "alertpilot_jobs_pending",
+            "Jobs waiting or running (the outbox), retries in backoff included.",
+            registry=r,
+        )
+        self.jobs_scheduled = Gauge(
+            "alertpilot_jobs_scheduled",
+            "Timers: jobs that have not run yet and are due later (escalations, reminders,"
+            " response targets).",
+            registry=r,
         )
         self.breaker_open = Gauge(
             "alertpilot_upstream_breaker_open",
@@ -115,6 +123,7 @@ class Metrics:
         oldest = stats.oldest_pending_at
         self.inbox_oldest_age.set(0.0 if oldest is None else max(0.0, now - oldest))
         self.jobs_pending.set(stats.jobs_pending)
+        self.jobs_scheduled.set(stats.jobs_scheduled)
         self.jobs_failed.set(stats.jobs_failed)
         for severity in SEVERITIES:
             self.incidents_open.labels(severity).set(stats.open_by_severity.get(severity, 0))

@@ -8,14 +8,15 @@ the configured secret, compared in constant time, before the body is parsed at a
     incident.unacknowledged   IncidentActions.unacknowledge
     incident.resolved         IncidentActions.resolve
     incident.reassigned       timeline note: who it is assigned to now
-    incident.escalated        timeline note (never our own ``incident.escalated``: no loop)
+    incident.escalated        timeline note (never our own ``incident.escalated``: no loop);
+                              the page's level moved: alertpilot's next level is above it
     incident.annotated        timeline note with the note's text
     incident.triggered        remembered (PagerDuty's incident id for ours), nothing else
     anything else             logged, counted, ignored (HTTP 200)
 
-Our incident is found by the event's ``incident_key`` (the ``dedup_key`` alertpilot sent),
-or, for events that only reference PagerDuty's incident, by its id as learned from an
-earlier event.
+Our incident is found by the event's ``incident_key`` (the ``dedup_key`` alertpilot sent,
+a re-page's too), or, for events that only reference PagerDuty's incident, by its id as
+learned from an earlier event.
 
 Each event is applied once. The signature covers the body but no time, so a captured
 delivery would stay valid for ever: what stops a replay is memory. Processed event ids
@@ -44,8 +45,10 @@ from bot.clock import Clock
 from bot.durations import format_duration
 from bot.errors import NotFound, PayloadError
 from bot.incidents import Incident, Status, TransitionError
-from bot.notify.pagerduty_payload import clip
-from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics, PdIncident
+from bot.notify.pagerduty_levels import repage_map_key
+from bot.notify.pagerduty_payload import clip, dedup_key
+from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics
+from bot.notify.pagerduty_state import PdIncident
 from bot.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -253,6 +256,8 @@ class PagerDutyWebhooks:
                 via = f" ({policy.get('summary')})" if isinstance(policy, Mapping) else ""
                 text = f"escalated in PagerDuty{via} to {_names(data.get('assignees'))}"
                 await self.actions.note(incident.id, actor=actor, source="pagerduty", text=text)
+                if data.get("incident_key") in (None, dedup_key(incident)):
+                    await self.pager.observe_escalation(incident.id)  # the page's own level
             elif kind == "annotated":
                 content = data.get("content")
                 text = f"note in PagerDuty by {actor}" + (
@@ -263,6 +268,14 @@ class PagerDutyWebhooks:
             return f"ignored: {exc}"
         return "applied" if kind != "triggered" else "recorded"
 
+    async def _by_id(self, known: str | None) -> Incident | None:
+        if known is None or not known.isdigit():
+            return None
+        try:
+            return await self.store.get_incident(int(known), timeline=False)
+        except NotFound:
+            return None
+
     async def _find(self, data: Mapping[str, Any]) -> Incident | None:
         """Our incident, by incident_key or by PagerDuty's incident id seen before."""
         pd_ref = data if data.get("type") == "incident" else data.get("incident")
@@ -272,13 +285,14 @@ class PagerDutyWebhooks:
         key = pd_ref.get("incident_key")
         if isinstance(key, str) and key:
             incident = await self.store.find_incident(key)
+            if incident is None:  # a re-page for a higher level has a dedup_key of its own
+                known = await self.store.kv_get(repage_map_key(key), self.clock.now())
+                incident = await self._by_id(known)
         if incident is None and isinstance(pd_id, str) and pd_id:
             known = await self.store.kv_get(f"pagerduty:incident:{pd_id}", self.clock.now())
-            if known is not None and known.isdigit():
-                try:
-                    incident = await self.store.get_incident(int(known), timeline=False)
-                except NotFound:
-                    incident = None
+            incident = await self._by_id(known)
+        if incident is not None and isinstance(key, str) and key != dedup_key(incident):
+            return incident  # a re-page's: PagerDuty's incident for the page stays linked
         if incident is not None and isinstance(pd_id, str) and pd_id:
             await self.store.kv_set(
                 f"pagerduty:incident:{pd_id}", str(incident.id), now=self.clock.now(), ttl=MAP_TTL

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot import regex
-from bot.durations import Duration
+from bot.durations import Duration, Target
 from bot.errors import ConfigError
 from bot.matchers import MatcherStr
 from bot.playbook.allowlist import url_allowed
@@ -198,10 +198,24 @@ class LinkSettings(Strict):
     not sent: Slack and PagerDuty say that a link was hidden."""
 
     allowed_urls: list[BaseUrl] = Field(default_factory=list)
+    # Where a runbook link written as a path (``docs/runbooks/x.md#y``, ``runbooks/x``) is
+    # opened: the path is resolved against it, in a rule's runbook_url and a playbook's
+    # links alike, and links under it are allowed. Without it such a path is no link.
+    runbook_base_url: BaseUrl | None = None
+
+    _blank = field_validator("runbook_base_url", mode="before")(_blank_to_none)
 
 
 class PlaybookSettings(Strict):
     paths: list[str] = Field(default_factory=lambda: ["playbooks"])
+
+
+class RuleSettings(Strict):
+    """Prometheus rule files (files or folders of ``*.yml``/``*.yaml``) whose alerts reach
+    alertpilot: ``alertpilot check`` warns about a ``runbook_url`` in them that people
+    could not open. alertpilot does not load them otherwise."""
+
+    paths: list[str] = Field(default_factory=list)
 
 
 class DiagnosticsSettings(Strict):
@@ -236,6 +250,61 @@ class IncidentSettings(Strict):
         }
     )
     default_severity: Severity = Severity.P2
+
+
+class AckTargets(Strict):
+    """How soon an incident of each severity must be acknowledged (``never``: no target)."""
+
+    P0: Target = 300.0
+    P1: Target = 900.0
+    P2: Target = 3600.0
+    P3: Target = None
+
+    def of(self, severity: Severity) -> float | None:
+        value: float | None = getattr(self, severity.value)
+        return value
+
+
+class ResolveTargets(Strict):
+    """How soon an incident of each severity should be resolved (``never``: no target)."""
+
+    P0: Target = 4 * 3600.0
+    P1: Target = 24 * 3600.0
+    P2: Target = None
+    P3: Target = None
+
+    def of(self, severity: Severity) -> float | None:
+        value: float | None = getattr(self, severity.value)
+        return value
+
+
+class ResponseSettings(Strict):
+    """Response targets and the process around them (``bot/targets.py``, Slack).
+
+    An incident not acknowledged within ``ack_within`` of its severity goes one escalation
+    level up, and again each ``ack_within`` after that, up to ``max_level`` (the first
+    page is level 1); a playbook's ``escalation.ack_within`` and ``resolve_within``
+    override these per severity. ``resolve_within`` is shown ("resolve by") and a miss is
+    noted and counted. Slack reminds the thread to post a status update every
+    ``reminder_every`` (0: never) for ``reminder_severities`` until the incident resolves,
+    and posts a postmortem draft when one of ``postmortem_severities`` resolves.
+    """
+
+    ack_within: AckTargets = Field(default_factory=AckTargets)
+    resolve_within: ResolveTargets = Field(default_factory=ResolveTargets)
+    max_level: int = Field(default=3, ge=1, le=10)
+    reminder_every: Duration = 900.0
+    reminder_severities: list[Severity] = Field(default_factory=lambda: [Severity.P0, Severity.P1])
+    postmortem_severities: list[Severity] = Field(
+        default_factory=lambda: [Severity.P0, Severity.P1]
+    )
+
+    @field_validator("reminder_every")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        if 0 < value < 60:
+            raise ValueError("at least 1m (0 turns reminders off)")
+        return value
 
 
 class LaneSettings(Strict):
@@ -374,11 +443,14 @@ class PagerDutySettings(Strict):
     decision_timeout: Duration = 60.0  # wait this long for playbook.matched, then page by default
     oncall_cache_ttl: Duration = 60.0
     api_retry_delay: Duration = 1.0  # REST API (on-call list): pause before its one retry
+    # The REST API's From header: the PagerDuty user an account API token acts as when it
+    # escalates an incident (a user's own token needs none).
+    from_email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     # Webhook event ids are remembered this long, and events that occurred longer ago are
     # not applied: the signature carries no time, so this is what stops a replay.
     seen_event_retention: Duration = 30 * 86400.0
 
-    _blank = field_validator("api_token", "webhook_secret", "ca_file", mode="before")(
+    _blank = field_validator("api_token", "webhook_secret", "ca_file", "from_email", mode="before")(
         _blank_to_none
     )
 
@@ -426,9 +498,11 @@ class Settings(Strict):
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
     links: LinkSettings = Field(default_factory=LinkSettings)
     playbooks: PlaybookSettings = Field(default_factory=PlaybookSettings)
+    rules: RuleSettings = Field(default_factory=RuleSettings)
     diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    response: ResponseSettings = Field(default_factory=ResponseSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     slack: SlackSettings | None = None
     pagerduty: PagerDutySettings | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError
-from bot.settings import DEFAULT_CONFIG, RemediationMode, load_settings
+from bot.settings import DEFAULT_CONFIG, RemediationMode, Severity, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -176,6 +176,47 @@ def test_link_hosts_default_to_the_configured_servers_only(tmp_path: Path) -> No
     ],
 )
 def test_link_hosts_are_checked(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), env={})
+    assert any(expected in problem for problem in err.value.problems), err.value.problems
+
+
+def test_response_targets_default_to_the_runbooks_and_merge_per_severity(
+    tmp_path: Path,
+) -> None:
+    response = load_settings(DEFAULT_CONFIG, env={}).response
+    ack, resolve = response.ack_within, response.resolve_within
+    assert (ack.P0, ack.P1, ack.P2, ack.P3) == (300.0, 900.0, 3600.0, None)
+    assert (resolve.P0, resolve.P1, resolve.P2, resolve.P3) == (4 * 3600.0, 86400.0, None, None)
+    assert (response.max_level, response.reminder_every) == (3, 900.0)
+    assert (
+        response.reminder_severities
+        == response.postmortem_severities
+        == [
+            Severity.P0,
+            Severity.P1,
+        ]
+    )
+    text = "response:\n  ack_within: {P2: 24h, P1: never}\n  reminder_every: 0\n"
+    response = load_settings(write(tmp_path, text), env={}).response
+    assert (response.ack_within.P0, response.ack_within.P1) == (300.0, None)  # P0 kept
+    assert response.ack_within.P2 == 86400.0 and response.reminder_every == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("response:\n  ack_within: {P0: 0s}\n", "response.ack_within.P0: Value error"),
+        ("response:\n  ack_within: {P4: 5m}\n", "response.ack_within.P4: unknown key"),
+        ("response:\n  reminder_every: 30s\n", "at least 1m"),
+        ("response:\n  max_level: 0\n", "response.max_level"),
+        ("links:\n  runbook_base_url: docs/runbooks\n", "links.runbook_base_url: Value error"),
+        ("pagerduty:\n  routing_key: k\n  from_email: ops\n", "pagerduty.from_email"),
+    ],
+)
+def test_response_and_runbook_settings_are_checked(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, text), env={})
     assert any(expected in problem for problem in err.value.problems), err.value.problems

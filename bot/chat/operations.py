@@ -16,7 +16,8 @@ from bot.chat.state import SlackState
 from bot.incidents import EventKind, Status
 from bot.notify import mrkdwn
 from bot.notify.mrkdwn import escape
-from bot.notify.pagerduty_sender import TriggerOutcome, already_paged, state_of
+from bot.notify.pagerduty_sender import TriggerOutcome
+from bot.notify.pagerduty_state import already_paged, state_of
 from bot.store.base import Store
 
 

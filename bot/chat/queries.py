@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from bot.chat.state import SlackState
 from bot.errors import PermanentFailure, RetryLater
 from bot.notify.graph import GraphSpec, caption, draw, split_threshold
+from bot.notify.links import LinkPolicy
 from bot.notify.mrkdwn import clip, code, escape, link
 
 if TYPE_CHECKING:
@@ -100,10 +101,10 @@ def runbook_text(state: SlackState, name: str) -> str:
         ]
     if not found:
         return f"No playbook handles the alert {code(name, 80)}."
-    return "\n\n".join(_runbook(p) for p in found[:3])
+    return "\n\n".join(_runbook(p, state.notifier.links) for p in found[:3])
 
 
-def _runbook(playbook: Any) -> str:
+def _runbook(playbook: Any, links: LinkPolicy) -> str:
     lines = [f":book: *{escape(playbook.name)}*"]
     if playbook.description:
         lines.append(escape(clip(playbook.description, 300)))
@@ -120,6 +121,6 @@ def _runbook(playbook: Any) -> str:
             lines.append(f"{number}. {code(step.name, 60)} ({step.mode.value}){what}")
     if playbook.runbook:
         lines.append("*Runbook*\n" + escape(clip(playbook.runbook, 1500)))
-    for item in playbook.links[:5]:
-        lines.append(f"• {link(item.url, item.title)}")
+    for item in playbook.links[:5]:  # a path is resolved against links.runbook_base_url
+        lines.append(f"• {link(links.resolve(item.url), item.title)}")
     return "\n".join(lines)

@@ -3,6 +3,8 @@
 notify.slack          job subscriber: the incident message and its thread
 notify.slack.rollup   job: the storm roll-up, updated in place (debounced)
 notify.slack.graph    job: the incident graph, uploaded to the thread
+notify.slack.reminder job: a status-update reminder in the thread (P0/P1, until resolved)
+notify.slack.postmortem  job: a postmortem draft in the thread when a P0/P1 resolves
 POST /slack/events    slash command and buttons (signed requests)
 Socket Mode           instead of /slack/events when slack.app_token is set
 """
@@ -33,6 +35,7 @@ from bot.notify.graph import GraphUploader
 from bot.notify.links import LinkPolicy
 from bot.notify.optional import AppFeatures
 from bot.notify.slack import GRAPH_KIND, ROLLUP_KIND, SlackNotifier
+from bot.notify.slack_followups import POSTMORTEM_KIND, REMINDER_KIND
 from bot.notify.slack_outbox import ChannelPacer, SlackOutbox, make_client
 from bot.notify.slack_storm import StormTracker
 
@@ -66,6 +69,7 @@ def setup(app: web.Application) -> None:
         clock,
         alertmanager_url=settings.alertmanager.browser_url,
         links=LinkPolicy.from_settings(settings),
+        response=settings.response,
     )
     silencer = Silencer(
         store,
@@ -104,6 +108,8 @@ def setup(app: web.Application) -> None:
     handlers = app[keys.HANDLERS]
     handlers.register(SlackNotifier.kind, notifier, subscribe=True, lane=Lane.NOTIFY)
     handlers.register(ROLLUP_KIND, notifier.rollup_job, lane=Lane.NOTIFY)
+    handlers.register(REMINDER_KIND, notifier.followups.reminder_job, lane=Lane.NOTIFY, timer=True)
+    handlers.register(POSTMORTEM_KIND, notifier.followups.postmortem_job, lane=Lane.NOTIFY)
     handlers.register(  # a graph waits on Prometheus: the pipeline lane
         GRAPH_KIND,
         GraphUploader(

@@ -4,8 +4,12 @@ It sees every timeline event once, in order per incident, and decides per event:
 
     incident.opened / playbook.matched   escalation decision (bot.escalation)
     incident.severity                    decide again, only towards paging sooner
-    incident.escalated                   trigger now (Escalate button, failed verify)
+    incident.escalated                   trigger now (Escalate button, failed verify);
+                                         with ``level`` (an acknowledgement target
+                                         missed, bot.targets): one level up
+                                         (bot.notify.pagerduty_levels)
     incident.acknowledged                acknowledge, unless PagerDuty itself acked
+                                         (then only the re-pages, if any)
     incident.unacknowledged              an if_unacked page the ack stopped waits again
     incident.resolved                    resolve, unless PagerDuty itself resolved
     anything else                        nothing
@@ -33,7 +37,8 @@ from bot.incidents import Event, EventKind
 from bot.jobs import JobHandlers, Lane
 from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.pagerduty_client import EventsClient, ssl_context
-from bot.notify.pagerduty_rest import IncidentFinder, RestSettings
+from bot.notify.pagerduty_levels import LevelEscalator
+from bot.notify.pagerduty_rest import IncidentEscalator, IncidentFinder, RestSettings
 from bot.notify.pagerduty_sender import Pager, PagerDutyMetrics
 from bot.notify.pagerduty_silences import KIND as SILENCE_KIND
 from bot.notify.pagerduty_silences import AckSilencer
@@ -63,11 +68,18 @@ class PagerDutyNotifier:
     """The timeline events that can send, hold or time a page."""
 
     def __init__(
-        self, store: Store, pager: Pager, policy: EscalationPolicy, *, ack_silences: bool
+        self,
+        store: Store,
+        pager: Pager,
+        policy: EscalationPolicy,
+        levels: LevelEscalator,
+        *,
+        ack_silences: bool,
     ) -> None:
         self.store = store
         self.pager = pager
         self.policy = policy
+        self.levels = levels
         self.ack_silences = ack_silences
 
     async def __call__(self, job: Job) -> None:
@@ -91,7 +103,13 @@ class PagerDutyNotifier:
             await self.policy.on_severity(job, incident_id)
         elif kind == EventKind.ESCALATED and not from_pagerduty:
             reason = str(event.data.get("reason") or event.message)
-            await self.policy.escalate_now(job, incident_id, reason=f"{reason} (by {event.actor})")
+            level = event.data.get("level")
+            if isinstance(level, int) and event.data.get("target") == "ack":
+                outcome = await self.levels.escalate(job, incident_id, step=level, reason=reason)
+                log.info("incident #%d: level %d: %s", incident_id, level, outcome)
+            else:
+                by = f"{reason} (by {event.actor})"
+                await self.policy.escalate_now(job, incident_id, reason=by)
         elif kind == EventKind.ACKNOWLEDGED:
             if self.ack_silences:
                 await self.store.enqueue_job(
@@ -101,16 +119,16 @@ class PagerDutyNotifier:
                     incident_id=incident_id,
                     payload={"action": "create", "actor": event.actor},
                 )
-            if from_pagerduty:
+            if from_pagerduty and not await self._repaged(incident_id):
                 await self.pager.observe(incident_id, "acknowledged")
-            else:
+            else:  # PagerDuty's ack may have been the page's or a re-page's: tell the rest
                 await self.pager.follow(job, incident_id, "acknowledge", reason=event.message)
         elif kind == EventKind.UNACKNOWLEDGED:
             if from_pagerduty:
                 await self.pager.observe(incident_id, "triggered")
             await self.policy.on_unacknowledged(job, incident_id, at=event.at)
         elif kind == EventKind.RESOLVED:  # ack silences: the silence service expires them
-            if from_pagerduty:
+            if from_pagerduty and not await self._repaged(incident_id):
                 await self.pager.observe(incident_id, "resolved")
             else:
                 await self.pager.follow(job, incident_id, "resolve", reason=event.message)
@@ -119,12 +137,19 @@ class PagerDutyNotifier:
         events = await self.store.events(incident_id, after=event_id - 1)
         return next((e for e in events if e.id == event_id), None)
 
+    async def _repaged(self, incident_id: int) -> bool:
+        """Whether the incident has re-pages: PagerDuty's acknowledgement or resolution of
+        one of its alerts is then sent to the others (again to that one: harmless)."""
+        _, state = await self.pager.load(incident_id)
+        return bool(state.repages)
+
 
 @dataclass
 class PagerDutyFeature:
     settings: PagerDutySettings
     pager: Pager
     policy: EscalationPolicy
+    levels: LevelEscalator
     notifier: PagerDutyNotifier
     webhooks: PagerDutyWebhooks
     silencer: AckSilencer | None
@@ -138,8 +163,8 @@ class PagerDutyFeature:
             events=PagerDutyNotifier.EVENTS,
             lane=Lane.NOTIFY,
         )
-        handlers.register(TIMER_KIND, self.policy.run_timer, lane=Lane.NOTIFY)
-        handlers.register(DECIDE_KIND, self.policy.run_decide, lane=Lane.NOTIFY)
+        handlers.register(TIMER_KIND, self.policy.run_timer, lane=Lane.NOTIFY, timer=True)
+        handlers.register(DECIDE_KIND, self.policy.run_decide, lane=Lane.NOTIFY, timer=True)
         if self.silencer is not None:  # Alertmanager's answer: the pipeline lane's wait
             handlers.register(SILENCE_KIND, self.silencer)
 
@@ -181,16 +206,17 @@ def build(
             ssl_ctx=ctx,
             timeout=settings.timeout,
             retry_delay=settings.api_retry_delay,
+            from_email=settings.from_email,
         )
+    finder = IncidentFinder(rest) if rest is not None else None
     pager = Pager(
+        store, clock, client, settings, metrics, playbooks=playbooks, finder=finder, links=links
+    )
+    levels = LevelEscalator(
+        pager,
         store,
-        clock,
-        client,
-        settings,
-        metrics,
-        playbooks=playbooks,
-        finder=IncidentFinder(rest) if rest is not None else None,
-        links=links,
+        escalator=IncidentEscalator(rest) if rest is not None else None,
+        finder=finder,
     )
     policy = EscalationPolicy(
         pager,
@@ -213,7 +239,10 @@ def build(
         settings=settings,
         pager=pager,
         policy=policy,
-        notifier=PagerDutyNotifier(store, pager, policy, ack_silences=settings.ack_silences),
+        levels=levels,
+        notifier=PagerDutyNotifier(
+            store, pager, policy, levels, ack_silences=settings.ack_silences
+        ),
         webhooks=PagerDutyWebhooks(
             store, clock, actions, pager, metrics, retention=settings.seen_event_retention
         ),

@@ -6,7 +6,9 @@ characters, ``source``/``component``/``group``/``class`` from the alert labels,
 ``custom_details`` (labels, firing alerts, diagnostic highlights, a narrative excerpt)
 and links (the Slack message, the Prometheus graph, the runbook). A link that came with
 the alert goes only to a configured host (``bot.notify.links``); ``custom_details``
-names the ones left out (``hidden_links``).
+names the ones left out (``hidden_links``). A re-page for a higher escalation level
+(``repage_event``) is a trigger of its own: a dedup_key of its own (``-L2``), the
+severity raised one step, ``[RE-PAGE level 2]`` in front of the summary.
 """
 
 from __future__ import annotations
@@ -110,8 +112,9 @@ def links_for(
     incident: Incident, playbooks: Sequence[Playbook], policy: LinkPolicy
 ) -> tuple[list[dict[str, str]], list[str]]:
     """Slack message, Prometheus graph, runbook, playbook and Alertmanager links; http(s)
-    only, no repeats. Those that came with the alert only on a host ``policy`` allows:
-    the titles of the others come back second, to say they were hidden."""
+    only (a runbook path resolved against ``policy``'s base), no repeats. Those that came
+    with the alert only on a host ``policy`` allows: the titles of the others come back
+    second, to say they were hidden."""
     found: list[tuple[str, str]] = []
     slack = incident.data.get("slack")
     if isinstance(slack, Mapping) and _http(slack.get("permalink")):
@@ -121,15 +124,25 @@ def links_for(
     if generator:
         offered.append((generator, "Prometheus graph"))
     annotations = [incident.common_annotations, *(a.annotations for a in incident.alerts)]
-    runbook = next(
-        (a[k] for a in annotations for k in ("runbook_url", "runbook") if _http(a.get(k))), None
+    runbook = next(  # a path is resolved against links.runbook_base_url
+        (
+            resolved
+            for a in annotations
+            for k in ("runbook_url", "runbook")
+            if a.get(k) and (resolved := policy.resolve(a[k]))
+        ),
+        None,
     )
     if runbook:
         offered.append((runbook, "Runbook"))
     shown, hidden = policy.split(offered)
     found += shown
     for playbook in playbooks:  # the playbook's YAML: configuration, not alert input
-        found += [(link.url, link.title) for link in playbook.links if _http(link.url)]
+        found += [
+            (resolved, link.title)
+            for link in playbook.links
+            if (resolved := policy.resolve(link.url))
+        ]
     if _http(incident.external_url):
         allowed, left_out = policy.split([(incident.external_url, "Alertmanager")])
         found += allowed
@@ -205,6 +218,48 @@ def trigger_event(
     return event
 
 
-def follow_event(incident: Incident, action: str) -> dict[str, Any]:
-    """An ``acknowledge`` or ``resolve`` event for the alert the trigger opened."""
-    return {"event_action": action, "dedup_key": dedup_key(incident)}
+def follow_event(incident: Incident, action: str, *, key: str | None = None) -> dict[str, Any]:
+    """An ``acknowledge`` or ``resolve`` event for the alert the trigger opened (or for
+    the re-page whose dedup ``key`` is given)."""
+    return {"event_action": action, "dedup_key": key or dedup_key(incident)}
+
+
+# A re-page raises PagerDuty's severity one step (its urgency follows the service's
+# rules): an unacknowledged P1 ("error") re-pages as "critical".
+RAISED = {"info": "warning", "warning": "error", "error": "critical", "critical": "critical"}
+REPAGE_PREFIX = "RE-PAGE"
+
+
+def repage_key(incident: Incident, level: int) -> str:
+    """The dedup_key of the re-page for escalation level ``level``: a new PagerDuty alert
+    (the page's own key would only be deduplicated into the open one)."""
+    suffix = f"-L{level}"
+    key = dedup_key(incident)
+    if len(key) + len(suffix) <= MAX_DEDUP_KEY:
+        return key + suffix
+    digest = hashlib.sha256(incident.key.encode()).hexdigest()
+    return f"{incident.key[: MAX_DEDUP_KEY - 65 - len(suffix)]}-{digest}{suffix}"
+
+
+def repage_event(
+    incident: Incident,
+    *,
+    level: int,
+    playbooks: Sequence[Playbook],
+    reason: str,
+    links: LinkPolicy = NO_LINKS,
+) -> dict[str, Any]:
+    """A trigger that pages again for escalation level ``level`` when the REST API cannot
+    escalate the page: its own dedup_key, the severity raised one step, the summary
+    saying it is a re-page and why."""
+    event = trigger_event(incident, playbooks=playbooks, reason=reason, links=links)
+    payload = event["payload"]
+    payload["severity"] = RAISED[payload["severity"]]
+    payload["summary"] = clip(f"[{REPAGE_PREFIX} level {level}] {payload['summary']}", MAX_SUMMARY)
+    payload["custom_details"]["repage"] = {
+        "level": level,
+        "page_dedup_key": event["dedup_key"],
+        "why": reason,
+    }
+    event["dedup_key"] = repage_key(incident, level)
+    return event

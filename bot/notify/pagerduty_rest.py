@@ -1,4 +1,5 @@
-"""Reads from PagerDuty's REST API v2 with the ``pagerduty`` SDK.
+"""PagerDuty's REST API v2 with the ``pagerduty`` SDK: finding an incident by its
+dedup_key, and moving an incident to another escalation level.
 
 The SDK's ``RestApiV2Client`` is synchronous: every call here runs in a worker thread
 (``asyncio.to_thread``), with one network attempt, the configured timeout and one retry
@@ -33,10 +34,14 @@ class RestSettings:
     ssl_ctx: ssl.SSLContext
     timeout: float
     retry_delay: float
+    from_email: str | None = None  # the From header: who an account-level token acts as
 
     def client(self) -> pagerduty.RestApiV2Client:
         client = pagerduty.RestApiV2Client(
-            self.api_token.get_secret_value(), base_url=self.api_url, verify=self.ssl_ctx
+            self.api_token.get_secret_value(),
+            default_from=self.from_email,
+            base_url=self.api_url,
+            verify=self.ssl_ctx,
         )
         client.timeout = math.ceil(self.timeout)  # the SDK types it as whole seconds
         client.sleep_timer = self.retry_delay
@@ -92,3 +97,27 @@ class IncidentFinder:
                     status=str(item.get("status", "")),
                 )
         return None
+
+
+class IncidentEscalator:
+    """``PUT /incidents/{id}`` with ``escalation_level``: PagerDuty notifies that level of
+    the incident's escalation policy now. The Events API cannot choose a level; this is
+    the REST API's incident escalate. An account-level token needs ``from_email``."""
+
+    def __init__(self, rest: RestSettings) -> None:
+        self.rest = rest
+
+    async def escalate(self, pd_incident_id: str, level: int) -> None:
+        """Raise RestUnavailable when PagerDuty did not take it (down, a level the policy
+        does not have, a token that may not write)."""
+        await asyncio.to_thread(self._escalate, pd_incident_id, level)
+
+    def _escalate(self, pd_incident_id: str, level: int) -> None:
+        body = {"type": "incident_reference", "escalation_level": level}
+        try:
+            with self.rest.client() as client:
+                client.rput(f"incidents/{pd_incident_id}", json=body)
+        except pagerduty.Error as exc:
+            reason = failure(exc)
+            log.warning("PagerDuty incident escalation failed: %s", reason)
+            raise RestUnavailable(f"PagerDuty did not escalate the incident ({reason})") from None

@@ -27,10 +27,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.clock import Clock
 from bot.errors import PermanentFailure, RetryLater
@@ -40,60 +39,24 @@ from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.pagerduty_client import EventsApiError, EventsClient, RateLimiter
 from bot.notify.pagerduty_payload import SEVERITY, follow_event, trigger_event
 from bot.notify.pagerduty_rest import IncidentFinder, RestUnavailable
+from bot.notify.pagerduty_state import (
+    ALERT_FOR_STATUS,
+    Action,
+    AlertState,
+    PageState,
+    PdIncident,
+    already_paged,
+    follows,
+    holds,
+    repaged,
+    state_of,
+)
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.settings import PagerDutySettings
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
 
 log = logging.getLogger(__name__)
-
-Action = Literal["trigger", "acknowledge", "resolve"]
-AlertState = Literal["none", "triggered", "acknowledged", "resolved"]
-MAX_SENT = 20
-_ALERT_FOR_STATUS: dict[str, AlertState] = {
-    "triggered": "triggered",
-    "acknowledged": "acknowledged",
-    "resolved": "resolved",
-}
-
-
-class SentEvent(BaseModel):
-    action: Action
-    at: float
-    reason: str = ""
-
-
-class PdIncident(BaseModel):
-    """PagerDuty's incident for ours, learned from its webhooks."""
-
-    id: str
-    number: int | None = None
-    html_url: str | None = None
-
-
-class PageState(BaseModel):
-    """``incident.data["pagerduty"]``: the escalation decision and what PagerDuty holds."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    dedup_key: str | None = None
-    alert: AlertState = "none"  # PagerDuty's alert, as far as alertpilot knows
-    escalation: Literal["undecided", "scheduled", "paged", "not_paged", "rejected"] = "undecided"
-    policy: Literal["immediately", "if_unacked", "never"] | None = None
-    policy_after: float = 0.0
-    policy_source: str | None = None
-    playbooks: list[str] = Field(default_factory=list)
-    decided_at: float | None = None
-    escalate_at: float | None = None
-    triggered_at: float | None = None
-    trigger_reason: str | None = None
-    triggering_since: float | None = None  # a trigger's intent, until PagerDuty answers
-    last_action: Action | None = None
-    last_sent_at: float | None = None
-    note: str | None = None
-    sent: list[SentEvent] = Field(default_factory=list)
-    pd_incident: PdIncident | None = None
-    html_url: str | None = None  # PagerDuty's incident page (the Slack message links it)
 
 
 class TriggerOutcome(StrEnum):
@@ -128,39 +91,12 @@ def _intent(since: float | None) -> PageStep:
     return mark
 
 
-def _has(state: PageState, action: Action, dedup_key: str, now: float, reason: str) -> None:
-    """Record that PagerDuty holds ``action`` for the incident (sent, or found there)."""
-    state.dedup_key = dedup_key
-    state.last_action, state.last_sent_at = action, now
-    state.sent = [*state.sent, SentEvent(action=action, at=now, reason=reason)][-MAX_SENT:]
-    if action == "trigger":
-        state.alert, state.escalation = "triggered", "paged"
-        state.triggered_at, state.trigger_reason = now, reason
-        state.triggering_since = None
-    else:
-        state.alert = "acknowledged" if action == "acknowledge" else "resolved"
-
-
-def state_of(incident: Incident) -> PageState:
-    """The incident's PagerDuty state (a fresh one when it is unreadable)."""
-    raw = incident.data.get("pagerduty") or {}
-    try:
-        return PageState.model_validate(raw)
-    except ValidationError as exc:
-        log.warning("incident #%d: unreadable PagerDuty state, starting over: %s", incident.id, exc)
-        return PageState()
-
-
-def already_paged(state: PageState) -> bool:
-    """Whether PagerDuty holds (or held) the incident's alert: then no trigger goes out."""
-    return state.alert != "none"
-
-
 class PagerDutyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "alertpilot_pagerduty_events",
-            "Events API v2 sends by action and outcome (sent, queued, retry, rejected).",
+            "Events API v2 sends (and REST API escalations: action escalate) by action and"
+            " outcome (sent, queued, retry, rejected, failed).",
             ["action", "outcome"],
             registry=registry,
         )
@@ -283,7 +219,7 @@ class Pager:
             )
             if state.triggering_since is not None and await self._found(incident, event, reason):
                 return TriggerOutcome.FOUND
-            await self._send(job, incident, event, reason)
+            await self.send(job, incident, event, reason)
             return TriggerOutcome.SENT
 
     async def _found(self, incident: Incident, event: dict[str, Any], reason: str) -> bool:
@@ -312,8 +248,8 @@ class Pager:
         )
 
         def record(_: Incident, state: PageState) -> PageWrite:
-            _has(state, "trigger", dedup_key, now, reason)
-            state.alert = _ALERT_FOR_STATUS.get(found.status, "triggered")
+            holds(state, "trigger", dedup_key, now, reason)
+            state.alert = ALERT_FOR_STATUS.get(found.status, "triggered")
             state.pd_incident, state.html_url = ref, ref.html_url or state.html_url
             return PageWrite(events=[note])
 
@@ -323,15 +259,41 @@ class Pager:
         return True
 
     async def follow(self, job: Job, incident_id: int, action: Action, *, reason: str) -> bool:
-        """Acknowledge or resolve PagerDuty's alert, if a trigger opened it and it differs."""
+        """Acknowledge or resolve PagerDuty's alerts (the page and any re-page), each that a
+        trigger opened and that differs."""
         async with self.locks(incident_id):
             incident, state = await self.load(incident_id)
-            if state.alert == "none" or state.alert == "resolved":
-                return False
-            if action == "acknowledge" and state.alert != "triggered":
-                return False
-            await self._send(job, incident, follow_event(incident, action), reason)
-            return True
+            sent = False
+            if follows(state.alert, action):
+                await self.send(job, incident, follow_event(incident, action), reason)
+                sent = True
+            for repage in state.repages:
+                if not follows(repage.alert, action):
+                    continue
+                done = "acknowledged" if action == "acknowledge" else "resolved"
+                await self.send(
+                    job,
+                    incident,
+                    follow_event(incident, action, key=repage.dedup_key),
+                    reason,
+                    record=repaged(repage.level, action),
+                    message=f"{done} the level {repage.level} re-page in PagerDuty: {reason}",
+                )
+                sent = True
+            return sent
+
+    async def observe_escalation(self, incident_id: int) -> None:
+        """PagerDuty escalated the page itself (its policy's timeout, or a person there):
+        the next level alertpilot asks for is above it."""
+
+        def seen(_: Incident, state: PageState) -> PageWrite | None:
+            if state.alert == "none":
+                return None
+            state.pd_escalations += 1
+            return PageWrite()
+
+        async with self.locks(incident_id):
+            await self.change(incident_id, seen)
 
     async def observe(self, incident_id: int, alert: AlertState) -> None:
         """PagerDuty itself changed the alert (its webhook told us): remember, send nothing."""
@@ -360,8 +322,21 @@ class Pager:
         base = self.settings.retry_backoff * 2 ** max(0, attempts - 1)
         return float(min(self.settings.retry_backoff_max, base))
 
-    async def _send(self, job: Job, incident: Incident, event: dict[str, Any], reason: str) -> None:
+    async def send(
+        self,
+        job: Job,
+        incident: Incident,
+        event: dict[str, Any],
+        reason: str,
+        *,
+        record: Callable[[PageState, float], None] | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Send one event; once PagerDuty took it, write what it holds (``record``; by
+        default the page's own alert) with a ``page`` event (``message``). A trigger of
+        the page itself writes its intent first."""
         action: Action = event["event_action"]
+        intent = action == "trigger" and record is None
         wait = self.limiter.acquire(self._bucket, job.key, self.clock.monotonic())
         if wait > 0:
             self.metrics.events.labels(action, "queued").inc()
@@ -371,12 +346,12 @@ class Pager:
                 delay=wait,
                 counts=False,
             )
-        if action == "trigger":
+        if intent:
             await self.change(incident.id, _intent(self.clock.now()))
         try:
             await self.client.send(event)
         except EventsApiError as exc:
-            if action == "trigger" and exc.status is not None and exc.status < 500:
+            if intent and exc.status is not None and exc.status < 500:
                 # PagerDuty answered that it did not take it: no need to look next time.
                 # (No answer, or a 5xx, may follow a trigger it took: the intent stays.)
                 await self.change(incident.id, _intent(None))
@@ -384,15 +359,15 @@ class Pager:
                 delay = max(self.backoff(job.attempts), exc.retry_after or 0.0)
                 self.metrics.events.labels(action, "retry").inc()
                 raise RetryLater(f"{action}: {exc}", delay=delay) from None
-            await self._rejected(incident.id, action, exc)
+            await self._rejected(incident.id, action, exc, page=intent)
             raise PermanentFailure(f"PagerDuty rejected the {action}: {exc}") from None
         now = self.clock.now()
-        if action == "trigger":
-            message = f"paged PagerDuty ({SEVERITY[incident.severity]}): {reason}"
-        elif action == "acknowledge":
-            message = f"acknowledged the page in PagerDuty: {reason}"
-        else:
-            message = f"resolved the page in PagerDuty: {reason}"
+        if message is None:
+            message = {
+                "trigger": f"paged PagerDuty ({SEVERITY[incident.severity]}): {reason}",
+                "acknowledge": f"acknowledged the page in PagerDuty: {reason}",
+                "resolve": f"resolved the page in PagerDuty: {reason}",
+            }[action]
         sent = NewEvent(
             actor="alertpilot",
             kind=EventKind.PAGE,
@@ -405,15 +380,21 @@ class Pager:
             },
         )
 
-        def record(_: Incident, state: PageState) -> PageWrite:  # PagerDuty has it: say so
-            _has(state, action, str(event["dedup_key"]), now, reason)
+        def recorded(_: Incident, state: PageState) -> PageWrite:  # PagerDuty has it: say so
+            if record is None:
+                holds(state, action, str(event["dedup_key"]), now, reason)
+            else:
+                record(state, now)
             return PageWrite(events=[sent])
 
-        await self.change(incident.id, record)
+        await self.change(incident.id, recorded)
         self.metrics.events.labels(action, "sent").inc()
         log.info("incident #%d: PagerDuty %s sent (%s)", incident.id, action, reason)
 
-    async def _rejected(self, incident_id: int, action: Action, exc: EventsApiError) -> None:
+    async def _rejected(
+        self, incident_id: int, action: Action, exc: EventsApiError, *, page: bool
+    ) -> None:
+        """Record a 4xx; ``page``: it was the page's own trigger (not a re-page's)."""
         self.metrics.events.labels(action, "rejected").inc()
         rejected = NewEvent(
             actor="alertpilot",
@@ -428,7 +409,7 @@ class Pager:
         )
 
         def record(_: Incident, state: PageState) -> PageWrite:
-            if action == "trigger":
+            if page:
                 state.escalation, state.triggering_since = "rejected", None
             state.note = f"{action} rejected: {exc}"
             return PageWrite(events=[rejected])

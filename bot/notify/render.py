@@ -97,9 +97,10 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
     lines = [mentions + top, escape(clip(incident.summary, 600))]
     if incident.status is Status.ACKNOWLEDGED and incident.acknowledged_at is not None:
         who = escape(incident.acknowledged_by or "someone")
-        lines.append(f":eyes: Acknowledged by {who} · {_when(incident.acknowledged_at)}")
+        lines.append(f":eyes: Acknowledged by {who} · {when(incident.acknowledged_at)}")
     if incident.status is Status.RESOLVED and incident.resolved_at is not None:
-        lines.append(f":white_check_mark: *Resolved* · {_when(incident.resolved_at)}")
+        lines.append(f":white_check_mark: *Resolved* · {when(incident.resolved_at)}")
+    lines += _targets(incident.data.get("targets"), incident.status)
     truncated = incident.data.get("truncated")
     if isinstance(truncated, Mapping) and incident.status is not Status.RESOLVED:
         left_out = truncated.get("alerts")
@@ -132,11 +133,43 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
     return Rendered(text=mentions + headline(incident), blocks=blocks[:50])
 
 
-def _when(epoch: float) -> str:
+def when(epoch: float) -> str:
+    """A time as Slack shows it in each reader's own time zone (UTC as the fallback)."""
     from datetime import UTC, datetime
 
     fallback = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return mrkdwn.date(epoch, fallback)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _targets(data: Any, status: Status) -> list[str]:
+    """The response targets (``bot.targets``): the escalation level reached, when the next
+    level is due, and the resolve-by time or that it was missed."""
+    if not isinstance(data, Mapping):
+        return []
+    lines = []
+    escalations = [e for e in data.get("escalations") or [] if isinstance(e, Mapping)]
+    if escalations and (at := _number(escalations[-1].get("at"))) is not None:
+        last = escalations[-1]
+        reason = escape(clip(str(last.get("reason") or ""), 200))
+        lines.append(
+            f":rotating_light: *Escalated to level {last.get('level')}* · {when(at)}: {reason}"
+        )
+    parts = []
+    ack_due = _number(data.get("ack_due"))
+    if status is Status.TRIGGERED and ack_due is not None:
+        parts.append(f"Acknowledge by {when(ack_due)}")
+    resolve_by = _number(data.get("resolve_by"))
+    if resolve_by is not None and data.get("resolve_missed_at") is not None:
+        parts.append(f":warning: *Resolve target missed* (by {when(resolve_by)})")
+    elif resolve_by is not None and status is not Status.RESOLVED:
+        parts.append(f"Resolve by {when(resolve_by)}")
+    if parts:
+        lines.append(":stopwatch: " + " · ".join(parts))
+    return lines
 
 
 def _facts(incident: Incident) -> JsonDict:
@@ -145,7 +178,7 @@ def _facts(incident: Incident) -> JsonDict:
         f"*Severity*\n{incident.severity.value}",
         f"*Status*\n{incident.status.value}",
         f"*Alerts*\n{firing} firing of {len(incident.alerts)}",
-        f"*Opened*\n{_when(incident.opened_at)}",
+        f"*Opened*\n{when(incident.opened_at)}",
     ]
     if incident.playbook:
         fields.append(f"*Playbook*\n{mrkdwn.code(incident.playbook, 80)}")
@@ -312,11 +345,12 @@ def _links(incident: Incident, extras: Extras) -> list[str]:
         offered(url, title)
     annotations = first.annotations if first is not None else {}
     runbook = incident.common_annotations.get("runbook_url") or annotations.get("runbook_url")
-    if runbook:
-        offered(runbook, "Runbook")
+    if runbook:  # a path is resolved against links.runbook_base_url
+        offered(policy.resolve(runbook) or runbook, "Runbook")
     for title, url in extras.playbook_links[:4]:  # from the playbook's YAML: configuration
-        if mrkdwn.safe_url(url):
-            links.append(mrkdwn.link(url, clip(title, 40)))
+        resolved = policy.resolve(url)
+        if resolved and mrkdwn.safe_url(resolved):
+            links.append(mrkdwn.link(resolved, clip(title, 40)))
     if incident.external_url:
         offered(incident.external_url, "Alertmanager")
     own = incident.external_url if policy.allows(incident.external_url) else ""

@@ -8,7 +8,9 @@ For every timeline event (in order, one job at a time per incident):
    in ``incident.data["slack"]``;
 2. a message exists: reply in its thread when the event is worth reading there, then
    re-render the message from the incident's current state and ``chat.update`` it
-   (skipped when it would not change).
+   (skipped when it would not change);
+3. status-update reminders while it is open and a postmortem draft once it resolves
+   (``bot.notify.slack_followups``).
 
 Each reply is recorded in the store once sent, so a retried job never repeats one.
 """
@@ -30,9 +32,10 @@ from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.notify.optional import AppFeatures
 from bot.notify.render import Extras, Rendered, incident_message
 from bot.notify.render_events import ROLLUP_SHOWN, event_reply, rollup_message
+from bot.notify.slack_followups import SlackFollowUps
 from bot.notify.slack_outbox import JsonDict, SlackOutbox
 from bot.notify.slack_storm import StormState, StormTracker
-from bot.settings import SlackSettings
+from bot.settings import ResponseSettings, SlackSettings
 from bot.store.base import Job, Store
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,7 @@ class SlackNotifier:
         *,
         alertmanager_url: str = "",
         links: LinkPolicy = NO_LINKS,
+        response: ResponseSettings | None = None,
     ) -> None:
         self.store = store
         self.links = links
@@ -109,6 +113,7 @@ class SlackNotifier:
         self.clock = clock
         self.alertmanager_url = alertmanager_url
         self.rollup_debounce = max(5.0, 10.0 / settings.channel_rate)
+        self.followups = SlackFollowUps(self, response or ResponseSettings())
 
     async def __call__(self, job: Job) -> None:
         await self._run(job, self._handle)
@@ -211,8 +216,10 @@ class SlackNotifier:
         log.info("incident #%d posted to Slack %s (%s)", incident.id, channel_id, ts)
         if thread_ts:
             await self.schedule_rollup(channel_id, thread_ts)
-        elif self.settings.graphs and self.features.pipeline is None:
-            await self._schedule_graph(updated)
+        else:
+            await self.followups.remind(updated, state)
+            if self.settings.graphs and self.features.pipeline is None:
+                await self._schedule_graph(updated)
 
     async def _latest(self, incident: Incident) -> Incident:
         return await self.store.get_incident(incident.id, timeline=False)
@@ -266,9 +273,22 @@ class SlackNotifier:
     async def _reply(
         self, job: Job, incident: Incident, state: Mapping[str, Any], event: Event, text: str
     ) -> None:
-        """One thread reply per timeline event, posted once as the incident's message is
-        (see ``_post_once``)."""
-        key = f"slack:reply:{event.id}"
+        """One thread reply per timeline event."""
+        await self.reply_once(
+            job, incident, state, f"slack:reply:{event.id}", f"{incident.key}#{event.id}", text
+        )
+
+    async def reply_once(
+        self,
+        job: Job,
+        incident: Incident,
+        state: Mapping[str, Any],
+        key: str,
+        tag: str,
+        text: str,
+    ) -> None:
+        """A reply in the incident's thread, posted once as the incident's message is (see
+        ``_post_once``): ``key`` is where its record is kept, ``tag`` what finds it again."""
         found = ReplyPost.load(await self.store.kv_get(key, self.clock.now()))
         if found is not None and found.ts is not None:
             return  # posted: its ts is stored
@@ -280,7 +300,7 @@ class SlackNotifier:
             text = f"*#{incident.id}* · {text}"
         ts, answer = await self._post_once(
             str(state["channel"]),
-            f"{incident.key}#{event.id}",
+            tag,
             thread_ts=str(state["thread_ts"]),
             started=None if found is None else found.started,
             remember=remember,
@@ -326,6 +346,10 @@ class SlackNotifier:
     async def _follow_up(self, incident: Incident, state: Mapping[str, Any], event: Event) -> None:
         if state.get("rollup_ts") and event.kind in _ROLLUP_EVENTS:
             await self.schedule_rollup(str(state["channel"]), str(state["rollup_ts"]))
+        if event.kind == EventKind.SEVERITY:  # raised to a severity that gets reminders
+            await self.followups.remind(await self._latest(incident), state)
+        elif event.kind == EventKind.RESOLVED:
+            await self.followups.resolved(incident, state)
         if event.kind == EventKind.PLAYBOOK and self.settings.graphs and not state.get("rollup_ts"):
             await self._schedule_graph(incident)
 

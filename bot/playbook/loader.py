@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
+from bot.notify.links import link_problem
 from bot.playbook import lint
 from bot.playbook.checks import Allowlists, RenderedQuery, TemplateChecker
 from bot.playbook.model import Playbook
@@ -36,11 +37,13 @@ SUFFIXES = (".yaml", ".yml")
 
 @dataclass
 class LoadReport:
-    """What loading found: the valid playbooks, in load order, and every problem."""
+    """What loading found: the valid playbooks, in load order, every problem, and
+    warnings (links people could not open)."""
 
     playbooks: list[Playbook] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,9 +103,16 @@ def _items(source: Sourced) -> tuple[list[tuple[Loc, Any]], list[str]]:
 
 
 def check_playbooks(
-    paths: Iterable[str | Path], allow: Allowlists, *, promtool: str | None = None
+    paths: Iterable[str | Path],
+    allow: Allowlists,
+    *,
+    promtool: str | None = None,
+    runbook_base: str | None = None,
 ) -> LoadReport:
-    """Load and check every playbook; collect every problem instead of stopping."""
+    """Load and check every playbook; collect every problem instead of stopping. A link
+    that Slack and PagerDuty could not show as one (a path with no
+    ``links.runbook_base_url`` to resolve it against, a scheme other than http(s)) is a
+    warning: the playbook works, its link is left out."""
     report = LoadReport()
     report.files, report.problems = playbook_files(paths)
     env = environment()
@@ -150,10 +160,26 @@ def check_playbooks(
                 seen[playbook.name] = where
                 if not checker.problems:
                     report.playbooks.append(playbook)
+                    report.warnings.extend(_link_warnings(source, prefix, playbook, runbook_base))
     if promtool is not None:
         report.problems.extend(_promtool(queries, promtool))
     report.problems.sort(key=_position)
     return report
+
+
+def _link_warnings(
+    source: Sourced, prefix: Loc, playbook: Playbook, runbook_base: str | None
+) -> list[str]:
+    out = []
+    for i, item in enumerate(playbook.links):
+        problem = link_problem(item.url, runbook_base)
+        if problem is not None:
+            loc = (*prefix, "links", i, "url")
+            out.append(
+                f"{source.where(loc)}: {format_loc(loc)}: {item.url!r} {problem}"
+                " (left out of Slack and PagerDuty)"
+            )
+    return out
 
 
 def _position(problem: str) -> tuple[str, int]:
@@ -175,10 +201,15 @@ def _promtool(queries: Sequence[RenderedQuery], promtool: str) -> list[str]:
 def load_playbooks(settings: Settings, *, promtool: str | None = None) -> PlaybookSet:
     """The playbooks ``settings.playbooks.paths`` name; ConfigError listing every problem."""
     report = check_playbooks(
-        settings.playbooks.paths, Allowlists.from_settings(settings), promtool=promtool
+        settings.playbooks.paths,
+        Allowlists.from_settings(settings),
+        promtool=promtool,
+        runbook_base=settings.links.runbook_base_url,
     )
     if report.problems:
         raise ConfigError([*report.problems, *default_paths_hint(settings, report.problems)])
+    for warning in report.warnings:
+        log.warning("playbook link: %s", warning)
     log.info("loaded %d playbook(s) from %d file(s)", len(report.playbooks), len(report.files))
     return PlaybookSet(report.playbooks)
 

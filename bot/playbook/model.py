@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bot import regex
-from bot.durations import Duration
+from bot.durations import Duration, Target
 from bot.matchers import MatcherStr
 from bot.settings import Severity
 
@@ -238,6 +238,10 @@ DEFAULT_PAGING: dict[Severity, PageRule] = {
 class Escalation(Strict):
     page: Page | None = None  # for every severity, unless ``by_severity`` says otherwise
     by_severity: dict[Severity, Page] = Field(default_factory=dict)
+    # Response targets for this playbook's incidents, per severity, over
+    # ``response.ack_within`` / ``resolve_within`` (``never``: none); see bot/targets.py.
+    ack_within: dict[Severity, Target] = Field(default_factory=dict)
+    resolve_within: dict[Severity, Target] = Field(default_factory=dict)
 
     def rule_for(self, severity: Severity) -> PageRule:
         if severity in self.by_severity:

@@ -28,12 +28,22 @@ class Subscriptions:
     def __init__(self) -> None:
         self._entries: list[tuple[str, frozenset[str] | None]] = []
         self._lanes: dict[str, str] = {}
+        self._timers: set[str] = set()
 
     def add(self, subscriber: str, events: Iterable[str] | None = None) -> None:
         self._entries.append((subscriber, None if events is None else frozenset(events)))
 
     def route(self, kind: str, lane: str) -> None:
         self._lanes[kind] = lane
+
+    def timer(self, kind: str) -> None:
+        """Jobs of ``kind`` are timers (an escalation, a reminder, a response target): due
+        later, they are not counted as the outbox's backlog (``Stats.jobs_scheduled``)."""
+        self._timers.add(kind)
+
+    @property
+    def timers(self) -> frozenset[str]:
+        return frozenset(self._timers)
 
     def lane_of(self, kind: str) -> str:
         return self._lanes.get(kind, self.DEFAULT_LANE)
@@ -108,11 +118,16 @@ class NewJob:
 @dataclass(frozen=True)
 class IncidentChange:
     """What ``Store.change_incident`` writes: top-level ``data`` keys replaced, events, jobs,
-    and the incident's ``severity`` and ``playbook`` when set (None leaves them as they are)."""
+    and the incident's ``severity`` and ``playbook`` when set (None leaves them as they are).
+
+    ``cancel`` names timers that are no longer wanted, as key prefixes: every pending job
+    whose key starts with one is marked ``cancelled`` in the same transaction, so it never
+    runs (a running one finishes; its handler finds the state that cancelled it)."""
 
     data: Mapping[str, Any] = field(default_factory=dict)
     events: Sequence[NewEvent] = ()
     jobs: Sequence[NewJob] = ()
+    cancel: Sequence[str] = ()
     severity: Severity | None = None
     playbook: str | None = None
 
@@ -128,11 +143,17 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class Stats:
+    """``jobs_pending``: the outbox, jobs running or waiting to run (a retry waiting out
+    its backoff included); ``jobs_scheduled``: timers (kinds registered with
+    ``timer=True``: an escalation, a reminder, a response target) due later and not tried
+    yet, which are no backlog."""
+
     inbox_depth: int
     oldest_pending_at: float | None
     jobs_pending: int
     jobs_failed: int
     open_by_severity: Mapping[str, int] = field(default_factory=dict)
+    jobs_scheduled: int = 0
 
 
 class InboxStore(abc.ABC):
@@ -358,5 +379,5 @@ class Store(InboxStore, IncidentStore, JobStore, SharedState):
 
     @abc.abstractmethod
     async def prune(self, before: float) -> int:
-        """Delete processed inbox rows, finished jobs and expired keys older than
-        ``before``."""
+        """Delete processed inbox rows, finished and cancelled jobs and expired keys older
+        than ``before``."""

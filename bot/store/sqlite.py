@@ -883,8 +883,17 @@ class SqliteStore(Store):
                 f"SELECT COUNT(*), MIN(received_at) FROM ({_PENDING})",  # noqa: S608
                 (self._inbox_floor,),
             ).fetchone()
-            pending, failed = conn.execute(
-                "SELECT SUM(status IN ('pending', 'running')), SUM(status = 'failed') FROM jobs"
+            # A timer waiting for its time; once tried, a retry is backlog like any job.
+            marks = ",".join("?" * len(timers))
+            timer = (
+                f"(kind IN ({marks}) AND status = 'pending' AND due_at > ? AND attempts = 0)"
+                if timers
+                else "0"
+            )
+            pending, scheduled, failed = conn.execute(
+                f"SELECT SUM(status IN ('pending', 'running') AND NOT {timer}), SUM({timer}),"  # noqa: S608
+                " SUM(status = 'failed') FROM jobs",
+                (*timers, now, *timers, now) if timers else (),
             ).fetchone()
             by_severity = {
                 row[0]: row[1]
@@ -893,8 +902,9 @@ class SqliteStore(Store):
                     "GROUP BY severity"
                 )
             }
-            return Stats(depth, oldest, pending or 0, failed or 0, by_severity)
+            return Stats(depth, oldest, pending or 0, failed or 0, by_severity, scheduled or 0)
 
+        now, timers = self._clock(), sorted(self.subscribers.timers)
         return await self._read(read)
 
     async def prune(self, before: float) -> int:
@@ -916,7 +926,8 @@ class SqliteStore(Store):
             # After the payloads they speak of: a row never loses its mark while it is kept.
             conn.execute("DELETE FROM inbox_done WHERE id < (SELECT MIN(id) FROM received.inbox)")
             gone = conn.execute(
-                "DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (before,)
+                "DELETE FROM jobs WHERE status IN ('done', 'cancelled') AND updated_at < ?",
+                (before,),
             ).rowcount
             gone += conn.execute(
                 "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at < ?", (before,)

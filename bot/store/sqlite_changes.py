@@ -62,6 +62,8 @@ def change_incident(
         )
         for e in result.events
     ]
+    for prefix in result.cancel:  # before the new jobs: a replanned timer is not hit
+        cancel_jobs(conn, prefix, now)
     inc.insert_jobs(
         conn,
         subscribers,
@@ -78,6 +80,18 @@ def change_incident(
         now,
     )
     return events
+
+
+def cancel_jobs(conn: sqlite3.Connection, prefix: str, now: float) -> int:
+    """Mark the pending jobs whose key starts with ``prefix`` cancelled (a range on the
+    key's unique index: U+10FFFF sorts after every character a key holds)."""
+    if not prefix:
+        raise ValueError("cancelling needs a key prefix")
+    return conn.execute(
+        "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE key >= ? AND key < ?"
+        " AND status = 'pending'",
+        (now, prefix, prefix + "\U0010ffff"),
+    ).rowcount
 
 
 def _entries(conn: sqlite3.Connection, bucket: str, now: float) -> list[float]:

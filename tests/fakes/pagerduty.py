@@ -47,6 +47,9 @@ class FakePagerDuty(FakeServer):
         self.alerts: dict[str, str] = {}  # dedup_key -> triggered/acknowledged/resolved
         self.oncalls: list[JsonDict] = []
         self.me: JsonDict = pd_ref("user", "PUSER01", "Fake Responder")
+        self.escalations: list[JsonDict] = []  # PUT /incidents/{id} escalation_level changes
+        self.levels = 3  # the escalation policy's levels: a higher one is a 400
+        self.require_from = False  # an account-level token: PUT needs a From header
         self._drop_answers = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._ca_file: str | None = None
@@ -58,6 +61,7 @@ class FakePagerDuty(FakeServer):
         router.add_get("/oncalls", self._oncalls)
         router.add_get("/users/me", self._users_me)
         router.add_get("/incidents", self._incidents)
+        router.add_put("/incidents/{incident_id}", self._update_incident)
 
     async def start(self) -> None:
         """Mint a fresh CA + 127.0.0.1 certificate, write the CA PEM, start serving TLS."""
@@ -246,6 +250,30 @@ class FakePagerDuty(FakeServer):
         limit, offset = min(int(q.get("limit", "25")), 100), int(q.get("offset", "0"))
         return _page("incidents", found, limit, offset, total=q.get("total") == "true")
 
+    async def _update_incident(self, request: web.Request) -> web.Response:
+        """``PUT /incidents/{id}``: the escalation level only (what alertpilot changes)."""
+        if (denied := self._rest_auth_error(request)) is not None:
+            return denied
+        sender = request.headers.get("From")
+        if self.require_from and not sender:
+            return _rest_error(
+                400, "Requests with account-level API keys must include a From header", 2001
+            )
+        incident_id = request.match_info["incident_id"]
+        found = next((i for i in self.incidents() if i["id"] == incident_id), None)
+        if found is None:
+            return _rest_error(404, "Incident Not Found", 2100)
+        body = record_of(request).body
+        update = body.get("incident") if isinstance(body, dict) else None
+        level = update.get("escalation_level") if isinstance(update, dict) else None
+        kind = update.get("type") if isinstance(update, dict) else None
+        if kind not in ("incident", "incident_reference") or not isinstance(level, int):
+            return _rest_error(400, "Invalid Input Provided", 2001)
+        if not 1 <= level <= self.levels:
+            return _rest_error(400, "Escalation level is not valid for this policy", 2001)
+        self.escalations.append({"id": incident_id, "level": level, "from": sender})
+        return web.json_response({"incident": {**found, "escalation_level": level}})
+
     async def _users_me(self, request: web.Request) -> web.Response:
         if (denied := self._rest_auth_error(request)) is not None:
             return denied
@@ -295,6 +323,10 @@ def validate_event(body: JsonDict) -> list[str]:
                     "'payload.severity' is invalid (must be one of critical, error, warning, info)"
                 )
     return errors
+
+
+def _rest_error(status: int, message: str, code: int) -> web.Response:
+    return web.json_response({"error": {"message": message, "code": code}}, status=status)
 
 
 def _invalid(errors: list[str]) -> web.Response:
