@@ -14,7 +14,7 @@ talking to the loopback OpenAI fake, which answers with a mix of:
   traffic to the secondary provider"), each checked to be absent from the facts.
 
 What the answer becomes is rendered into the incident's Slack message
-(``bot.notify.render``), as on-call would read it. Measured: the invented sentences that
+(``bot.slack.render``), as on-call would read it. Measured: the invented sentences that
 reach Slack (goal: none) and the share of supported sentences kept (goal: >= 90%).
 
     .venv/bin/python bench/grounding.py [--quick]
@@ -45,16 +45,16 @@ from narrative_incidents import (  # noqa: E402
 )
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from bot.clock import ManualClock  # noqa: E402
+from bot.core.clock import ManualClock  # noqa: E402
+from bot.core.incidents import Incident  # noqa: E402
 from bot.diagnostics.units import format_value  # noqa: E402
-from bot.incidents import Incident  # noqa: E402
 from bot.narrative.context import IncidentSubject  # noqa: E402
 from bot.narrative.facts import from_incident  # noqa: E402
 from bot.narrative.llm import LlmClient  # noqa: E402
 from bot.narrative.metrics import NarrativeMetrics  # noqa: E402
 from bot.narrative.narrator import Narrator  # noqa: E402
-from bot.notify.render import Extras, incident_message  # noqa: E402
 from bot.settings import LlmSettings  # noqa: E402
+from bot.slack.render import Extras, incident_message  # noqa: E402
 from bot.store.sqlite import SqliteStore  # noqa: E402
 from fakes import FakeOpenAI  # noqa: E402
 

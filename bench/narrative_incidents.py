@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Incident
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Incident
 from bot.playbook.model import Playbook
 from bot.store.sqlite import SqliteStore
 

@@ -42,8 +42,8 @@ from narrative_incidents import (  # noqa: E402
 )
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from bot.clock import ManualClock  # noqa: E402
-from bot.incidents import Incident, Status  # noqa: E402
+from bot.core.clock import ManualClock  # noqa: E402
+from bot.core.incidents import Incident, Status  # noqa: E402
 from bot.narrative.context import IncidentSubject  # noqa: E402
 from bot.narrative.facts import from_incident  # noqa: E402
 from bot.narrative.llm import LlmClient  # noqa: E402

@@ -9,14 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from bot import api, keys, narrative, paging, pipeline, remediation
-from bot.actions import IncidentActions
-from bot.alertmanager import AlertmanagerClient
-from bot.breaker import Breakers
-from bot.chat import setup as slack_feature
-from bot.clock import Clock, SystemClock
-from bot.connections import Connections
-from bot.durations import format_duration
+from bot import keys, narrative, pipeline, remediation
+from bot.core.clock import Clock, SystemClock
+from bot.core.durations import format_duration
+from bot.core.incidents import TransitionError
+from bot.core.transitions import IncidentActions
 from bot.errors import (
     AuthError,
     NotConfigured,
@@ -26,20 +23,25 @@ from bot.errors import (
     StoreError,
     StoreUnavailable,
 )
-from bot.exposure import Guard
-from bot.incidents import TransitionError
-from bot.ingest import alertmanager_webhook
-from bot.jobs import JobHandlers, Lane
-from bot.load import IngestLoad
-from bot.metrics import Metrics
 from bot.notify.log import LogNotifier
-from bot.prometheus import PrometheusClient
+from bot.pagerduty import setup as paging
+from bot.runtime.jobs import JobHandlers, Lane
+from bot.runtime.load import IngestLoad
+from bot.runtime.metrics import Metrics
+from bot.runtime.worker import InboxProcessor, JobRunner
+from bot.server import api
+from bot.server.connections import Connections
+from bot.server.exposure import Guard
+from bot.server.ingest import alertmanager_webhook
 from bot.settings import Settings
-from bot.silences import SilenceService
+from bot.silences.service import SilenceService
+from bot.slack import setup as slack_feature
 from bot.store.base import Store
 from bot.store.sqlite import SqliteStore
 from bot.targets import ResponseTargets, TargetMetrics
-from bot.worker import InboxProcessor, JobRunner
+from bot.upstream.alertmanager import AlertmanagerClient
+from bot.upstream.breaker import Breakers
+from bot.upstream.prometheus import PrometheusClient
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +54,14 @@ def _error(status: int, code: str, message: str, **headers: str) -> web.Response
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what a browser may have been made to send (``bot.exposure``), then map the
+    """Refuse what a browser may have been made to send (``bot.server.exposure``), then map the
     exception tree to HTTP status codes, in one place."""
     endpoint = request.path.strip("/").split("/")[0] or "root"
     app = request.app
     metrics = app[keys.METRICS]
     connections, protocol = app[keys.CONNECTIONS], request.protocol
     serving = connections.serving
-    serving.add(protocol)  # not one to close to make room (bot.connections)
+    serving.add(protocol)  # not one to close to make room (bot.server.connections)
     connections.used.add(protocol)
     try:
         app[keys.GUARD].check(request)

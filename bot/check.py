@@ -21,9 +21,10 @@ from pathlib import Path
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from bot import regex
+from bot.core import regex
+from bot.core.matchers import MatchOp
+from bot.core.yamlsource import Loc, format_loc, load_text
 from bot.errors import ConfigError
-from bot.matchers import MatchOp
 from bot.notify.links import link_problem
 from bot.playbook import allowlist
 from bot.playbook.checks import Allowlists
@@ -38,7 +39,6 @@ from bot.playbook.templating import (
 )
 from bot.settings import Settings, load_settings
 from bot.shipped import shipped
-from bot.yamlsource import Loc, format_loc, load_text
 
 PROMTOOL = "/usr/bin/promtool"
 

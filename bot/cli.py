@@ -16,14 +16,14 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import ValidationError
 
-from bot import logs
-from bot.alerts import parse_group
-from bot.clock import SystemClock
+from bot.core.alerts import parse_group
+from bot.core.clock import SystemClock
+from bot.core.incidents import Status
 from bot.errors import ConfigError, PayloadError, StoreError
-from bot.exposure import exposure, refusal
-from bot.incidents import Status
-from bot.narrative.commands import add_commands as add_narrative_commands
-from bot.remediation.commands import add_commands as add_remediation_commands
+from bot.narrative.cli import add_commands as add_narrative_commands
+from bot.remediation.cli import add_commands as add_remediation_commands
+from bot.runtime import logs
+from bot.server.exposure import exposure, refusal
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
 from bot.store.sqlite import SqliteStore
 
@@ -44,9 +44,9 @@ async def _freeze_heap(app: web.Application) -> None:
 
 async def _serve(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain: aiohttp's runner with a cap on open
-    connections and a time limit on each request's headers (``bot.connections``)."""
+    connections and a time limit on each request's headers (``bot.server.connections``)."""
     from bot import keys
-    from bot.connections import raise_open_files
+    from bot.server.connections import raise_open_files
 
     server = settings.server
     connections = app[keys.CONNECTIONS]

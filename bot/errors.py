@@ -10,8 +10,8 @@
     │   └── NotConfigured      the feature is off in this configuration       -> HTTP 404
     ├── RequestRefused         refused whatever the credentials (a browser's cross-site
     │                          request, an unknown Host, not JSON, too slow) -> its status
-    ├── TransitionError        (bot.incidents) a status change the state machine refuses -> 409
-    ├── ActionRefused          a rule refuses an action: who may act (bot.chat.access), a
+    ├── TransitionError        (bot.core.incidents) a status change the state machine refuses -> 409
+    ├── ActionRefused          a rule refuses an action: who may act (bot.slack.access), a
     │                          remediation guard, a silence's reach; the message says why
     ├── RenderingError         a template fails to render, or a prompt to fit
     ├── StepError              (bot.diagnostics.base) a diagnostic step has no answer

@@ -7,30 +7,30 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from bot.actions import IncidentActions
-from bot.alertmanager import AlertmanagerClient
-from bot.breaker import Breakers
-from bot.clock import Clock
-from bot.connections import Connections
-from bot.exposure import Guard
-from bot.jobs import JobHandlers
-from bot.load import IngestLoad
-from bot.metrics import Metrics
+from bot.core.clock import Clock
+from bot.core.transitions import IncidentActions
 from bot.playbook.registry import PlaybookSet
-from bot.prometheus import PrometheusClient
+from bot.runtime.jobs import JobHandlers
+from bot.runtime.load import IngestLoad
+from bot.runtime.metrics import Metrics
+from bot.runtime.worker import InboxProcessor, JobRunner
+from bot.server.connections import Connections
+from bot.server.exposure import Guard
 from bot.settings import Settings
-from bot.silences import SilenceService
+from bot.silences.service import SilenceService
 from bot.store.base import Store
-from bot.worker import InboxProcessor, JobRunner
+from bot.upstream.alertmanager import AlertmanagerClient
+from bot.upstream.breaker import Breakers
+from bot.upstream.prometheus import PrometheusClient
 
 if TYPE_CHECKING:  # bot.pipeline imports this module
-    from bot.chat.state import SlackState
     from bot.narrative.narrator import Narrator
     from bot.narrative.ratelimit import RateLimiter
-    from bot.notify.pagerduty import PagerDutyFeature
-    from bot.oncall import OnCallDirectory
+    from bot.pagerduty.feature import PagerDutyFeature
+    from bot.pagerduty.oncall import OnCallDirectory
     from bot.pipeline import Pipeline
     from bot.remediation.engine import RemediationEngine
+    from bot.slack.state import SlackState
 
 SETTINGS = web.AppKey("settings", Settings)
 GUARD = web.AppKey("guard", Guard)

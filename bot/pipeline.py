@@ -1,6 +1,6 @@
 """The pipeline: playbook match -> diagnostics -> hand-over to remediation.
 
-Two jobs, in two lanes (``bot.jobs.Lane``): the match is local and quick and decides
+Two jobs, in two lanes (``bot.runtime.jobs.Lane``): the match is local and quick and decides
 the page, so it runs in the notify lane (job kind ``pipeline``, a timeline subscriber
 that acts on ``incident.opened`` only); diagnostics and remediation wait on upstreams,
 so they run in the pipeline lane (job kind ``pipeline.diagnose``, enqueued with the
@@ -39,18 +39,18 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from bot import keys
-from bot.clock import Clock
+from bot.core.clock import Clock
+from bot.core.incidents import EventKind, Incident, Status
 from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sources
 from bot.diagnostics.summary import tally
-from bot.incidents import EventKind, Incident, Status
-from bot.jobs import Lane
-from bot.locks import KeyedLocks
-from bot.metrics import Metrics
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
+from bot.runtime.jobs import Lane
+from bot.runtime.locks import KeyedLocks
+from bot.runtime.metrics import Metrics
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
 
 log = logging.getLogger(__name__)

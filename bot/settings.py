@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bot import regex
-from bot.durations import Duration, Target
+from bot.core import regex
+from bot.core.durations import Duration, Target
+from bot.core.matchers import MatcherStr
+from bot.core.yamlsource import load_file, require_mapping, validate_source
 from bot.errors import ConfigError
-from bot.matchers import MatcherStr
 from bot.playbook.allowlist import url_allowed
 from bot.shipped import shipped
-from bot.yamlsource import load_file, require_mapping, validate_source
 
 DEFAULT_CONFIG = shipped("configs") / "alertpilot.yaml"
 
@@ -75,11 +75,11 @@ class ServerSettings(Strict):
     webhook_basic_auth: BasicAuth | None = None
     api_token: SecretStr | None = None
     # Host names requests may be addressed to, besides loopback, the listen host and
-    # public_url's ("*": any, for a proxy that checks Host itself). See bot.exposure.
+    # public_url's ("*": any, for a proxy that checks Host itself). See bot.server.exposure.
     allowed_hosts: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=16 * 1024 * 1024)
     shutdown_timeout: Duration = 10.0
-    # Slow clients (bot.connections): a connection that has not sent a request's headers
+    # Slow clients (bot.server.connections): a connection that has not sent a request's headers
     # this long after it opened or after its last answer is closed; a body not all there
     # this long after it is read is answered 408; at most this many connections are open.
     idle_timeout: Duration = 15.0
@@ -149,7 +149,7 @@ class PrometheusSettings(Strict):
     """``external_url``: where people open this Prometheus (its ``--web.external-url``),
     when that is not ``url``. The generator URLs of its alerts are on it: an alert's
     expression is graphed only when its generator URL is on ``url`` or ``external_url``
-    (and the expression is one of this Prometheus's alerting rules, ``bot.notify.alert_rules``),
+    (and the expression is one of this Prometheus's alerting rules, ``bot.slack.alert_rules``),
     and its "Prometheus graph" link is shown only then (or when ``links.allowed_urls``
     allows it)."""
 
@@ -308,7 +308,7 @@ class ResponseSettings(Strict):
 
 
 class LaneSettings(Strict):
-    """Slots per lane (``bot/jobs.py``): how many jobs of each lane run at once."""
+    """Slots per lane (``bot/runtime/jobs.py``): how many jobs of each lane run at once."""
 
     notify: int = Field(default=8, ge=1, le=256)
     pipeline: int = Field(default=16, ge=1, le=256)
@@ -317,7 +317,7 @@ class LaneSettings(Strict):
 
 class WorkerSettings(Strict):
     lanes: LaneSettings = Field(default_factory=LaneSettings)
-    # Above this many webhooks a second, work behind the ack steps aside (bot/load.py).
+    # Above this many webhooks a second, work behind the ack steps aside (bot/runtime/load.py).
     flood_rate: float = Field(default=500.0, ge=0)
     poll_interval: Duration = 1.0
     max_attempts: int = Field(default=12, ge=1)
@@ -382,7 +382,7 @@ SlackPerson = Annotated[str, Field(pattern=_SLACK_APPROVER)]
 
 
 class SlackSettings(Strict):
-    """Who may do what from Slack (``bot/chat/access.py``): anyone in an incident's own
+    """Who may do what from Slack (``bot/slack/access.py``): anyone in an incident's own
     channel acts on it; from anywhere else only ``responders`` may. ``query`` (ad-hoc
     PromQL) is for ``query_users`` and ``query_channels`` alone, off when both are empty.
     A silence asked for in Slack lasts at most ``max_silence``. ``approvers`` approve

@@ -19,23 +19,23 @@ from typing import Any
 
 import aiohttp
 
-from bot.actions import IncidentActions
-from bot.alertmanager import AlertmanagerClient
-from bot.alerts import AlertGroup
-from bot.clock import SystemClock
+from bot.core.alerts import AlertGroup
+from bot.core.clock import SystemClock
+from bot.core.incidents import AlertRecord, Incident, Status, severity_of, summary_of, title_of
+from bot.core.transitions import IncidentActions
 from bot.diagnostics import Diagnostics, Sources, StepInput
 from bot.diagnostics.units import format_labels
-from bot.incidents import AlertRecord, Incident, Status, severity_of, summary_of, title_of
 from bot.pipeline import match_labels
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook, PromqlDiagnostic, PromqlRangeDiagnostic
 from bot.playbook.templating import RenderError, context, environment, render
-from bot.prometheus import PrometheusClient
 from bot.remediation import RemediationEngine
 from bot.remediation.actions import Connections
 from bot.settings import Settings
 from bot.store.sqlite import SqliteStore
+from bot.upstream.alertmanager import AlertmanagerClient
+from bot.upstream.prometheus import PrometheusClient
 
 QUICK = 3.0  # seconds: a simulation does not wait long on anything
 

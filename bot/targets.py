@@ -30,12 +30,12 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.clock import Clock
-from bot.durations import format_duration
-from bot.incidents import Event, EventKind, Incident, Status
-from bot.jobs import JobHandlers, Lane
+from bot.core.clock import Clock
+from bot.core.durations import format_duration
+from bot.core.incidents import Event, EventKind, Incident, Status
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
+from bot.runtime.jobs import JobHandlers, Lane
 from bot.settings import ResponseSettings, Severity
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
 

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from bot import keys
-from bot.alerts import parse_group
 from bot.app import create_app
-from bot.clock import Clock, ManualClock
-from bot.incidents import Incident
+from bot.core.alerts import parse_group
+from bot.core.clock import Clock, ManualClock
+from bot.core.incidents import Incident
 from bot.narrative.llm import LlmClient
 from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.narrator import Narrator

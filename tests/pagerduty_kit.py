@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot import keys
-from bot.actions import IncidentActions
 from bot.app import create_app
-from bot.clock import Clock, ManualClock
-from bot.incidents import Event, EventKind, Incident
+from bot.core.clock import Clock, ManualClock
+from bot.core.incidents import Event, EventKind, Incident
+from bot.core.transitions import IncidentActions
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.store.base import Store

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.clock import Clock
-from bot.incidents import Event, EventKind, Incident
+from bot.core.clock import Clock
+from bot.core.incidents import Event, EventKind, Incident
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.remediation.engine import RemediationEngine

@@ -12,10 +12,10 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from bot import keys
-from bot.actions import IncidentActions
 from bot.app import create_app
-from bot.clock import ManualClock
-from bot.incidents import Event, Incident
+from bot.core.clock import ManualClock
+from bot.core.incidents import Event, Incident
+from bot.core.transitions import IncidentActions
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.store.base import Store

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.clock import Clock
+from bot.core.clock import Clock
 from bot.settings import Settings
 from conftest import make_settings
 from fakes import FakeSlack

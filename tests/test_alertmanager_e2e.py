@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import Incident, Status
+from bot.core.incidents import Incident, Status
 from bot.store.base import Store
 from conftest import make_settings
 from stack import Alertmanager

@@ -61,8 +61,8 @@ def test_simulate_rejects_bad_payload(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 async def seed(tmp_path: Path) -> None:
-    from bot.alerts import parse_group
-    from bot.clock import SystemClock
+    from bot.core.alerts import parse_group
+    from bot.core.clock import SystemClock
     from bot.settings import Severity
     from bot.store.sqlite import SqliteStore
 

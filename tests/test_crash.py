@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.clock import SystemClock
+from bot.core.clock import SystemClock
 from bot.store.sqlite import SqliteStore
 from conftest import make_settings, payload
 from serving import ServeProcess

@@ -14,13 +14,13 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.alertmanager import AlertmanagerClient
-from bot.clock import SystemClock
+from bot.core.clock import SystemClock
 from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sources, Trend
 from bot.diagnostics.units import format_value
 from bot.playbook.model import Playbook
 from bot.playbook.templating import environment, sample_context
-from bot.prometheus import PrometheusClient
+from bot.upstream.alertmanager import AlertmanagerClient
+from bot.upstream.prometheus import PrometheusClient
 from stack import Alertmanager, LoopbackApp, MetricsExporter, Prometheus
 
 DEAD = "http://127.0.0.1:9"

@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestServer
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import Event, EventKind, Incident, Status
+from bot.core.incidents import Event, EventKind, Incident, Status
 from bot.remediation.records import RollbackState, StepRecord, StepState, VerifyState, steps_of
 from bot.settings import DEFAULT_CONFIG, load_settings
 from bot.store.base import Store

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import EventKind, Incident, Status
+from bot.core.incidents import EventKind, Incident, Status
 from bot.settings import AlertmanagerSettings, LinkSettings, PlaybookSettings
 from bot.store.base import Store
 from fakes import FakeSlack

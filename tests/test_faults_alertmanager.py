@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from bot.remediation.records import StepState
 from faultkit import FaultProxy, ack, readyz, scrape, until
 from remediation_kit import Harness, group, playbook, start

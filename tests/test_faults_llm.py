@@ -16,8 +16,8 @@ import pytest
 
 from bot import keys
 from bot.app import create_app
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Incident
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Incident
 from conftest import make_settings
 from fakes import FakeOpenAI
 from faultkit import ack, alert_group, quiet, readyz, scrape, until

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind
 from fakes import FakePagerDuty
 from faultkit import ack, quiet, readyz, scrape
 from pagerduty_kit import Bot, alert_group, start_bot

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot import keys
-from bot.incidents import EventKind, Incident
+from bot.core.incidents import EventKind, Incident
 from faultkit import FaultProxy, ack, alert_group, readyz, scrape, until
 from remediation_kit import Harness, start
 from stack import Prometheus

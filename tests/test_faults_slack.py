@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from bot import keys
-from bot.clock import ManualClock
-from bot.incidents import EventKind
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind
 from fakes import FakeSlack
 from faultkit import ack, alert_group, quiet, readyz, scrape, until
 from slackkit import CHANNEL, settle, slack_settings, start

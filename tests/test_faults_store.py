@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from conftest import make_settings
 from fakes import FakeOpenAI
 from faultkit import (

@@ -8,9 +8,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.alertmanager import AlertmanagerClient, AlertmanagerError
-from bot.httpclient import request
-from bot.matchers import parse_matcher
+from bot.core.matchers import parse_matcher
+from bot.upstream.alertmanager import AlertmanagerClient, AlertmanagerError
+from bot.upstream.http import request
 
 
 async def test_redirects_are_not_followed(aiohttp_server: Any) -> None:

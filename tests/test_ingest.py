@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import Status
+from bot.core.incidents import Status
 from bot.settings import Settings
 from conftest import API, FIXTURES, JSON, make_settings, payload
 

@@ -15,7 +15,7 @@ PAYLOAD = ROOT / "tests" / "fixtures" / "alertmanager" / "captured-firing.json"
 SEED = textwrap.dedent(
     """
     import asyncio, json, sys
-    from bot.alerts import parse_group
+    from bot.core.alerts import parse_group
     from bot.settings import Severity
     from bot.store.sqlite import SqliteStore
 

@@ -21,22 +21,22 @@ import pytest
 from aiohttp import web
 
 from bot import keys
-from bot.alertmanager import AlertmanagerClient
-from bot.alerts import parse_group
-from bot.breaker import Breakers
-from bot.clock import ManualClock, SystemClock
+from bot.core.alerts import parse_group
+from bot.core.clock import ManualClock, SystemClock
+from bot.core.incidents import EventKind
 from bot.diagnostics import Diagnostics, DiagnosticStatus, Sources
 from bot.diagnostics.result import NotChecked
-from bot.incidents import EventKind
-from bot.jobs import JobHandlers, Lane
-from bot.metrics import Metrics
 from bot.playbook.loader import load_playbooks
 from bot.playbook.templating import environment
-from bot.prometheus import PrometheusClient, PrometheusError
+from bot.runtime.jobs import JobHandlers, Lane
+from bot.runtime.metrics import Metrics
+from bot.runtime.worker import JobRunner
 from bot.settings import DEFAULT_CONFIG, Severity, load_settings
 from bot.store.base import Job
 from bot.store.sqlite import SqliteStore
-from bot.worker import JobRunner
+from bot.upstream.alertmanager import AlertmanagerClient
+from bot.upstream.breaker import Breakers
+from bot.upstream.prometheus import PrometheusClient, PrometheusError
 from conftest import make_settings, payload
 from fakes import FakePagerDuty
 from faultkit import FaultProxy

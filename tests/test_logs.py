@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot import logs
+from bot.runtime import logs
 
 
 def test_json_lines_and_secret_scrubbing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Tests for bot.matchers: Alertmanager matcher parsing and matching, PromQL quoting."""
+"""Tests for bot.core.matchers: Alertmanager matcher parsing and matching, PromQL quoting."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from bot.matchers import (
+from bot.core.matchers import (
     Matcher,
     MatcherError,
     MatcherStr,
@@ -35,7 +35,7 @@ EQ, NE, RE, NRE = MatchOp.EQ, MatchOp.NE, MatchOp.RE, MatchOp.NRE
 label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]*", fullmatch=True)
 
 
-# --- a reference Go strconv.Unquote, written independently of bot.matchers ---------------
+# --- a reference Go strconv.Unquote, written independently of bot.core.matchers ---------------
 
 _SIMPLE = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34}
 

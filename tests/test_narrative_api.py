@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bot.clock import ManualClock
+from bot.core.clock import ManualClock
 from conftest import API, FIXTURES, JSON
 from fakes import FakeOpenAI
 from narrative_support import app_settings, group, post_alerts, running_app, until_quiet

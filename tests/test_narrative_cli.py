@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from bot.clock import ManualClock
+from bot.core.clock import ManualClock
 from bot.store.sqlite import SqliteStore
 from fakes import FakeOpenAI
 from narrative_support import DIAGNOSTICS, group, open_incident, with_diagnostics

@@ -7,7 +7,7 @@ import hashlib
 import itertools
 from pathlib import Path
 
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from bot.narrative.cache import PREFIX, cache_key
 from fakes import FakeOpenAI
 from narrative_support import group, metric, narrator_for, open_incident

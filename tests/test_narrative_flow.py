@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bot import keys
-from bot.clock import Clock, SystemClock
-from bot.incidents import EventKind, Incident
+from bot.core.clock import Clock, SystemClock
+from bot.core.incidents import EventKind, Incident
 from bot.narrative import jobs as narrative_jobs
 from conftest import payload
 from fakes import FakeOpenAI

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot import keys
-from bot.clock import SystemClock
-from bot.incidents import EventKind
+from bot.core.clock import SystemClock
+from bot.core.incidents import EventKind
 from bot.narrative.grounding import Facts, actions_that_ran, claims, ground
-from bot.notify.render import Extras, incident_message
+from bot.slack.render import Extras, incident_message
 from conftest import API
 from fakes import FakeOpenAI
 from narrative_support import (

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.clock import ManualClock
+from bot.core.clock import ManualClock
+from bot.core.incidents import Event, EventKind
 from bot.diagnostics.summary import finding, tally
-from bot.incidents import Event, EventKind
-from bot.notify.pagerduty_payload import trigger_event
-from bot.notify.render import Extras, incident_message
-from bot.notify.render_events import event_reply
+from bot.pagerduty.payload import trigger_event
 from bot.playbook.templating import NotApplicable, environment, render, required_labels
+from bot.slack.render import Extras, incident_message
+from bot.slack.render_events import event_reply
 from bot.store.sqlite import SqliteStore
 from conftest import FIXTURES
 from narrative_support import group, open_incident, with_diagnostics

@@ -12,18 +12,18 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bot.actions import IncidentActions
-from bot.alerts import parse_group
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Status
-from bot.jobs import JobHandlers
-from bot.metrics import Metrics
-from bot.notify.pagerduty import build
+from bot.core.alerts import parse_group
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Status
+from bot.core.transitions import IncidentActions
+from bot.pagerduty.feature import build
 from bot.playbook.model import Playbook
+from bot.runtime.jobs import JobHandlers
+from bot.runtime.metrics import Metrics
+from bot.runtime.worker import JobRunner
 from bot.settings import Severity
 from bot.store.base import Job
 from bot.store.sqlite import SqliteStore
-from bot.worker import JobRunner
 from conftest import make_settings
 from fakes import FakePagerDuty
 from pagerduty_kit import alert_group, pd_section, start_bot

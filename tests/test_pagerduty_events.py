@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bot import keys
-from bot.clock import ManualClock, SystemClock
-from bot.incidents import EventKind, Incident, Status
+from bot.core.clock import ManualClock, SystemClock
+from bot.core.incidents import EventKind, Incident, Status
 from bot.store.base import IncidentChange
 from fakes import FakePagerDuty
 from pagerduty_kit import ROUTING_KEY, alert_group, start_bot

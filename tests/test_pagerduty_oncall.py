@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bot import keys
-from bot.clock import ManualClock
-from bot.oncall import OnCallUnavailable
+from bot.core.clock import ManualClock
+from bot.pagerduty.oncall import OnCallUnavailable
 from conftest import API
 from fakes import FakePagerDuty, oncall_entry
 from pagerduty_kit import start_bot

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from bot.incidents import AlertRecord, Incident, Status
+from bot.core.incidents import AlertRecord, Incident, Status
 from bot.notify.links import LinkPolicy
-from bot.notify.pagerduty_client import RateLimiter
-from bot.notify.pagerduty_payload import (
+from bot.pagerduty.events import RateLimiter
+from bot.pagerduty.payload import (
     MAX_DEDUP_KEY,
     MAX_SUMMARY,
     dedup_key,

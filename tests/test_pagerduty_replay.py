@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Status
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Status
 from fakes import FakePagerDuty
 from pagerduty_kit import Bot, alert_group, start_bot
 
@@ -96,7 +96,7 @@ async def test_an_event_older_than_the_window_is_not_applied(
     bot = await paged_bot(aiohttp_client, tmp_path, fake_pagerduty, ManualClock())
     key = (await bot.incident()).key
     old = bot.event("incident.acknowledged", "PINC001", key, "Ada", occurred_at=ago(bot, 31 * DAY))
-    with caplog.at_level(logging.WARNING, logger="bot.pdwebhooks"):
+    with caplog.at_level(logging.WARNING, logger="bot.pagerduty.webhooks"):
         assert await status_of(bot, old) == "stale"
     assert f"PagerDuty webhook {old['event']['id']} (incident.acknowledged)" in caplog.text
     await bot.settle()

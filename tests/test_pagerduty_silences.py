@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind
 from fakes import FakePagerDuty
 from pagerduty_kit import Bot, alert_group, start_bot
 from stack import Alertmanager

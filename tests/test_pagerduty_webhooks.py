@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Status
-from bot.pdwebhooks import verify_signature
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Status
+from bot.pagerduty.webhooks import verify_signature
 from conftest import FIXTURES
 from fakes import FakePagerDuty, FakeSlack, pd_ref, sign_v3
 from pagerduty_kit import OLD_SECRET, SECRET, Bot, alert_group, start_bot

@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
+from bot.core.incidents import Event, EventKind, Incident
 from bot.errors import ConfigError, StoreUnavailable
-from bot.incidents import Event, EventKind, Incident
 from bot.pipeline import Pipeline, RunStatus
 from bot.settings import Settings
 from bot.store.base import IncidentChange, Store

@@ -13,11 +13,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from bot import keys
-from bot.alerts import label_fingerprint, parse_group
 from bot.app import create_app
-from bot.incidents import EventKind, Incident, Status
+from bot.core.alerts import label_fingerprint, parse_group
+from bot.core.incidents import EventKind, Incident, Status
 from bot.notify.links import NO_LINKS, LinkPolicy
-from bot.notify.render import Extras, incident_message
+from bot.slack.render import Extras, incident_message
 from conftest import API, FIXTURES, make_settings, payload
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind
 from bot.playbook import templating
 from bot.playbook.model import CommandAction
 from bot.remediation.actions import ActionContext, Connections
@@ -278,7 +278,7 @@ async def test_executable_off_the_allowlist_is_refused(aiohttp_client: Any, tmp_
 
 
 def context() -> ActionContext:
-    from bot.incidents import Incident, Status
+    from bot.core.incidents import Incident, Status
     from bot.settings import Severity
 
     incident = Incident(

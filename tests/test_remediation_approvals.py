@@ -12,8 +12,8 @@ import yaml
 
 from bot import keys
 from bot.cli import main
-from bot.clock import ManualClock
-from bot.incidents import EventKind
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind
 from bot.remediation.records import ApprovalState, StepState, approvals_of
 from conftest import API, JSON
 from remediation_kit import Receiver, playbook, start

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
+from bot.core.clock import ManualClock
 from bot.playbook.model import Playbook, StepMode
 from bot.remediation.guard import effective_mode
 from bot.remediation.records import StepState

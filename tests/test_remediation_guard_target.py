@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.incidents import AlertRecord, EventKind, Incident, Status
+from bot.core.incidents import AlertRecord, EventKind, Incident, Status
 from bot.playbook.model import Remediation
 from bot.remediation import guard
 from bot.remediation.records import StepState

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot import keys
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Incident
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Incident
 from bot.remediation.records import StepState, approvals_of, dump, steps_of
 from bot.remediation.results import Guard
 from bot.store.base import IncidentChange

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.incidents import AlertRecord, EventKind, Incident, Status
+from bot.core.incidents import AlertRecord, EventKind, Incident, Status
 from bot.remediation import guard
 from bot.remediation.records import StepState
 from bot.remediation.results import Guard

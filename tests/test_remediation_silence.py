@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from bot.remediation.records import StepState
 from bot.remediation.results import Guard
 from remediation_kit import group, playbook, start

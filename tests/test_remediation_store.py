@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.alerts import parse_group
-from bot.clock import ManualClock
+from bot.core.alerts import parse_group
+from bot.core.clock import ManualClock
+from bot.core.incidents import Incident
 from bot.errors import NotFound
-from bot.incidents import Incident
 from bot.settings import Severity
 from bot.store.base import IncidentChange, NewEvent, NewJob, RateLimit, Subscriptions
 from bot.store.sqlite import SqliteStore

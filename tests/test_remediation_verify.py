@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from bot.remediation.records import RollbackState, StepState, VerifyState
 from remediation_kit import Harness, Received, Receiver, playbook, start
 from stack import MetricsExporter, Prometheus

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import keys
-from bot.incidents import EventKind, Status
+from bot.core.incidents import EventKind, Status
 from bot.playbook.model import Playbook
 from fakes import FakePagerDuty, FakeSlack
 from faultkit import scrape

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import keys
-from bot.clock import SystemClock
+from bot.core.clock import SystemClock
 from bot.narrative.redact import Redactor
 from conftest import payload
 from fakes import FakeOpenAI

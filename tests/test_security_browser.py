@@ -1,4 +1,4 @@
-"""A browser on the on-call's machine must not drive alertpilot (bot/exposure.py).
+"""A browser on the on-call's machine must not drive alertpilot (bot/server/exposure.py).
 
 The attacks as they were tried, each a request on a socket, against the default
 configuration (no tokens, listening on 127.0.0.1): a page on another site POSTs an alert
@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.cli import main
-from bot.exposure import Guard, hostname, is_loopback
 from bot.remediation.records import StepState
+from bot.server.exposure import Guard, hostname, is_loopback
 from conftest import API, JSON, make_settings, payload
 from remediation_kit import Receiver, playbook, start
 from stack import free_port

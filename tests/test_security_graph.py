@@ -33,8 +33,8 @@ from PIL import Image
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import Incident
-from bot.notify.png import THRESHOLD
+from bot.core.incidents import Incident
+from bot.slack.png import THRESHOLD
 from bot.store.base import Store
 from fakes import FakePagerDuty, FakeSlack
 from narrative_support import eventually

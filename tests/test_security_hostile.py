@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from bot import keys
 from bot.app import create_app
 from bot.check import find_promtool
-from bot.matchers import parse_matcher, promql_regex_literal
+from bot.core.matchers import parse_matcher, promql_regex_literal
 from bot.playbook.lint import promtool_problems
 from bot.playbook.templating import environment, render
 from bot.remediation.records import StepState, steps_of

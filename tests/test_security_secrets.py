@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.incidents import Status
+from bot.core.incidents import Status
 from conftest import JSON, make_settings
 from fakes import FakeOpenAI, FakePagerDuty, FakeSlack, oncall_entry, sign_v3, webhook_v3_event
 from narrative_support import eventually, llm_section, until_quiet
@@ -340,7 +340,7 @@ async def _received(receiver: Receiver) -> bool:
 async def test_the_store_and_inbox_files_are_private(tmp_path: Path) -> None:
     import stat
 
-    from bot.clock import ManualClock
+    from bot.core.clock import ManualClock
     from bot.store.sqlite import SqliteStore
 
     folder = tmp_path / "var"

@@ -1,4 +1,4 @@
-"""Slow clients must not lock Alertmanager out (bot/connections.py).
+"""Slow clients must not lock Alertmanager out (bot/server/connections.py).
 
 The attack as it was tried: 1,100 connections that send part of a request's headers and
 never the rest, from a client that needs no credentials, against a server whose process

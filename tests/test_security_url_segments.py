@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.clock import ManualClock
-from bot.incidents import EventKind
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind
 from bot.playbook import allowlist, lint
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import check_playbooks

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 import yaml
 
-from bot.matchers import parse_matcher, promql_string
+from bot.core.matchers import parse_matcher, promql_string
 from bot.playbook.checks import Allowlists
 from bot.playbook.loader import check_playbooks, load_playbooks
 from bot.playbook.model import (

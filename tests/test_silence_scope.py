@@ -22,10 +22,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot import keys
 from bot.app import create_app
-from bot.clock import SystemClock
-from bot.incidents import AlertRecord, EventKind, Incident, Status
+from bot.core.clock import SystemClock
+from bot.core.incidents import AlertRecord, EventKind, Incident, Status
 from bot.settings import Severity
-from bot.silence_scope import MAX_ALERTS, SilenceRefused, alert_silence, silences_for
+from bot.silences.scope import MAX_ALERTS, SilenceRefused, alert_silence, silences_for
 from bot.store.base import Store
 from conftest import make_settings
 from fakes import FakePagerDuty, FakeSlack, webhook_v3_event

@@ -15,18 +15,18 @@ import pytest
 from aiohttp import web
 
 from bot import keys
-from bot.alertmanager import AlertmanagerClient
-from bot.alerts import parse_group
 from bot.app import create_app
-from bot.chat.silences import Silencer
-from bot.clock import ManualClock
+from bot.core.alerts import parse_group
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Status
 from bot.errors import RetryLater
-from bot.incidents import EventKind, Status
-from bot.jobs import JobHandlers
+from bot.runtime.jobs import JobHandlers
 from bot.settings import Severity
-from bot.silences import KIND, NewSilence, SilenceService, added
+from bot.silences.service import KIND, NewSilence, SilenceService, added
+from bot.slack.silence_menu import Silencer
 from bot.store.base import Job
 from bot.store.sqlite import SqliteStore
+from bot.upstream.alertmanager import AlertmanagerClient
 from conftest import make_settings, payload
 from stack import LoopbackApp
 

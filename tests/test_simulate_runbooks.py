@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.alerts import AlertGroup, parse_group
 from bot.cli import main
+from bot.core.alerts import AlertGroup, parse_group
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
 from bot.simulate import simulate
 from stack import Prometheus, free_port

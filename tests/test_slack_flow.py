@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import keys
-from bot.incidents import EventKind, Status
+from bot.core.incidents import EventKind, Status
 from conftest import payload
 from fakes import FakeSlack
 from slackkit import (
@@ -233,7 +233,7 @@ async def test_a_documented_block_actions_payload_acknowledges(
 
 
 def test_a_reply_record_reads_what_every_version_wrote() -> None:
-    from bot.notify.slack import ReplyPost
+    from bot.slack.notifier import ReplyPost
 
     assert ReplyPost.load(None) is None
     assert ReplyPost.load("posting since 12.5") == ReplyPost(started=12.5)

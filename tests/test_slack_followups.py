@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from bot.playbook.model import Playbook
 from fakes import FakePagerDuty, FakeSlack
 from pagerduty_kit import alert_group

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import keys
-from bot.clock import ManualClock
+from bot.core.clock import ManualClock
 from conftest import make_settings, payload
 from fakes import FakeSlack
 from slackkit import CHANNEL, SECRET, settle, slack_settings, start

@@ -12,14 +12,14 @@ from aiohttp import web
 from PIL import Image
 
 from bot import keys
-from bot.incidents import AlertRecord, Incident, Status
-from bot.matchers import Matcher, MatchOp, parse_matchers
-from bot.notify import mrkdwn
-from bot.notify.graph import split_threshold
+from bot.core.incidents import AlertRecord, Incident, Status
+from bot.core.matchers import Matcher, MatchOp, parse_matchers
 from bot.notify.links import LinkPolicy
-from bot.notify.png import THRESHOLD, line_chart
-from bot.notify.render import Extras, incident_message
 from bot.settings import Severity
+from bot.slack import mrkdwn
+from bot.slack.graph import split_threshold
+from bot.slack.png import THRESHOLD, line_chart
+from bot.slack.render import Extras, incident_message
 from conftest import payload
 from fakes import FakeSlack
 from slackkit import CHANNEL, message_text, settle, slack_settings, start

@@ -10,8 +10,8 @@ import pytest
 
 from bot import keys
 from bot.app import create_app
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Status
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Status
 from bot.store.base import Store
 from conftest import make_settings, payload
 from fakes import FakePagerDuty, FakeSlack

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from bot import keys
-from bot.clock import ManualClock
-from bot.incidents import EventKind, Status
+from bot.core.clock import ManualClock
+from bot.core.incidents import EventKind, Status
 from conftest import make_settings, payload
 from fakes import FakePagerDuty, FakeSlack
 from pagerduty_kit import pd_section
@@ -104,7 +104,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
     return [
         tuple(getattr(r, f) for f in fields)
         for r in caplog.records
-        if r.name == "bot.chat.access" and hasattr(r, "refused")
+        if r.name == "bot.slack.access" and hasattr(r, "refused")
     ]
 
 
@@ -124,7 +124,7 @@ async def test_an_outsider_in_another_channel_can_do_nothing_to_a_private_incide
     caplog: pytest.LogCaptureFixture,
     people: dict[str, list[str]],
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.chat")
+    caplog.set_level(logging.INFO, logger="bot.slack")
     bot = await start_bot(aiohttp_client, tmp_path, fake_slack, fake_pagerduty, **people)
     fake_slack.set_usergroup("S0ONCALL", ["U0CAROL"])
     before = await bot.incident()

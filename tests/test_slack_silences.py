@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot import keys
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from conftest import payload
 from fakes import FakeSlack
 from slackkit import (

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot import keys
-from bot.chat.socket import SocketMode
-from bot.incidents import Status
+from bot.core.incidents import Status
+from bot.slack.socket import SocketMode
 from conftest import payload
 from fakes import FakeSlack
 from fakes._base import record_of

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from bot.actions import IncidentActions
-from bot.alerts import parse_group
-from bot.clock import ManualClock
+from bot.core.alerts import parse_group
+from bot.core.clock import ManualClock
+from bot.core.incidents import Status, TransitionError
+from bot.core.transitions import IncidentActions
 from bot.errors import PermanentFailure, RetryLater
-from bot.incidents import Status, TransitionError
-from bot.jobs import JobHandlers
-from bot.metrics import Metrics
+from bot.runtime.jobs import JobHandlers
+from bot.runtime.metrics import Metrics
+from bot.runtime.worker import JobRunner
 from bot.settings import Severity
 from bot.store import sqlite as sqlite_store
 from bot.store.base import Job, Subscriptions
 from bot.store.migrations import MIGRATIONS
 from bot.store.sqlite import SqliteStore
-from bot.worker import JobRunner
 from conftest import make_settings, payload
 
 
@@ -234,9 +234,9 @@ class PoisonStore(SqliteStore):
 
 
 async def test_one_bad_payload_does_not_block_the_batch(tmp_path: Path) -> None:
-    from bot.clock import SystemClock
+    from bot.core.clock import SystemClock
+    from bot.runtime.worker import InboxProcessor
     from bot.settings import IncidentSettings
-    from bot.worker import InboxProcessor
 
     store = PoisonStore(str(tmp_path / "p.db"), clock=SystemClock().now)
     await store.open()

@@ -12,13 +12,13 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from bot.alertmanager import AlertmanagerError
+from bot.core.matchers import Matcher, MatcherError, parse_matcher
 from bot.diagnostics.base import DiagnosticStep, StepError, StepInput
 from bot.diagnostics.judge import Outcome, Point
 from bot.diagnostics.result import DiagnosticStatus
 from bot.diagnostics.units import format_labels
-from bot.matchers import Matcher, MatcherError, parse_matcher
 from bot.playbook.model import AlertsDiagnostic
+from bot.upstream.alertmanager import AlertmanagerError
 
 
 def _line(alert: dict[str, Any]) -> str:

@@ -19,16 +19,16 @@ from typing import Any, ClassVar, Generic, TypeVar
 import aiohttp
 from jinja2.sandbox import SandboxedEnvironment
 
-from bot.alertmanager import AlertmanagerClient, AlertmanagerError
-from bot.breaker import Breakers
-from bot.clock import Clock
+from bot.core.clock import Clock
 from bot.diagnostics.judge import Outcome, judge
 from bot.diagnostics.result import DiagnosticResult, NotChecked
 from bot.errors import AlertpilotError
-from bot.httpclient import HttpError
 from bot.playbook.model import DiagnosticBase
 from bot.playbook.templating import NotApplicable, RenderError, render
-from bot.prometheus import PrometheusClient, PrometheusError
+from bot.upstream.alertmanager import AlertmanagerClient, AlertmanagerError
+from bot.upstream.breaker import Breakers
+from bot.upstream.http import HttpError
+from bot.upstream.prometheus import PrometheusClient, PrometheusError
 
 log = logging.getLogger(__name__)
 

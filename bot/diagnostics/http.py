@@ -21,10 +21,10 @@ from yarl import URL
 from bot.diagnostics.base import DiagnosticStep, StepError, StepInput
 from bot.diagnostics.judge import Outcome, Point
 from bot.diagnostics.result import DiagnosticStatus
-from bot.httpclient import request
 from bot.playbook.allowlist import characters_problem, shape_problem, url_problem
 from bot.playbook.model import HttpDiagnostic
 from bot.playbook.templating import render_skeleton
+from bot.upstream.http import request
 
 MAX_BODY = 1024 * 1024
 _MISSING = object()

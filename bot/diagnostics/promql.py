@@ -6,7 +6,7 @@ from bot.diagnostics.base import DiagnosticStep, StepInput
 from bot.diagnostics.judge import Outcome, Point
 from bot.diagnostics.result import DiagnosticStatus
 from bot.playbook.model import PromqlDiagnostic
-from bot.prometheus import PrometheusError
+from bot.upstream.prometheus import PrometheusError
 
 
 class PromqlStep(DiagnosticStep[PromqlDiagnostic]):

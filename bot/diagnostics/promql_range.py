@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from bot.core.durations import format_duration
 from bot.diagnostics.base import DiagnosticStep, StepInput
 from bot.diagnostics.judge import Outcome, Point
 from bot.diagnostics.result import DiagnosticStatus, RangeSummary, Trend
 from bot.diagnostics.units import format_value
-from bot.durations import format_duration
 from bot.playbook.model import PromqlRangeDiagnostic
-from bot.prometheus import PrometheusError
+from bot.upstream.prometheus import PrometheusError
 
 TREND_THRESHOLD = 0.1
 MAX_POINTS = 11_000  # Prometheus refuses more points per series

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bot.core.incidents import Incident
 from bot.diagnostics.alerts import AlertsStep
 from bot.diagnostics.base import DiagnosticStep, Sources, StepInput
 from bot.diagnostics.http import HttpStep
@@ -21,7 +22,6 @@ from bot.diagnostics.judge import Outcome, judge
 from bot.diagnostics.promql import PromqlStep
 from bot.diagnostics.promql_range import PromqlRangeStep
 from bot.diagnostics.result import DiagnosticResult, NotChecked
-from bot.incidents import Incident
 from bot.playbook.model import Diagnostic, Playbook
 from bot.playbook.templating import context
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from bot.durations import format_duration
-from bot.matchers import promql_string
+from bot.core.durations import format_duration
+from bot.core.matchers import promql_string
 from bot.playbook.model import Expectation
 
 

@@ -7,7 +7,7 @@ redacted), and ``POST /api/v1/narratives``. ``wiring.setup(app)`` plugs it in.
     tokens.py, prompt.py   token counting, JSON vs TOON, cutting to the cap
     templates.py           the files in configs/prompts/ (or llm.prompts_dir)
     llm.py                 AsyncOpenAI with a timeout and bounded retries
-    cache.py, budget.py, ratelimit.py   cost and abuse control (the breaker: bot/breaker.py)
+    cache.py, budget.py, ratelimit.py   cost and abuse control (bot/upstream/breaker.py)
     narrator.py            the flow; jobs.py the timeline subscriber; api.py the endpoint
 """
 

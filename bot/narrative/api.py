@@ -30,14 +30,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from bot import jsonbody, keys
-from bot.api import require_api_token
-from bot.connections import read_body
+from bot import keys
 from bot.errors import AuthError, NotFound, PayloadError, StoreError, StoreUnavailable
-from bot.exposure import not_json
 from bot.narrative.prompt import AUDIENCES, Audience
 from bot.narrative.rca import RcaDocument
 from bot.narrative.templates import PromptTemplateError
+from bot.server import jsonbody
+from bot.server.api import require_api_token
+from bot.server.connections import read_body
+from bot.server.exposure import not_json
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bot.core.incidents import AlertRecord, EventKind, Incident
 from bot.diagnostics.summary import outcome, tally, why_not_checked
-from bot.incidents import AlertRecord, EventKind, Incident
 
 Verdict = Literal["failed", "error", "no_data", "passed", "unknown"]
 

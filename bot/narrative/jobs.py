@@ -23,12 +23,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from bot.core.incidents import Event, EventKind, Incident, Status
 from bot.errors import PermanentFailure
-from bot.incidents import Event, EventKind, Incident, Status
-from bot.locks import KeyedLocks
 from bot.narrative.narrator import Narrative, Narrator
 from bot.narrative.storm import StormIncident, storm_facts, storm_row
 from bot.narrative.templates import PromptTemplateError
+from bot.runtime.locks import KeyedLocks
 from bot.store.base import IncidentChange, Job, NewEvent
 
 log = logging.getLogger(__name__)

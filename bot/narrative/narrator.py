@@ -18,9 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from bot.breaker import CircuitBreaker
-from bot.clock import Clock
-from bot.incidents import EventKind, Incident
+from bot.core.clock import Clock
+from bot.core.incidents import EventKind, Incident
 from bot.narrative.budget import TokenBudget
 from bot.narrative.cache import CachedAnswer, NarrativeCache, cache_key
 from bot.narrative.clean import clean, limit_words
@@ -50,6 +49,7 @@ from bot.narrative.templates import PromptBook, PromptTemplateError
 from bot.narrative.tokens import TokenCounter, default_counter
 from bot.settings import LlmSettings
 from bot.store.base import Store
+from bot.upstream.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bot import regex
+from bot.core import regex
 
 # The longest string redacted whole; beyond it a value is cut first. Facts are clipped
 # far shorter before they get here: this bounds the work whatever reaches it.

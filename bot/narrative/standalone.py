@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from bot.clock import Clock, SystemClock
+from bot.core.clock import Clock, SystemClock
 from bot.narrative.llm import LlmClient
 from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.narrator import Narrative, Narrator

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.incidents import Incident
+from bot.core.incidents import Incident
 from bot.narrative.context import pairs
 from bot.narrative.facts import from_incident
 

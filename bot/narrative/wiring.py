@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bot import keys
-from bot.jobs import Lane
 from bot.narrative.api import post_narratives, rca_analyze
 from bot.narrative.jobs import (
     EVENTS_OF_INTEREST,
@@ -20,6 +19,7 @@ from bot.narrative.llm import LlmClient
 from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.narrator import Narrator
 from bot.narrative.ratelimit import RateLimiter
+from bot.runtime.jobs import Lane
 
 
 def setup(app: web.Application) -> None:

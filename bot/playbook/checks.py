@@ -25,12 +25,12 @@ from typing import Any
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from bot.matchers import MatcherError, parse_matcher
+from bot.core.matchers import MatcherError, parse_matcher
+from bot.core.yamlsource import Loc, Sourced, format_loc
 from bot.playbook import allowlist, lint
 from bot.playbook.model import Action, CommandAction, Playbook, SilenceAction, WebhookAction
 from bot.playbook.templating import RenderError, render, sample_context
 from bot.settings import Settings
-from bot.yamlsource import Loc, Sourced, format_loc
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.core.yamlsource import Loc, Sourced, format_loc, load_text, validate_source
 from bot.errors import ConfigError
 from bot.notify.links import link_problem
 from bot.playbook import lint
@@ -28,7 +29,6 @@ from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
 from bot.settings import Settings
 from bot.shipped import shipped
-from bot.yamlsource import Loc, Sourced, format_loc, load_text, validate_source
 
 log = logging.getLogger(__name__)
 

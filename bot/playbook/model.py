@@ -18,9 +18,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from bot import regex
-from bot.durations import Duration, Target
-from bot.matchers import MatcherStr
+from bot.core import regex
+from bot.core.durations import Duration, Target
+from bot.core.matchers import MatcherStr
 from bot.settings import Severity
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -213,7 +213,7 @@ class PageRule(Strict):
 
 
 def _parse_page(value: object) -> object:
-    from bot.durations import parse_duration
+    from bot.core.durations import parse_duration
 
     if isinstance(value, str):
         match = _PAGE.match(value)

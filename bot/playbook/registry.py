@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
-from bot.matchers import first_failing, matches_all
+from bot.core.matchers import first_failing, matches_all
 from bot.playbook.model import Playbook
 
 

@@ -36,9 +36,9 @@ from urllib.parse import quote
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from bot.core.incidents import Incident
+from bot.core.matchers import promql_regex_literal, promql_string, regex_escape
 from bot.errors import RenderingError
-from bot.incidents import Incident
-from bot.matchers import promql_regex_literal, promql_string, regex_escape
 
 MAX_OUTPUT = 64 * 1024
 

@@ -15,10 +15,11 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from bot import jsonbody, keys
-from bot.api import require_api_token
-from bot.connections import read_body
+from bot import keys
 from bot.errors import PayloadError
+from bot.server import jsonbody
+from bot.server.api import require_api_token
+from bot.server.connections import read_body
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 

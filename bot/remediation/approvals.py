@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.actions import Source
+from bot.core.incidents import Incident, Status, TransitionError
+from bot.core.transitions import Source
 from bot.errors import NotFound, RetryLater
-from bot.incidents import Incident, Status, TransitionError
 from bot.remediation.deps import Deps, run_job
 from bot.remediation.records import (
     ApprovalRecord,

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.actions import IncidentActions
-from bot.clock import Clock
-from bot.incidents import AlertRecord, Incident
+from bot.core.clock import Clock
+from bot.core.incidents import AlertRecord, Incident
+from bot.core.transitions import IncidentActions
 from bot.playbook import templating
 from bot.remediation.actions import ActionContext, ActionRegistry, Connections
 from bot.remediation.records import StepRecord, dump, steps_of

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bot.actions import IncidentActions, Source
-from bot.clock import Clock
-from bot.incidents import EventKind, Incident
-from bot.jobs import JobHandlers
+from bot.core.clock import Clock
+from bot.core.incidents import EventKind, Incident
+from bot.core.transitions import IncidentActions, Source
 from bot.playbook.model import Playbook
 from bot.remediation.actions import ActionRegistry, Connections
 from bot.remediation.approvals import ApprovalDesk, Decision
@@ -22,6 +21,7 @@ from bot.remediation.records import PendingApproval, StepPreview, StepRecord
 from bot.remediation.resolve import ResolveHandler
 from bot.remediation.runner import StepRunner
 from bot.remediation.verify import Verifier
+from bot.runtime.jobs import JobHandlers
 from bot.settings import RemediationSettings
 from bot.store.base import Store
 

@@ -26,15 +26,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bot.durations import format_duration
+from bot.core.durations import format_duration
+from bot.core.incidents import AlertRecord, Incident, Status
 from bot.errors import UpstreamError
-from bot.incidents import AlertRecord, Incident, Status
 from bot.playbook.model import Remediation, StepMode
 from bot.playbook.templating import RenderError, render
-from bot.prometheus import PrometheusClient, PrometheusError, PrometheusQueryError
 from bot.remediation.results import Guard, Stop, truncate
 from bot.settings import RemediationMode
 from bot.store.base import RateLimit, Store
+from bot.upstream.prometheus import PrometheusClient, PrometheusError, PrometheusQueryError
 
 ORDER = (
     RemediationMode.OFF,

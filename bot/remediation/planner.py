@@ -17,9 +17,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.durations import format_duration
+from bot.core.durations import format_duration
+from bot.core.incidents import Incident
 from bot.errors import StoreError
-from bot.incidents import Incident
 from bot.playbook.model import Playbook, Remediation
 from bot.remediation import guard
 from bot.remediation.deps import EXPIRE, Deps, run_job

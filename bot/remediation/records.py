@@ -3,7 +3,7 @@
 ``incident.data["remediations"]`` maps a step key (the step's name; ``playbook/name`` when
 two matched playbooks use one name) to a ``StepRecord``; ``incident.data["approvals"]``
 maps the same key to an ``ApprovalRecord``. Silences a step created are recorded through
-``bot.silences`` in ``incident.data["silences"]`` as ``{"id", "source": "remediation",
+``bot.silences.service`` in ``incident.data["silences"]`` as ``{"id", "source": "remediation",
 "step", "expire_on_resolve", "created_at", "expired_at", "url", "matchers"}``.
 
 A step moves through these states::
@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot.incidents import EventKind, Incident
+from bot.core.incidents import EventKind, Incident
 from bot.remediation.headers import masked
 from bot.remediation.results import Guard, StepResult, truncate
 from bot.settings import RemediationMode

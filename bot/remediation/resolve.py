@@ -2,12 +2,12 @@
 still pending. Every other event kind is ignored.
 
 The silences remediation steps created with ``expire_on_resolve`` are expired by the
-silence service's ``silences`` subscriber (``bot.silences``), like every other silence.
+silence service's ``silences`` subscriber (``bot.silences.service``), like every other silence.
 """
 
 from __future__ import annotations
 
-from bot.incidents import EventKind
+from bot.core.incidents import EventKind
 from bot.remediation.approvals import ApprovalDesk
 from bot.store.base import Job
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bot.core.incidents import AlertRecord, Incident
 from bot.errors import RetryLater
-from bot.incidents import AlertRecord, Incident
 from bot.playbook.model import Remediation
 from bot.playbook.templating import NotApplicable, RenderError, render
 from bot.remediation import guard
@@ -40,7 +40,7 @@ from bot.remediation.records import (
 )
 from bot.remediation.results import Guard, Refused, StepResult, Stop
 from bot.settings import RemediationMode
-from bot.silences import NewSilence, added
+from bot.silences.service import NewSilence, added
 from bot.store.base import Job, NewJob
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from bot.durations import format_duration
-from bot.incidents import Incident
+from bot.core.durations import format_duration
+from bot.core.incidents import Incident
 from bot.playbook.model import Remediation
-from bot.prometheus import PrometheusError
 from bot.remediation import guard
 from bot.remediation.deps import Deps, StepUpdate, run_job, update_step
 from bot.remediation.records import (
@@ -31,6 +30,7 @@ from bot.remediation.records import (
 from bot.remediation.results import truncate
 from bot.remediation.runner import verify_job
 from bot.store.base import Job
+from bot.upstream.prometheus import PrometheusError
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.alerts import AlertGroup
-from bot.incidents import Event, Incident, IncidentBrief, Status
+from bot.core.alerts import AlertGroup
+from bot.core.incidents import Event, Incident, IncidentBrief, Status
 from bot.settings import Severity
 
 
 class Subscriptions:
     """Which subscriber job kinds get a job for a timeline event of a given kind, and the
-    lane each job kind runs in (``bot.jobs.Lane``): the store files every job it writes
+    lane each job kind runs in (``bot.runtime.jobs.Lane``): the store files every job it writes
     under its lane, so that each lane's claim reads only its own jobs."""
 
     DEFAULT_LANE = "pipeline"

@@ -27,9 +27,8 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.alerts import AlertGroup
-from bot.errors import NotFound, StoreError, StoreUnavailable
-from bot.incidents import (
+from bot.core.alerts import AlertGroup
+from bot.core.incidents import (
     Event,
     EventKind,
     Incident,
@@ -37,6 +36,7 @@ from bot.incidents import (
     Status,
     check_transition,
 )
+from bot.errors import NotFound, StoreError, StoreUnavailable
 from bot.settings import Severity
 from bot.store import sqlite_changes as changes
 from bot.store import sqlite_incidents as inc

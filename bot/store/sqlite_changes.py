@@ -10,8 +10,8 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from bot.core.incidents import Event, Incident
 from bot.errors import NotFound
-from bot.incidents import Event, Incident
 from bot.store import sqlite_incidents as inc
 from bot.store.base import IncidentChange, RateLimit, Subscriptions
 

@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bot.alerts import AlertGroup
-from bot.incidents import (
+from bot.core.alerts import AlertGroup
+from bot.core.incidents import (
     AlertRecord,
     Event,
     EventKind,

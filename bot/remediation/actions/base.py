@@ -19,8 +19,7 @@ import aiohttp
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict
 
-from bot.alertmanager import AlertmanagerClient
-from bot.incidents import Incident
+from bot.core.incidents import Incident
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import (
     NotApplicable,
@@ -29,8 +28,9 @@ from bot.playbook.templating import (
     render,
     render_skeleton,
 )
-from bot.prometheus import PrometheusClient
 from bot.remediation.results import Guard, Refused, StepResult, StepStatus
+from bot.upstream.alertmanager import AlertmanagerClient
+from bot.upstream.prometheus import PrometheusClient
 
 log = logging.getLogger(__name__)
 

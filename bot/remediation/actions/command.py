@@ -18,7 +18,7 @@ import shutil
 import signal
 from typing import Literal
 
-from bot import regex
+from bot.core import regex
 from bot.playbook import allowlist
 from bot.playbook.model import CommandAction
 from bot.remediation.actions.base import ActionContext, ActionKind, Call, Connections

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bot.alertmanager import AlertmanagerError
-from bot.durations import format_duration
-from bot.matchers import Matcher, MatcherError, MatchOp, parse_matcher
+from bot.core.durations import format_duration
+from bot.core.matchers import Matcher, MatcherError, MatchOp, parse_matcher
 from bot.playbook.model import SilenceAction
 from bot.remediation.actions.base import ActionContext, ActionKind, Call, Connections
 from bot.remediation.results import Guard, Refused, StepResult, StepStatus, truncate
+from bot.upstream.alertmanager import AlertmanagerError
 
 CREATED_BY = "alertpilot"
 

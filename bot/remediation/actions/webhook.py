@@ -26,12 +26,12 @@ from typing import Any, Literal
 from pydantic import Field
 from yarl import URL
 
-from bot.httpclient import HttpError, request
 from bot.playbook import allowlist
 from bot.playbook.model import WebhookAction
 from bot.playbook.templating import NotApplicable, RenderError, render_value
 from bot.remediation.actions.base import ActionContext, ActionKind, Call, Connections
 from bot.remediation.results import Guard, Refused, StepResult, StepStatus, truncate
+from bot.upstream.http import HttpError, request
 
 MAX_RESPONSE = 2000
 _IDEMPOTENT = frozenset({"PUT", "DELETE"})

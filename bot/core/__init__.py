@@ -1,0 +1,1 @@
+"""The domain: alerts, incidents and how they change, matchers, time."""
