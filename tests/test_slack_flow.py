@@ -240,3 +240,41 @@ def test_a_reply_record_reads_what_every_version_wrote() -> None:
     assert ReplyPost.load("1700000000.000100") == ReplyPost(ts="1700000000.000100")
     for record in (ReplyPost(started=3.0), ReplyPost(ts="1.2")):
         assert ReplyPost.load(record.dump()) == record
+
+
+async def test_the_matched_playbooks_runbook_and_checklist_go_to_the_thread_once(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack
+) -> None:
+    """What only people can do (the call, the status page) is posted where they work, the
+    incident's thread, when the playbook matches; a re-run changes nothing."""
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "checkout.yaml").write_text(
+        "playbooks:\n"
+        "  - name: checkout-errors\n"
+        "    match: ['alertname=\"HighErrorRate\"']\n"
+        "    runbook: |\n"
+        "      People do these; alertpilot cannot:\n"
+        "      - [ ] Open the incident call <!channel>.\n"
+        "      - [ ] Post on the status page within 15 minutes.\n"
+    )
+    sections = {**LINKED, "playbooks": {"paths": [str(books)]}}
+    client = await start(aiohttp_client, slack_settings(tmp_path, fake_slack, sections=sections))
+    await client.post("/alertmanager", json=payload("captured-firing"))
+    await settle(client)
+    incident = await client.app[keys.STORE].get_incident(1)
+    assert incident.playbook == "checkout-errors"
+    replies = [
+        call.params["text"]
+        for call in fake_slack.calls("chat.postMessage")
+        if call.params.get("thread_ts") == incident.data["slack"]["ts"]
+    ]
+    runbooks = [text for text in replies if "Runbook: checkout-errors" in text]
+    assert len(runbooks) == 1, replies
+    assert "- [ ] Post on the status page within 15 minutes." in runbooks[0]
+    assert "&lt;!channel&gt;" in runbooks[0] and not MENTION.search(runbooks[0])
+    # the match again (a re-run): no second copy
+    await client.app[keys.PIPELINE].rerun_diagnostics(1, "ada")
+    await settle(client)
+    again = [c for c in fake_slack.calls("chat.postMessage") if "Runbook:" in c.params["text"]]
+    assert len(again) == 1

@@ -29,7 +29,7 @@ from bot.remediation.records import (
     step_event,
     steps_of,
 )
-from bot.store.base import IncidentChange, Job, NewEvent, NewJob
+from bot.store.base import Decided, IncidentChange, Job, NewEvent, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,11 @@ _STEP_STATE = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Outcome:
-    record: StepRecord | None = None
+    """What a decision did to the step, and why it was not the one asked for, if so."""
+
+    record: StepRecord
     conflict: str = ""
 
 
@@ -81,10 +83,9 @@ class ApprovalDesk:
     ) -> StepRecord:
         """Record a person's decision; raise NotFound or ApprovalConflict."""
         now = self.deps.clock.now()
-        outcome = _Outcome()
 
-        def apply(incident: Incident) -> IncidentChange:
-            outcome.conflict = ""
+        def apply(incident: Incident) -> Decided[_Outcome]:
+            conflict = ""
             steps, approvals = steps_of(incident), approvals_of(incident)
             record = steps.get(step)
             if record is None:
@@ -100,18 +101,18 @@ class ApprovalDesk:
                 )
             final = decision
             if now >= approval.expires_at:
-                final, outcome.conflict = Decision.EXPIRE, f"the approval of {step!r} expired"
+                final, conflict = Decision.EXPIRE, f"the approval of {step!r} expired"
             elif incident.status is Status.RESOLVED:
                 final = Decision.CANCEL
-                outcome.conflict = f"incident #{incident.id} is resolved: {step!r} will not run"
+                conflict = f"incident #{incident.id} is resolved: {step!r} will not run"
             if final in (Decision.APPROVE, Decision.REJECT):
                 approval.actor, approval.source = actor, source
-            return self._close(incident, steps, approvals, step, final, now, reason, outcome)
+            change = self._close(incident, steps, approvals, step, final, now, reason)
+            return Decided(change, _Outcome(steps[step], conflict))
 
-        await self.deps.store.change_incident(incident_id, apply, now=now)
+        outcome = await self.deps.store.decide(incident_id, apply, now=now)
         if outcome.conflict:
             raise ApprovalConflict(outcome.conflict)
-        assert outcome.record is not None
         log.info("incident #%d: %s %s by %s (%s)", incident_id, step, decision.value, actor, source)
         return outcome.record
 
@@ -124,7 +125,6 @@ class ApprovalDesk:
         decision: Decision,
         now: float,
         reason: str,
-        outcome: _Outcome,
     ) -> IncidentChange:
         approval, record = approvals[step], steps[step]
         approval.state, approval.decided_at = _APPROVAL_STATE[decision], now
@@ -149,7 +149,6 @@ class ApprovalDesk:
             jobs.append(run_job(incident.id, step, record.attempt, now))
         else:
             events.append(step_event(record, f"will not run: {approval.reason or message}"))
-        outcome.record = record
         data = {"remediations": dump(steps), "approvals": dump(approvals)}
         return IncidentChange(data=data, events=events, jobs=jobs)
 
@@ -171,9 +170,7 @@ class ApprovalDesk:
                 return IncidentChange()
             if now < approval.expires_at:
                 raise RetryLater("approval not due yet", delay=approval.expires_at - now)
-            return self._close(
-                incident, steps, approvals, step, Decision.EXPIRE, now, "", _Outcome()
-            )
+            return self._close(incident, steps, approvals, step, Decision.EXPIRE, now, "")
 
         await self.deps.store.change_incident(incident_id, apply, now=now)
 
@@ -186,9 +183,7 @@ class ApprovalDesk:
             events: list[NewEvent] = []
             for step, approval in approvals.items():
                 if approval.state is ApprovalState.PENDING and step in steps:
-                    change = self._close(
-                        incident, steps, approvals, step, Decision.CANCEL, now, "", _Outcome()
-                    )
+                    change = self._close(incident, steps, approvals, step, Decision.CANCEL, now, "")
                     events += change.events
             if not events:
                 return IncidentChange()

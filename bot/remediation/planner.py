@@ -37,7 +37,7 @@ from bot.remediation.records import (
 )
 from bot.remediation.results import Refused, Stop
 from bot.settings import RemediationMode
-from bot.store.base import IncidentChange, NewEvent, NewJob
+from bot.store.base import Decided, IncidentChange, NewEvent, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,9 @@ class Planner:
         if not drafts:
             return []
         now = self.deps.clock.now()
-        created: list[StepRecord] = []
 
-        def apply(current: Incident) -> IncidentChange:
-            created.clear()
+        def apply(current: Incident) -> Decided[list[StepRecord]]:
+            created: list[StepRecord] = []
             steps, approvals = steps_of(current), approvals_of(current)
             events: list[NewEvent] = []
             jobs: list[NewJob] = []
@@ -192,13 +191,13 @@ class Planner:
                 steps[key] = record
                 created.append(record)
             if not created:
-                return IncidentChange()
+                return Decided(IncidentChange(), created)
             data = {"remediations": dump(steps), "approvals": dump(approvals)}
-            return IncidentChange(data=data, events=events, jobs=jobs)
+            return Decided(IncidentChange(data=data, events=events, jobs=jobs), created)
 
-        await self.deps.store.change_incident(incident_id, apply, now=now)
+        created = await self.deps.store.decide(incident_id, apply, now=now)
         log.info("incident #%d: %d remediation step(s) planned", incident_id, len(created))
-        return list(created)
+        return created
 
     async def describe(self, playbook: Playbook, incident: Incident) -> list[StepPreview]:
         """What each step would do now and which guard would stop it. Reads only."""

@@ -34,7 +34,7 @@ from bot.slack.features import AppFeatures
 from bot.slack.followups import SlackFollowUps
 from bot.slack.outbox import JsonDict, SlackOutbox
 from bot.slack.render import Extras, Rendered, incident_message
-from bot.slack.render_events import ROLLUP_SHOWN, event_reply, rollup_message
+from bot.slack.render_events import ROLLUP_SHOWN, event_reply, rollup_message, runbook_reply
 from bot.slack.storm import StormState, StormTracker
 from bot.store.base import Job, Store
 
@@ -155,6 +155,9 @@ class SlackNotifier:
             if incident.status is Status.RESOLVED:
                 return  # never announced; announcing it resolved helps nobody
             await self._first_post(job, incident)
+            if event.kind == EventKind.PLAYBOOK:  # matched before the first post went out
+                posted = await self.store.get_incident(incident.id, timeline=False)
+                await self._runbook(job, posted, dict(posted.data.get("slack") or {}))
             return
         link = None
         if event.kind == EventKind.REOPENED and event.data.get("new_incident_id"):
@@ -163,7 +166,19 @@ class SlackNotifier:
         if reply:
             await self._reply(job, incident, state, event, reply)
         await self.refresh(incident, state, job_id=job.id)
+        if event.kind == EventKind.PLAYBOOK:
+            await self._runbook(job, incident, state)
         await self._follow_up(incident, state, event)
+
+    async def _runbook(self, job: Job, incident: Incident, state: Mapping[str, Any]) -> None:
+        """The matched playbook's runbook and checklist, once, in the incident's thread."""
+        playbook = self.features.playbook(incident.playbook)
+        if playbook is None or not state.get("thread_ts") or state.get("rollup_ts"):
+            return  # no thread of its own in a storm roll-up: the runbook command serves
+        text = runbook_reply(playbook, self.links)
+        if text is not None:
+            key, tag = f"slack:runbook:{incident.id}", f"{incident.key}#runbook"
+            await self.reply_once(job, incident, state, key, tag, text)
 
     async def _first_post(self, job: Job, incident: Incident) -> None:
         channel = self.router.channel_for(incident)

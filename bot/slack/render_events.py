@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 from bot.core.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.diagnostics.summary import tally
+from bot.notify.links import LinkPolicy
+from bot.playbook.model import Playbook
 from bot.slack import mrkdwn
 from bot.slack.mrkdwn import clip, escape
 from bot.slack.render import SEVERITY_ICON, Rendered, context, section
@@ -29,6 +31,22 @@ _REPLY_ICON: dict[str, str] = {
     EventKind.ALERT_FIRING: ":fire:",
     EventKind.NOTE: ":memo:",
 }
+
+
+def runbook_reply(playbook: Playbook, links: LinkPolicy) -> str | None:
+    """The matched playbook's runbook, once in the incident's thread: the order to work in
+    and the checklist of what only people can do (the call, the status page, a key to
+    rotate), with the playbook's links. None when the playbook has no runbook."""
+    if not playbook.runbook.strip():
+        return None
+    lines = [
+        f":clipboard: *Runbook: {escape(playbook.name)}* (what to do, and what only people can)",
+        escape(clip(playbook.runbook.strip(), 2800)),
+    ]
+    lines += [
+        f"• {mrkdwn.link(links.resolve(item.url), item.title)}" for item in playbook.links[:5]
+    ]
+    return "\n".join(lines)
 
 
 def is_thread_worthy(kind: str) -> bool:

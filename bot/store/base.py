@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bot.core.alerts import AlertGroup
 from bot.core.incidents import Event, Incident, IncidentBrief, Status
@@ -130,6 +130,19 @@ class IncidentChange:
     cancel: Sequence[str] = ()
     severity: Severity | None = None
     playbook: str | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Decided(Generic[T]):
+    """What ``Store.decide`` writes (``change``) and what the caller gets back (``result``):
+    a decision taken on the incident as it is inside the transaction, such as which steps
+    were planned or what became of an approval."""
+
+    change: IncidentChange
+    result: T
 
 
 @dataclass(frozen=True)
@@ -273,6 +286,13 @@ class IncidentStore(abc.ABC):
         If it raises, nothing is written and the exception propagates. Raise NotFound for
         no incident.
         """
+
+    @abc.abstractmethod
+    async def decide(
+        self, incident_id: int, decide: Callable[[Incident], Decided[T]], *, now: float
+    ) -> T:
+        """``change_incident`` for a change that also decides something the caller needs:
+        ``decide`` returns the change and that result, which is returned once written."""
 
 
 class JobStore(abc.ABC):

@@ -42,6 +42,7 @@ from bot.store import sqlite_changes as changes
 from bot.store import sqlite_incidents as inc
 from bot.store.base import (
     ApplyResult,
+    Decided,
     InboxItem,
     IncidentChange,
     Job,
@@ -671,6 +672,16 @@ class SqliteStore(Store):
         )
         self.job_signal.set()
         return events
+
+    async def decide(
+        self, incident_id: int, decide: Callable[[Incident], Decided[T]], *, now: float
+    ) -> T:
+        def run(conn: sqlite3.Connection) -> tuple[list[Event], T]:
+            return changes.decide_incident(conn, self.subscribers, incident_id, decide, now)
+
+        _, result = await self._run(run)
+        self.job_signal.set()
+        return result
 
     # jobs ---------------------------------------------------------------------
     async def enqueue_job(

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from bot.core.incidents import Event, Incident
 from bot.errors import NotFound
 from bot.store import sqlite_incidents as inc
-from bot.store.base import IncidentChange, RateLimit, Subscriptions
+from bot.store.base import Decided, IncidentChange, RateLimit, Subscriptions
 
 _RATE_PREFIX = "rate:"
+T = TypeVar("T")
 
 
 def write_lock(conn: sqlite3.Connection) -> None:
@@ -32,11 +34,27 @@ def change_incident(
     change: Callable[[Incident], IncidentChange],
     now: float,
 ) -> list[Event]:
+    events, _ = decide_incident(
+        conn, subscribers, incident_id, lambda incident: Decided(change(incident), None), now
+    )
+    return events
+
+
+def decide_incident(
+    conn: sqlite3.Connection,
+    subscribers: Subscriptions,
+    incident_id: int,
+    decide: Callable[[Incident], Decided[T]],
+    now: float,
+) -> tuple[list[Event], T]:
+    """Write what ``decide`` decided on the incident as it is now; its events and what it
+    decided for the caller."""
     write_lock(conn)
     row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     if row is None:
         raise NotFound(f"no incident #{incident_id}")
-    result = change(inc.read_incident(conn, row, False))
+    decided = decide(inc.read_incident(conn, row, False))
+    result = decided.change
     if result.data:
         merged = json.loads(row["data"]) | dict(result.data)
         conn.execute(
@@ -79,7 +97,7 @@ def change_incident(
         ],
         now,
     )
-    return events
+    return events, decided.result
 
 
 def cancel_jobs(conn: sqlite3.Connection, prefix: str, now: float) -> int:
