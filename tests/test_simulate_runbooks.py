@@ -13,7 +13,6 @@ scrapes a dead target and evaluates rules/outages.yml.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,17 +356,6 @@ def outage_rules(tmp_path: Path) -> Path:
     return path
 
 
-def playbooks_reading(tmp_path: Path, prometheus: str) -> Path:
-    """playbooks/ as shipped, the outage playbook's targets API on this Prometheus."""
-    target = tmp_path / "playbooks"
-    shutil.copytree(ROOT / "playbooks", target)
-    path = target / "outage.yaml"
-    text = path.read_text()
-    assert text.count("http://127.0.0.1:9090/api/v1/targets") == 1
-    path.write_text(text.replace("http://127.0.0.1:9090", prometheus))
-    return target
-
-
 @pytest.mark.integration
 async def test_a_dead_service_pages_and_the_playbook_reads_why(tmp_path: Path) -> None:
     """Prometheus scrapes a port where nothing listens: rules/outages.yml raises
@@ -397,17 +385,8 @@ async def test_a_dead_service_pages_and_the_playbook_reads_why(tmp_path: Path) -
             "service": "chat-api",
             "severity": "critical",
         }
-        config = write_config(
-            tmp_path,
-            playbooks_reading(tmp_path, prom.url),
-            prometheus=prom.url,
-            diagnostics={
-                "allowed_urls": [
-                    *load_settings(DEFAULT_CONFIG, env={}).diagnostics.allowed_urls,
-                    f"{prom.url}/api/v1/targets",
-                ]
-            },
-        )
+        # the shipped playbooks as they are: the targets are read from prometheus.url
+        config = write_config(tmp_path, ROOT / "playbooks", prometheus=prom.url)
         plan = await simulate(load_settings(config, env={}), group_of(labels))
 
     assert plan["playbooks"] == ["service-outage"]
@@ -416,7 +395,11 @@ async def test_a_dead_service_pages_and_the_playbook_reads_why(tmp_path: Path) -
     assert (diagnostics["targets_up"]["value"], diagnostics["targets_up"]["passed"]) == (0, False)
     assert diagnostics["targets_down_by_job"]["passed"] is False
     error = diagnostics["last_scrape_error"]
-    assert error["status"] == "ok" and "connection refused" in error["text"], error
+    assert error["status"] == "ok" and error["value"] == 1, error
+    [line] = error["lines"]  # the one target down, with why Prometheus cannot scrape it
+    assert "connection refused" in line and dead in line, error
+    [target] = error["details"]["targets"]
+    assert target["health"] == "down" and "connection refused" in target["lastError"]
     assert diagnostics["request_rate"]["status"] == "no_data"  # the service reports nothing
     restart = by_name(plan["remediations"], "step")["restart_deployment"]
     assert restart["stopped_by"] is None, restart

@@ -22,6 +22,7 @@ from bot.diagnostics.judge import Outcome, judge
 from bot.diagnostics.promql import PromqlStep
 from bot.diagnostics.promql_range import PromqlRangeStep
 from bot.diagnostics.result import DiagnosticResult, NotChecked
+from bot.diagnostics.targets import TargetsStep
 from bot.playbook.model import Diagnostic, Playbook
 from bot.playbook.templating import context
 
@@ -34,6 +35,7 @@ class Diagnostics:
             PromqlStep(sources),
             PromqlRangeStep(sources),
             AlertsStep(sources),
+            TargetsStep(sources),
             HttpStep(sources),
         ]
         self.steps: dict[str, DiagnosticStep[Any]] = {step.kind: step for step in steps}

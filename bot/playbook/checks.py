@@ -74,6 +74,8 @@ class TemplateChecker:
                 self.promql(diag.query, (*loc, "query"))
             elif diag.kind == "alerts":
                 self.matchers(diag.matchers, (*loc, "matchers"))
+            elif diag.kind == "targets":
+                self.template(diag.job, (*loc, "job"), (), None)  # a query parameter: sent encoded
             elif diag.kind == "http":
                 self.url(
                     diag.url,

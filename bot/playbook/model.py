@@ -98,6 +98,14 @@ class AlertsDiagnostic(DiagnosticBase):
     matchers: list[str]  # templated matcher strings, e.g. service="{{ labels.service }}"
 
 
+class TargetsDiagnostic(DiagnosticBase):
+    """The scrape targets of a job, from the configured Prometheus (``/api/v1/targets``):
+    how many are down, and the last scrape error of each (up to ``top_k``)."""
+
+    kind: Literal["targets"]
+    job: str  # templated scrape pool, e.g. "{{ labels.job }}"
+
+
 class HttpDiagnostic(DiagnosticBase):
     kind: Literal["http"]
     url: str
@@ -106,7 +114,11 @@ class HttpDiagnostic(DiagnosticBase):
 
 
 Diagnostic = Annotated[
-    PromqlDiagnostic | PromqlRangeDiagnostic | AlertsDiagnostic | HttpDiagnostic,
+    PromqlDiagnostic
+    | PromqlRangeDiagnostic
+    | AlertsDiagnostic
+    | TargetsDiagnostic
+    | HttpDiagnostic,
     Field(discriminator="kind"),
 ]
 

@@ -64,6 +64,15 @@ def _float(raw: str) -> float:
         return math.nan
 
 
+@dataclass(frozen=True)
+class Target:
+    """A scrape target as Prometheus reports it."""
+
+    labels: dict[str, str]
+    health: str  # up, down, unknown
+    last_error: str
+
+
 class PrometheusClient:
     def __init__(
         self,
@@ -178,6 +187,24 @@ class PrometheusClient:
                 if isinstance(name, str) and isinstance(query, str):
                     rules.append(AlertRule(name, query))
         return rules
+
+    async def targets(self, scrape_pool: str, *, timeout: float | None = None) -> list[Target]:
+        """The active targets of one scrape pool (``GET /api/v1/targets``), with their
+        health and last scrape error."""
+        params = {"state": "active", "scrapePool": scrape_pool}
+        data = await self._api("/api/v1/targets", params, timeout, method="GET")
+        found = data.get("activeTargets") if isinstance(data, dict) else None
+        if not isinstance(found, list):
+            raise PrometheusError("Prometheus answered /api/v1/targets without activeTargets")
+        return [
+            Target(
+                dict(item.get("labels") or {}),
+                str(item.get("health", "unknown")),
+                str(item.get("lastError", "")),
+            )
+            for item in found
+            if isinstance(item, dict)
+        ]
 
     async def ready(self) -> bool:
         try:
