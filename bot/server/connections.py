@@ -89,9 +89,6 @@ class Connections:
         self._open[handler] = transport
         self.metrics.connections_open.set(len(self._open))
 
-    def __len__(self) -> int:
-        return len(self._open)
-
 
 async def read_body(request: web.Request, timeout: float) -> bytes:
     """The request's body, or 408 if it has not all arrived within ``timeout``."""
