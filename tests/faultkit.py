@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -173,6 +174,7 @@ class FaultProxy:
         self.cut = 0  # replies dropped by cut_reply
         self._cuts_left = 0
         self._server: asyncio.Server | None = None
+        self._held: socket.socket | None = None  # the port, kept while down
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -186,10 +188,16 @@ class FaultProxy:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.down()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     async def up(self, mode: Mode = "up") -> None:
         self.mode = mode
         if self._server is None:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
             self._server = await asyncio.start_server(
                 self._serve, "127.0.0.1", self.port, reuse_address=True
             )
@@ -207,6 +215,11 @@ class FaultProxy:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+            # Keep the port bound but not listening: connecting is refused, and no other
+            # server started meanwhile (the bot under test, say) can be handed this port.
+            self._held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._held.bind(("127.0.0.1", self.port))
         for writer in list(self._writers):
             writer.transport.abort()
         for task in list(self._tasks):

@@ -60,12 +60,9 @@ SHIPPED = make_settings(
 @contextlib.asynccontextmanager
 async def hanging_prometheus() -> AsyncIterator[FaultProxy]:
     """A Prometheus stand-in that accepts every connection and never answers."""
-    proxy = FaultProxy("127.0.0.1:9")
-    await proxy.up("stall")
-    try:
+    async with FaultProxy("127.0.0.1:9") as proxy:
+        proxy.stall()
         yield proxy
-    finally:
-        await proxy.down()
 
 
 def outage(n: int) -> dict[str, Any]:
