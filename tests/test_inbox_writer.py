@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -507,7 +508,8 @@ async def test_payloads_are_stored_compressed_and_read_back_as_received(
 ) -> None:
     """The inbox keeps each body compressed, a quarter of its size for a real payload,
     and hands it back to processing exactly as received; a row stored as text (from
-    before, or moved over from an old inbox) reads back as it is."""
+    before, or moved over from an old inbox) or zlib-compressed (by earlier versions)
+    reads back as it is."""
     store = SqliteStore(str(tmp_path / "alertpilot.db"), clock=time.time)
     await store.open()
     captured = group(7)
@@ -523,10 +525,18 @@ async def test_payloads_are_stored_compressed_and_read_back_as_received(
                     "INSERT INTO inbox (source, body, received_at) VALUES ('alertmanager', ?, ?)",
                     ('{"as": "text"}', time.time()),
                 )
+                conn.execute(
+                    "INSERT INTO inbox (source, body, received_at) VALUES ('alertmanager', ?, ?)",
+                    (zlib.compress(b'{"as": "zlib"}', 1), time.time()),
+                )
         finally:
             conn.close()
         assert isinstance(stored, bytes) and len(stored) < len(body.encode()) / 3
         read = {item.id: item.body for item in await store.pending_payloads(10)}
-        assert read == {inbox_id: body, inbox_id + 1: '{"as": "text"}'}
+        assert read == {
+            inbox_id: body,
+            inbox_id + 1: '{"as": "text"}',
+            inbox_id + 2: '{"as": "zlib"}',
+        }
     finally:
         await store.close()
