@@ -551,9 +551,7 @@ class ConsoleSettings(Strict):
     @model_validator(mode="after")
     def _someone_gets_in(self) -> ConsoleSettings:
         if not self.users and not self.trusted_proxies:
-            raise ValueError(
-                "nobody could sign in: list users (name and token) or trusted_proxies"
-            )
+            raise ValueError("nobody could sign in: list users (name and token) or trusted_proxies")
         return self
 
 

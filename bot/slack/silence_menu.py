@@ -1,11 +1,11 @@
-"""Silences asked for in Slack (or the console, ``source="console"``): one Alertmanager silence per firing alert of the incident,
-on that alert's whole label set, after Alertmanager said they reach no alert outside the
-incident (``bot.silences.scope``); recorded through the silence service (``bot.silences.service``)
-with a note on the timeline. A refusal is told to the person and noted on the timeline;
-nothing is silenced then. "Until resolved" silences are expired by the service's
-``silences`` subscriber when the incident resolves; Alertmanager needs an end all the
-same, and it is no later than ``slack.max_silence``, so "until resolved" cannot outlast
-the cap a duration has.
+"""Silences asked for in Slack (or in the console, ``source="console"``): one Alertmanager
+silence per firing alert of the incident, on that alert's whole label set, after
+Alertmanager said they reach no alert outside the incident (``bot.silences.scope``);
+recorded through the silence service (``bot.silences.service``) with a note on the
+timeline. A refusal is told to the person and noted on the timeline; nothing is silenced
+then. "Until resolved" silences are expired by the service's ``silences`` subscriber when
+the incident resolves; Alertmanager needs an end all the same, and it is no later than
+``slack.max_silence``, so "until resolved" cannot outlast the cap a duration has.
 """
 
 from __future__ import annotations
