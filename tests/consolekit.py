@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from html import unescape
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -56,8 +57,9 @@ async def act(
 
 
 def said(html: str) -> str:
+    """What the page says an action did, as text."""
     found = re.search(r'id="said">([^<]*)<', html)
-    return found.group(1) if found else ""
+    return unescape(found.group(1)) if found else ""
 
 
 async def fire(client: TestClient, group: Mapping[str, Any]) -> Incident:

@@ -1,0 +1,401 @@
+"""The console at /ui/ over HTTP (the browser test drives the same pages in Chromium):
+off unless configured, who may get in and how, CSRF on every form, actions through the
+same code as Slack's buttons with the person's name on the timeline, and pages that
+show neither a secret nor a hostile label as anything but text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bot import keys
+from bot.app import create_app
+from bot.core.incidents import EventKind, Status
+from bot.remediation.records import ApprovalState, StepState, approvals_of
+from conftest import make_settings, payload
+from consolekit import ALICE, BOB, FORM, act, console_section, csrf_of, fire, said, sign_in
+from remediation_kit import Receiver, group, playbook, start
+
+HOSTILE = [
+    '<script>document.title="pwned"</script>',
+    '"><img src=x onerror=alert(1)>',
+    "javascript:alert(1)",
+    "{{ 7*7 }}{% raw %}",
+    "</textarea><svg onload=alert(1)>",
+]
+
+
+async def console_client(aiohttp_client: Any, tmp_path: Path, **console: Any) -> TestClient:
+    settings = make_settings(tmp_path, console=console_section(**console))
+    client: TestClient = await aiohttp_client(create_app(settings))
+    return client
+
+
+async def test_the_console_is_off_without_a_console_section(
+    aiohttp_client: Any, settings: Any
+) -> None:
+    client = await aiohttp_client(create_app(settings))
+    for path in ("/ui", "/ui/", "/ui/incidents/1", "/ui/playbooks", "/ui/signin"):
+        answer = await client.get(path, allow_redirects=False)
+        assert answer.status == 404, path
+        assert (await answer.json())["error"] == "not_configured"
+    answer = await client.post("/ui/action", data="do=acknowledge&incident=1", headers=FORM)
+    assert answer.status == 404
+
+
+async def test_pages_send_whoever_is_not_signed_in_to_sign_in(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    for path in ("/ui/", "/ui/incidents/1", "/ui/playbooks?x=1"):
+        answer = await client.get(path, allow_redirects=False)
+        assert answer.status == 303
+        assert answer.headers["Location"].startswith("/ui/signin?next=/ui/")
+    answer = await client.post(
+        "/ui/action", data="do=acknowledge&incident=1", headers=FORM, allow_redirects=False
+    )
+    assert answer.status == 303
+
+
+async def test_sign_in_gives_a_strict_session_cookie(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    form = await client.get("/ui/signin")
+    assert "HttpOnly" in form.headers["Set-Cookie"]  # the double-submit token's cookie
+    csrf = csrf_of(await form.text())
+    wrong = await client.post("/ui/signin", data={"csrf": csrf, "token": "x" * 30})
+    assert wrong.status == 403 and "not known" in await wrong.text()
+    forged = await client.post("/ui/signin", data={"csrf": "other", "token": ALICE})
+    assert forged.status == 403 and "expired" in await forged.text()
+    answer = await client.post(
+        "/ui/signin",
+        data={"csrf": csrf, "token": ALICE, "next": "https://evil.example/"},
+        allow_redirects=False,
+    )
+    assert answer.status == 303
+    assert answer.headers["Location"] == "/ui/"  # never another site
+    cookie = answer.headers["Set-Cookie"]
+    assert "alertpilot_session=" in cookie and ALICE not in cookie
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"):
+        assert attribute in cookie
+    assert "Secure" not in cookie  # public_url is not https here
+    page = await client.get("/ui/")
+    assert page.status == 200 and '<span id="viewer">alice</span>' in await page.text()
+    # signing out ends the session on the server, not only in this browser
+    session = client.session.cookie_jar.filter_cookies(client.make_url("/ui/"))
+    held = session["alertpilot_session"].value
+    out = await client.post("/ui/signout", data={"csrf": csrf_of(await page.text())})
+    assert out.status == 200 and "/ui/signin" in str(out.url)
+    client.session.cookie_jar.update_cookies({"alertpilot_session": held})
+    again = await client.get("/ui/", allow_redirects=False)
+    assert again.status == 303
+
+
+async def test_the_cookie_is_secure_behind_https(aiohttp_client: Any, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        server={"public_url": "https://alertpilot.example.com"},
+        console=console_section(),
+    )
+    client: TestClient = await aiohttp_client(create_app(settings))
+    form = await client.get("/ui/signin")
+    assert "Secure" in form.headers["Set-Cookie"]
+    csrf = csrf_of(await form.text())
+    answer = await client.post(  # a browser sends a Secure cookie over https only: by hand
+        "/ui/signin",
+        data={"csrf": csrf, "token": ALICE},
+        headers={"Cookie": f"alertpilot_signin={csrf}"},
+        allow_redirects=False,
+    )
+    assert answer.status == 303 and "Secure" in answer.headers["Set-Cookie"]
+
+
+async def test_sign_in_attempts_are_limited(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    csrf = csrf_of(await (await client.get("/ui/signin")).text())
+    statuses = []
+    for _ in range(11):
+        answer = await client.post("/ui/signin", data={"csrf": csrf, "token": "y" * 20})
+        statuses.append(answer.status)
+    assert statuses[:10] == [403] * 10 and statuses[10] == 429
+
+
+async def test_every_form_checks_its_csrf_token(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    incident = await fire(client, payload("captured-firing"))
+    csrf = await sign_in(client)
+    for token in ("", "wrong", csrf[:-1]):
+        status, html = await act(client, token, incident.id, "acknowledge")
+        assert status == 403 and "expired" in html
+    status, _ = await act(client, "wrong", incident.id, "resolve")
+    assert status == 403
+    out = await client.post("/ui/signout", data={"csrf": "wrong"})
+    assert out.status == 403
+    stored = await client.app[keys.STORE].get_incident(incident.id)
+    assert stored.status is Status.TRIGGERED
+    assert [e.kind for e in stored.timeline if e.actor == "alice"] == []
+
+
+async def test_a_form_from_another_site_is_refused(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    incident = await fire(client, payload("captured-firing"))
+    csrf = await sign_in(client)
+    answer = await client.post(
+        "/ui/action",
+        data={"csrf": csrf, "incident": str(incident.id), "do": "acknowledge"},
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert answer.status == 403
+    stored = await client.app[keys.STORE].get_incident(incident.id, timeline=False)
+    assert stored.status is Status.TRIGGERED
+
+
+async def test_acknowledge_and_resolve_are_recorded_with_the_persons_name(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    incident = await fire(client, payload("captured-firing"))
+    csrf = await sign_in(client, BOB)
+    status, html = await act(client, csrf, incident.id, "acknowledge")
+    assert status == 200 and said(html) == f"You acknowledged #{incident.id}."
+    assert '<span class="status status-acknowledged" id="status">' in html
+    status, html = await act(client, csrf, incident.id, "acknowledge")
+    assert said(html) == f"#{incident.id} is already acknowledged by bob."
+    status, html = await act(client, csrf, incident.id, "resolve")
+    assert said(html) == f"You resolved #{incident.id}."
+    stored = await client.app[keys.STORE].get_incident(incident.id)
+    assert stored.status is Status.RESOLVED and stored.acknowledged_by == "bob"
+    mine = [e for e in stored.timeline if e.actor == "bob"]
+    assert [(e.kind, e.message, e.data["source"]) for e in mine] == [
+        (EventKind.ACKNOWLEDGED, "acknowledged by bob in the console", "console"),
+        (EventKind.RESOLVED, "resolved by bob in the console: resolved in the console", "console"),
+    ]
+    assert 'id="acknowledge"' not in html and 'id="resolve"' not in html  # nothing left to do
+
+
+async def test_a_trusted_proxy_names_the_user(aiohttp_client: Any, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, console={"trusted_proxies": ["127.0.0.0/8"], "user_header": "X-Auth-Request-User"}
+    )
+    client: TestClient = await aiohttp_client(create_app(settings))
+    incident = await fire(client, payload("captured-firing"))
+    who = {"X-Auth-Request-User": "carol@example.com"}
+    page = await client.get("/ui/", headers=who)
+    assert page.status == 200
+    html = await page.text()
+    assert '<span id="viewer">carol@example.com</span>' in html
+    assert "Sign out" not in html  # the proxy signs people out
+    html = await (await client.get(f"/ui/incidents/{incident.id}", headers=who)).text()
+    answer = await client.post(
+        "/ui/action",
+        data={"csrf": csrf_of(html), "incident": str(incident.id), "do": "acknowledge"},
+        headers=who,
+    )
+    assert said(await answer.text()) == f"You acknowledged #{incident.id}."
+    stored = await client.app[keys.STORE].get_incident(incident.id, timeline=False)
+    assert stored.acknowledged_by == "carol@example.com"
+    # another name cannot use carol's form token
+    forged = await client.post(
+        "/ui/action",
+        data={"csrf": csrf_of(html), "incident": str(incident.id), "do": "resolve"},
+        headers={"X-Auth-Request-User": "mallory"},
+    )
+    assert forged.status == 403
+    # no header: nobody, and no sign-in form to fall back on
+    assert (await client.get("/ui/", allow_redirects=False)).status == 401
+
+
+async def test_the_user_header_is_ignored_from_elsewhere(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await console_client(aiohttp_client, tmp_path, trusted_proxies=["10.0.0.0/8"])
+    answer = await client.get("/ui/", headers={"X-Forwarded-User": "alice"}, allow_redirects=False)
+    assert answer.status == 303 and answer.headers["Location"].startswith("/ui/signin")
+
+
+async def test_hostile_labels_are_text_on_every_page(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    labels = {f"x{i}": value for i, value in enumerate(HOSTILE)}
+    incident = await fire(
+        client,
+        group({"alertname": "Hostile", "service": HOSTILE[1]}, labels=labels),
+    )
+    await sign_in(client)
+    for path in (
+        "/ui/",
+        f"/ui/incidents/{incident.id}",
+        "/ui/?q=" + "%3Cscript%3E",
+        "/ui/?service=%22%3E%3Cimg",
+    ):
+        answer = await client.get(path)
+        html = await answer.text()
+        assert answer.status == 200
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert "<script>document" not in html and "<img src=x" not in html
+        assert "<svg" not in html and "</textarea><svg" not in html
+        assert len(re.findall(r"<script\b", html)) == 1  # the console's own script
+    page = await (await client.get(f"/ui/incidents/{incident.id}")).text()
+    assert "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in page
+    assert "{{ 7*7 }}{% raw %}" in page  # printed, not evaluated
+    found = await (await client.get("/ui/?q=" + "onerror")).text()
+    assert f'data-id="{incident.id}"' in found  # searched in the labels
+
+
+async def test_no_page_shows_a_secret(aiohttp_client: Any, tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        step = {
+            "name": "restart",
+            "mode": "approval",
+            "action": {
+                "kind": "webhook",
+                "url": f"{receiver.url}/restart",
+                "headers": {"Authorization": "Bearer hook-secret-0123456789"},
+            },
+        }
+        h = await start(
+            aiohttp_client,
+            tmp_path,
+            [playbook(step)],
+            console=console_section(),
+            remediation={"mode": "approval", "allowed_urls": [receiver.url]},
+        )
+        incident_id = await h.fire({"alertname": "CacheDown"})
+        await h.wait_step(incident_id, "restart", {StepState.PENDING_APPROVAL})
+        await sign_in(h.client)
+        pages = ["/ui/", f"/ui/incidents/{incident_id}", "/ui/playbooks", "/ui/signin"]
+        secrets = [*h.app[keys.SETTINGS].secret_values(), "hook-secret-0123456789"]
+        for path in pages:
+            html = await (await h.client.get(path)).text()
+            for secret in secrets:
+                assert secret not in html, (path, secret)
+
+
+async def test_approvals_follow_console_approvers(aiohttp_client: Any, tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        step = {
+            "name": "restart",
+            "mode": "approval",
+            "action": {"kind": "webhook", "url": f"{receiver.url}/restart"},
+        }
+        h = await start(
+            aiohttp_client,
+            tmp_path,
+            [playbook(step)],
+            console=console_section(),
+            remediation={"mode": "approval", "allowed_urls": [receiver.url]},
+        )
+        incident_id = await h.fire({"alertname": "CacheDown"})
+        await h.wait_step(incident_id, "restart", {StepState.PENDING_APPROVAL})
+        bob = await sign_in(h.client, BOB)
+        _, html = await act(h.client, bob, incident_id, "approve", step="restart")
+        assert said(html) == (
+            "You cannot approve remediations: you are not an approver for remediations "
+            "(console.approvers)."
+        )
+        notes = await h.events(incident_id, EventKind.NOTE)
+        assert notes[-1].message == (
+            "bob tried to approve 'restart' in the console: refused (you are not an approver "
+            "for remediations (console.approvers))"
+        )
+        assert (await h.step(incident_id, "restart")).state is StepState.PENDING_APPROVAL
+        h.client.session.cookie_jar.clear()
+        alice = await sign_in(h.client, ALICE)
+        _, html = await act(h.client, alice, incident_id, "approve", step="restart")
+        assert said(html) == f"You approved restart on #{incident_id}."
+        approval = approvals_of(await h.incident(incident_id))["restart"]
+        assert (approval.state, approval.actor, approval.source) == (
+            ApprovalState.APPROVED,
+            "alice",
+            "console",
+        )
+        await h.wait_step(incident_id, "restart", {StepState.SUCCEEDED})
+        assert [r.path for r in receiver.received] == ["/restart"]
+        _, html = await act(h.client, alice, incident_id, "reject", step="restart")
+        assert said(html) == (  # the engine's own refusal, as in Slack
+            f"step 'restart' of incident #{incident_id} is not awaiting approval (it is succeeded)"
+        )
+
+
+async def test_a_silence_is_capped_and_alertmanager_trouble_is_said(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await console_client(aiohttp_client, tmp_path, max_silence="4h")
+    incident = await fire(client, payload("captured-firing"))
+    csrf = await sign_in(client)
+    page = await (await client.get(f"/ui/incidents/{incident.id}")).text()
+    assert '<option value="3600">1h</option>' in page and "86400" not in page
+    _, html = await act(client, csrf, incident.id, "silence", length="86400")
+    assert said(html) == "A silence from the console lasts 1m to 4h (console.max_silence)."
+    _, html = await act(client, csrf, incident.id, "silence", length="3600")
+    assert said(html).startswith("Nothing was silenced: ")  # no Alertmanager on 127.0.0.1:9
+    stored = await client.app[keys.STORE].get_incident(incident.id, timeline=False)
+    assert "silences" not in stored.data
+
+
+async def test_the_list_filters_searches_and_pages(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path, page_size=5)
+    opened = []
+    for n in range(6):
+        severity = "critical" if n == 0 else "warning"
+        opened.append(
+            await fire(
+                client,
+                group(
+                    {"alertname": f"Alert{n}", "service": "cart" if n % 2 else "search"},
+                    labels={"severity": severity, "pod": f"pod-{n}"},
+                    fingerprint=f"f000000{n}",
+                ),
+            )
+        )
+    csrf = await sign_in(client)
+    await act(client, csrf, opened[1].id, "acknowledge")
+
+    async def ids(query: str) -> list[int]:
+        html = await (await client.get("/ui/" + query)).text()
+        return [int(found) for found in re.findall(r'data-id="(\d+)"', html)]
+
+    newest = [i.id for i in reversed(opened)]
+    assert await ids("") == newest[:5]
+    assert await ids("?page=2") == newest[5:]
+    assert await ids("?status=acknowledged") == [opened[1].id]
+    assert await ids("?severity=P1") == [opened[0].id]
+    assert await ids("?service=cart") == [i.id for i in reversed(opened) if i.id % 2 == 0][:5]
+    assert await ids("?q=POD-3") == [opened[3].id]  # a label value, any case
+    assert await ids("?q=alert4") == [opened[4].id]  # the title
+    assert await ids("?range=1h") == newest[:5]
+    assert await ids("?status=bogus&page=x") == newest[:5]  # ignored, not an error page
+    html = await (await client.get("/ui/")).text()
+    assert 'href="/ui/?page=2" rel="next"' in html
+    assert "alice" in html  # acknowledged by, in the list
+
+
+async def test_an_unknown_incident_is_a_page_that_says_so(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    csrf = await sign_in(client)
+    for path in ("/ui/incidents/999", "/ui/incidents/abc"):
+        answer = await client.get(path)
+        assert answer.status == 404 and "No such incident" in await answer.text()
+    status, _ = await act(client, csrf, 999, "acknowledge")
+    assert status == 404
+
+
+async def test_static_files_and_their_headers(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    css = await client.get("/ui/static/console.css")
+    assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
+    js = await client.get("/ui/static/console.js")
+    assert js.status == 200 and "setInterval" in await js.text()
+    assert (await client.get("/ui/static/../../settings.py")).status == 404
+    assert (await client.get("/ui/static/nothing.js")).status == 404
+
+
+@pytest.mark.parametrize("broken", [{}, {"users": [{"name": "a", "token": "short"}]}])
+def test_a_console_nobody_can_use_is_a_config_error(tmp_path: Path, broken: Any) -> None:
+    with pytest.raises(ValueError):
+        make_settings(tmp_path, console=broken)
