@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from html import unescape
 import time
 from collections.abc import Mapping
+from html import unescape
 from typing import Any
 
 from aiohttp.test_utils import TestClient
