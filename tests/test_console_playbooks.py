@@ -105,14 +105,14 @@ async def test_playbook_stats_read_remediation_outcomes(
     )
     ids = [await h.fire({"alertname": "CacheDown", "service": s}) for s in ("a", "b", "c")]
     await h.settle()
-    result = {"status": "ok", "summary": "ran"}
+    result, rolled_back = {"status": "ok", "summary": "ran"}, {"state": "succeeded"}
     outcomes = [
         {"playbook": "cache", "state": "verified", "result": result},
         {
             "playbook": "cache",
             "state": "failed",
             "result": result,
-            "rollback": {"state": "succeeded"},
+            "rollback": rolled_back,
         },
         {"playbook": "cache", "state": "suggested"},
     ]
