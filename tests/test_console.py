@@ -399,3 +399,24 @@ async def test_static_files_and_their_headers(aiohttp_client: Any, tmp_path: Pat
 def test_a_console_nobody_can_use_is_a_config_error(tmp_path: Path, broken: Any) -> None:
     with pytest.raises(ValueError):
         make_settings(tmp_path, console=broken)
+
+
+def test_check_warns_about_a_console_without_tls_or_links(tmp_path: Path) -> None:
+    from bot.console.advice import console_warnings
+
+    exposed = make_settings(
+        tmp_path,
+        server={"listen": "0.0.0.0:8080", "webhook_token": "w" * 20},
+        console=console_section(approvers=["alice", "zed"]),
+    )
+    warnings = "\n".join(console_warnings(exposed))
+    assert "without TLS" in warnings
+    assert "server.public_url is not set" in warnings
+    assert "names zed, who cannot sign in" in warnings
+    behind_tls = make_settings(
+        tmp_path,
+        server={"public_url": "https://alertpilot.example.com"},
+        console=console_section(),
+    )
+    assert console_warnings(behind_tls) == []
+    assert console_warnings(make_settings(tmp_path)) == []

@@ -230,6 +230,16 @@ async def test_sign_in_filter_open_and_acknowledge_in_chromium(
         await until(lambda: _async(driver.find_elements, By.CSS_SELECTOR, "tr.incident"), "list")
         await call(shot, driver, "console-list.png", tmp_path)
 
+        # the open list shows an incident opened meanwhile, without a reload
+        await fire(client, group({"alertname": "QueueBacklog", "service": "batch"}))
+
+        async def five_rows() -> bool:
+            rows = await call(driver.find_elements, By.CSS_SELECTOR, "tr.incident")
+            return len(rows) == 5
+
+        await until(five_rows, "the list to refresh itself", timeout=15)
+        assert driver.execute_script("return document.getElementById('live').dataset.updated")
+
 
 async def _async(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
