@@ -420,3 +420,48 @@ def test_check_warns_about_a_console_without_tls_or_links(tmp_path: Path) -> Non
     )
     assert console_warnings(behind_tls) == []
     assert console_warnings(make_settings(tmp_path)) == []
+
+
+def graphed_playbook() -> dict[str, Any]:
+    ones = {"name": "ones", "kind": "promql", "query": "vector(1)", "expect": "< 2"}
+    return {**playbook(), "diagnostics": [{**ones, "primary": True}]}
+
+
+@pytest.mark.integration
+async def test_the_graph_is_drawn_from_the_playbook_query(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    from stack import Prometheus
+
+    async with Prometheus(tmp_path) as prom:
+        h = await start(
+            aiohttp_client,
+            tmp_path,
+            [graphed_playbook()],
+            console=console_section(),
+            prometheus={"url": prom.url, "timeout": 5},
+        )
+        incident_id = await h.fire({"alertname": "CacheDown"})
+        await sign_in(h.client)
+        page = await (await h.client.get(f"/ui/incidents/{incident_id}")).text()
+        assert f'src="/ui/incidents/{incident_id}/graph.png"' in page
+        answer = await h.client.get(f"/ui/incidents/{incident_id}/graph.png")
+        assert answer.status == 200 and answer.content_type == "image/png"
+        assert (await answer.read()).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_no_graph_without_a_query_or_without_prometheus(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    h = await start(aiohttp_client, tmp_path, [graphed_playbook()], console=console_section())
+    graphed = await h.fire({"alertname": "CacheDown"})
+    other = await fire(h.client, payload("captured-firing"))  # its Prometheus: not ours
+    await sign_in(h.client)
+    page = await (await h.client.get(f"/ui/incidents/{other.id}")).text()
+    assert "graph.png" not in page
+    assert (await h.client.get(f"/ui/incidents/{other.id}/graph.png")).status == 404
+    answer = await h.client.get(f"/ui/incidents/{graphed}/graph.png")  # 127.0.0.1:9
+    assert answer.status == 503 and "Prometheus did not answer" in await answer.text()
+    h.client.session.cookie_jar.clear()
+    gone = await h.client.get(f"/ui/incidents/{graphed}/graph.png", allow_redirects=False)
+    assert gone.status == 303

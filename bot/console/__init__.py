@@ -57,12 +57,15 @@ def setup(app: web.Application) -> None:
         ),
         links=LinkPolicy.from_settings(settings),
         playbooks=lambda: app.get(keys.PLAYBOOKS),
+        prometheus=lambda: app[keys.PROMETHEUS],
+        prometheus_urls=settings.prometheus.bases,
         env=templates(),
     )
     router = app.router
     router.add_get("/ui", _to_list)
     router.add_get("/ui/", pages.incidents)
     router.add_get("/ui/incidents/{id}", pages.incident)
+    router.add_get("/ui/incidents/{id}/graph.png", pages.graph)
     router.add_get("/ui/playbooks", pages.playbooks)
     router.add_get("/ui/signin", pages.signin_form)
     router.add_get("/ui/static/{name}", _asset)

@@ -15,8 +15,9 @@ from bot.console import present
 from bot.console.access import Viewer
 from bot.console.actions import silence_choices
 from bot.console.filters import RANGES, Filters
+from bot.console.graph import incident_graph, may_have_graph
 from bot.console.playbooks import playbook_rows
-from bot.console.state import CONSOLE, Console
+from bot.console.state import CONSOLE, SECURITY_HEADERS, Console
 from bot.core.incidents import Status
 from bot.errors import NotFound
 from bot.settings import Severity
@@ -105,10 +106,33 @@ async def incident(request: web.Request, console: Console, viewer: Viewer) -> we
         silences=present.silences(found),
         timeline=present.timeline(found.timeline),
         can_act=present.can_act(found),
+        graph=may_have_graph(found, console.playbooks(), console.prometheus_urls),
         can_approve=viewer.name in console.settings.approvers,
         silence_choices=silence_choices(console.settings),
         utc=present.utc,
     )
+
+
+@signed_in
+async def graph(request: web.Request, console: Console, viewer: Viewer) -> web.Response:
+    """The incident's graph of the last hour as a PNG, or a line of text saying why not."""
+    headers = {**SECURITY_HEADERS, "Cache-Control": "private, max-age=60"}
+    try:
+        found = await console.store.get_incident(
+            incident_id(request.match_info["id"]), timeline=False
+        )
+    except NotFound:
+        return web.Response(status=404, text="no such incident", headers=headers)
+    drawn = await incident_graph(
+        found,
+        console.playbooks(),
+        console.prometheus(),
+        console.prometheus_urls,
+        now=console.clock.now(),
+    )
+    if drawn.graph is None:
+        return web.Response(status=drawn.status, text=drawn.reason, headers=headers)
+    return web.Response(body=drawn.graph.png, content_type="image/png", headers=headers)
 
 
 @signed_in

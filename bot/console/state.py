@@ -19,6 +19,7 @@ from bot.notify.links import LinkPolicy
 from bot.playbook.registry import PlaybookSet
 from bot.settings import ConsoleSettings
 from bot.store.base import Store
+from bot.upstream.prometheus import PrometheusClient
 
 # The pages load their own stylesheet and script and nothing else: an injected tag
 # could neither run a script nor send a form elsewhere.
@@ -56,6 +57,8 @@ class Console:
     actions: ConsoleActions
     links: LinkPolicy
     playbooks: Callable[[], PlaybookSet | None]
+    prometheus: Callable[[], PrometheusClient]
+    prometheus_urls: list[str]  # where an alert's expression may come from to be graphed
     env: jinja2.Environment
 
     def page(
