@@ -544,7 +544,7 @@ class ConsoleSettings(Strict):
     def _distinct(cls, users: list[ConsoleUser]) -> list[ConsoleUser]:
         names = [user.name for user in users]
         tokens = [user.token.get_secret_value() for user in users]
-        if len(set(names)) != len(names) or len(set(tokens)) != len(tokens):
+        if len(set(names)) < len(names) or len(set(tokens)) < len(tokens):
             raise ValueError("each user needs a name and a token of their own")
         return users
 

@@ -26,7 +26,7 @@ from bot.notify.links import LinkPolicy
 from bot.slack.silence_menu import Silencer
 
 STATIC = Path(__file__).parent / "static"
-_ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
+ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
 
 
 def setup(app: web.Application) -> None:
@@ -62,28 +62,23 @@ def setup(app: web.Application) -> None:
         env=templates(),
     )
     router = app.router
-    router.add_get("/ui", _to_list)
     router.add_get("/ui/", pages.incidents)
     router.add_get("/ui/incidents/{id}", pages.incident)
     router.add_get("/ui/incidents/{id}/graph.png", pages.graph)
     router.add_get("/ui/playbooks", pages.playbooks)
     router.add_get("/ui/signin", pages.signin_form)
-    router.add_get("/ui/static/{name}", _asset)
+    for name in ASSETS:
+        router.add_get(f"/ui/static/{name}", _asset)
     router.add_post("/ui/signin", forms.signin)
     router.add_post("/ui/signout", forms.signout)
     router.add_post("/ui/action", forms.action)
     app[keys.GUARD].not_json.update(forms.PATHS)  # forms, checked for CSRF instead
 
 
-async def _to_list(request: web.Request) -> web.Response:
-    return web.Response(status=301, headers={**SECURITY_HEADERS, "Location": "/ui/"})
-
-
 async def _asset(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    kind = _ASSETS.get(name)
-    if kind is None:
-        raise web.HTTPNotFound()
+    """The stylesheet or the script: open like the sign-in form, they hold nothing."""
+    name = request.path.rpartition("/")[2]
+    kind = ASSETS[name]
     headers = {**SECURITY_HEADERS, "Cache-Control": "max-age=300"}
     return web.Response(body=(STATIC / name).read_bytes(), content_type=kind, headers=headers)
 

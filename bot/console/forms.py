@@ -71,7 +71,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
     name = console.gate.user_of(fields.get("token", ""))
     if name is None:
         log.warning("console: sign-in refused from %s: unknown token", request.remote)
-        return signin_page(request, console, target, error="That token is not known.", status=403)
+        return signin_page(request, console, target, error="That token is not known.", status=401)
     response = see_other(safe_next(target))
     await console.gate.open_session(name, response)
     log.info("console: %s signed in from %s", name, request.remote)
@@ -81,8 +81,10 @@ async def signin(request: web.Request) -> web.StreamResponse:
 async def signout(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     viewer = await console.gate.viewer(request)
+    if viewer is None:
+        return outsider(request, console)
     fields = await form(request)
-    if viewer is None or not same(fields.get("csrf", ""), viewer.csrf):
+    if not same(fields.get("csrf", ""), viewer.csrf):
         return forged(console)
     response = see_other("/ui/signin" if console.settings.users else "/ui/")
     await console.gate.close_session(request, response)

@@ -1,13 +1,13 @@
 """The console's pages: the incident list, an incident, the playbooks, sign-in.
 
-Each page first asks who is looking (``bot.console.access``); nobody signed in is sent
-to the sign-in form (or, with only an auth proxy configured, told to come through it).
+Each page first asks who is looking (``bot.console.access``); nobody signed in gets 401
+with the sign-in form, which comes back to the page asked for (or, with only an auth
+proxy configured, a page saying to come through it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -38,10 +38,11 @@ def signed_in(page: Page) -> Callable[[web.Request], Awaitable[web.StreamRespons
     return handler
 
 
-def outsider(request: web.Request, console: Console) -> web.StreamResponse:
+def outsider(request: web.Request, console: Console) -> web.Response:
+    """401 for nobody signed in: the sign-in form, or where to come from instead."""
     if console.settings.users:
-        target = request.rel_url.path_qs
-        raise web.HTTPSeeOther(f"/ui/signin?next={quote(target, safe='')}")
+        target = request.rel_url.path_qs if request.method == "GET" else "/ui/"
+        return signin_page(request, console, target, error="", status=401)
     return console.page(
         "message.html",
         None,
