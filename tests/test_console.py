@@ -5,6 +5,7 @@ show neither a secret nor a hostile label as anything but text."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -475,3 +476,44 @@ async def test_no_graph_without_a_query_or_without_prometheus(
     h.client.session.cookie_jar.clear()
     gone = await h.client.get(f"/ui/incidents/{graphed}/graph.png")
     assert gone.status == 401
+
+
+@pytest.mark.integration
+async def test_a_silence_from_the_console_is_made_recorded_and_expired_on_resolve(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    from stack import Alertmanager
+
+    async with Alertmanager(tmp_path, "http://127.0.0.1:9/unused") as am:
+        settings = make_settings(tmp_path, alertmanager={"url": am.url}, console=console_section())
+        client: TestClient = await aiohttp_client(create_app(settings))
+        incident = await fire(client, payload("captured-firing"))
+        csrf = await sign_in(client)
+        _, html = await act(client, csrf, incident.id, "silence", length="resolved")
+        assert said(html).startswith(
+            f"Silenced #{incident.id} until resolved or for 1d at most: 3 alerts, one silence"
+        )
+        stored = await client.app[keys.STORE].get_incident(incident.id)
+        records = stored.data["silences"]
+        assert [(r["source"], r["by"], r["expire_on_resolve"]) for r in records] == [
+            ("console", "alice", True)
+        ] * 3
+        made = {s["id"]: s for s in await am.silences()}
+        assert {made[r["id"]]["createdBy"] for r in records} == {"alice"}
+        note = [e for e in stored.timeline if e.kind == EventKind.NOTE][-1]
+        assert note.actor == "alice" and "by alice in the console" in note.message
+        assert note.data["source"] == "console"
+        assert "silenced" in html and records[0]["id"] in html  # listed on the page
+
+        await act(client, csrf, incident.id, "resolve")
+
+        async def expired() -> bool:
+            held = await client.app[keys.STORE].get_incident(incident.id, timeline=False)
+            return all(r.get("expired_at") for r in held.data["silences"])
+
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await expired():
+            assert asyncio.get_running_loop().time() < deadline, "silences not expired"
+            await asyncio.sleep(0.05)
+        states = {s["id"]: s["status"]["state"] for s in await am.silences()}
+        assert {states[r["id"]] for r in records} == {"expired"}
