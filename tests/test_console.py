@@ -379,6 +379,8 @@ async def test_the_list_filters_searches_and_pages(aiohttp_client: Any, tmp_path
     assert await ids("?q=alert4") == [opened[4].id]  # the title
     assert await ids("?range=1h") == newest[:5]
     assert await ids("?status=bogus&page=x") == newest[:5]  # ignored, not an error page
+    assert await ids("?page=0") == newest[:5]
+    assert await ids("?page=" + "9" * 5000) == newest[:5]
     html = await (await client.get("/ui/")).text()
     assert 'href="/ui/?page=2" rel="next"' in html
     assert "alice" in html  # acknowledged by, in the list

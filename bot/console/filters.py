@@ -24,6 +24,13 @@ MAX_TEXT = 200
 MAX_PAGE = 10_000
 
 
+def _page(raw: str) -> int:
+    """A page number from 1 to ``MAX_PAGE``; anything else is the first page."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        return 1
+    return min(max(int(raw), 1), MAX_PAGE)
+
+
 @dataclass(frozen=True)
 class Filters:
     status: Status | None = None
@@ -44,7 +51,7 @@ class Filters:
             service=query.get("service", "").strip()[:MAX_TEXT],
             range=query.get("range", "all") if query.get("range") in RANGES else "all",
             text=query.get("q", "").strip()[:MAX_TEXT],
-            page=min(int(page), MAX_PAGE) if page.isascii() and page.isdigit() and page else 1,
+            page=_page(page),
         )
 
     def query(self, now: float, page_size: int) -> IncidentQuery:
