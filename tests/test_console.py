@@ -9,6 +9,7 @@ import asyncio
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -519,3 +520,30 @@ async def test_a_silence_from_the_console_is_made_recorded_and_expired_on_resolv
             await asyncio.sleep(0.05)
         states = {s["id"]: s["status"]["state"] for s in await am.silences()}
         assert {states[r["id"]] for r in records} == {"expired"}
+
+
+NASTY = ["", "0", "-1", "1e9", "9" * 40, "\x00", "%", "'; DROP TABLE incidents;--", *HOSTILE]
+
+
+async def test_odd_input_gets_an_answer_never_a_server_error(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await console_client(aiohttp_client, tmp_path)
+    incident = await fire(client, payload("captured-firing"))
+    csrf = await sign_in(client)
+    for value in NASTY:
+        for name in ("status", "severity", "service", "range", "q", "page"):
+            answer = await client.get("/ui/", params={name: value})
+            assert answer.status == 200, (name, value)
+        answer = await client.get("/ui/incidents/" + quote(value, safe=""))
+        assert answer.status in (200, 404), value
+        for fields in (
+            {"incident": value, "do": "acknowledge"},
+            {"incident": str(incident.id), "do": value},
+            {"incident": str(incident.id), "do": "silence", "length": value},
+            {"incident": str(incident.id), "do": "approve", "step": value},
+        ):
+            answer = await client.post("/ui/action", data={"csrf": csrf, **fields})
+            assert answer.status in (200, 404), (fields, answer.status)
+    stored = await client.app[keys.STORE].get_incident(incident.id, timeline=False)
+    assert stored.status is Status.TRIGGERED  # none of it acknowledged anything
