@@ -7,8 +7,9 @@ Slack is the loopback fake. The on-call signs in, sees the list, filters it, ope
 incident and acknowledges it: the page, the store and the Slack message all say so.
 An incident whose labels carry HTML and script is on the same list and stays text.
 
-With ``CONSOLE_SCREENSHOTS=docs`` the list and the incident page are saved as
-``docs/console-list.png`` and ``docs/console-incident.png`` (the README shows them).
+With ``CONSOLE_SCREENSHOTS=docs`` the list, an incident and the playbooks page are saved
+as ``docs/console-list.png``, ``docs/console-incident.png`` and
+``docs/console-playbooks.png`` (the README shows them).
 """
 
 from __future__ import annotations
@@ -239,6 +240,14 @@ async def test_sign_in_filter_open_and_acknowledge_in_chromium(
 
         await until(five_rows, "the list to refresh itself", timeout=15)
         assert driver.execute_script("return document.getElementById('live').dataset.updated")
+
+        # the playbooks page counts the match and the acknowledgement
+        await call(driver.find_element(By.LINK_TEXT, "Playbooks").click)
+        row = '#playbooks tr[data-playbook="checkout-errors"][data-window="7 days"]'
+        await until(lambda: _async(driver.find_elements, By.CSS_SELECTOR, row), "playbooks")
+        cells = [td.text for td in driver.find_elements(By.CSS_SELECTOR, f"{row} td")]
+        assert cells[1:4] == ["7 days", "1", "1"], cells  # matched once, acknowledged once
+        await call(shot, driver, "console-playbooks.png", tmp_path)
 
 
 async def _async(fn: Callable[..., T], *args: Any) -> T:
