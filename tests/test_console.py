@@ -547,3 +547,21 @@ async def test_odd_input_gets_an_answer_never_a_server_error(
             assert answer.status in (200, 404), (fields, answer.status)
     stored = await client.app[keys.STORE].get_incident(incident.id, timeline=False)
     assert stored.status is Status.TRIGGERED  # none of it acknowledged anything
+
+
+def test_ages_and_list_links_read_as_people_write_them() -> None:
+    from bot.console.filters import Filters
+    from bot.console.present import age
+
+    now = 1_800_000_000.0
+    assert [age(now - s, now) for s in (-5, 42, 300, 7500, 3 * 86400 + 4 * 3600 + 59)] == [
+        "0s",
+        "42s",
+        "5m",
+        "2h5m",
+        "3d4h",
+    ]
+    filters = Filters.parse({"status": "triggered", "q": "a&b", "page": "3"})
+    assert filters.link(page=2) == "/ui/?status=triggered&q=a%26b&page=2"
+    assert filters.link(page=1) == "/ui/?status=triggered&q=a%26b"
+    assert Filters.parse({}).link() == "/ui/"

@@ -198,7 +198,10 @@ def _console(settings: Settings) -> str:
         return "off (no console section)"
     ways = []
     if console.users:
-        ways.append(f"sign-in with a token per user ({len(console.users)} users)")
+        count = len(console.users)
+        ways.append(
+            f"sign-in with a token per person ({count} {'person' if count == 1 else 'people'})"
+        )
     if console.trusted_proxies:
         ways.append(f"{console.user_header} from trusted_proxies")
     return " or ".join(ways)
