@@ -565,3 +565,16 @@ def test_ages_and_list_links_read_as_people_write_them() -> None:
     assert filters.link(page=2) == "/ui/?status=triggered&q=a%26b&page=2"
     assert filters.link(page=1) == "/ui/?status=triggered&q=a%26b"
     assert Filters.parse({}).link() == "/ui/"
+
+
+def test_a_narratives_bold_and_code_are_shown_and_nothing_else_is_markup() -> None:
+    from bot.console.state import mrkdwn
+
+    assert str(mrkdwn("*[P1] Disk* on `db-1`")) == (
+        "<strong>[P1] Disk</strong> on <code>db-1</code>"
+    )
+    hostile = mrkdwn('*<script>x</script>* `<img src=x onerror="y">` a*b*c')
+    assert str(hostile) == (
+        "<strong>&lt;script&gt;x&lt;/script&gt;</strong> "
+        "<code>&lt;img src=x onerror=&#34;y&#34;&gt;</code> a*b*c"
+    )

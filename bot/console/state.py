@@ -4,6 +4,7 @@ HTML from autoescaping templates, with headers that keep its pages to themselves
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
 from bot.console.access import Gate, Viewer
 from bot.console.actions import ConsoleActions
@@ -34,6 +36,16 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _SAID = "console:said:"
+_CODE = re.compile(r"`([^`\n]+)`")
+_BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+
+
+def mrkdwn(text: str) -> Markup:
+    """Slack's ``*bold*`` and ``code`` of a narrative, as HTML: the text is escaped
+    first, and only those two fixed tags are put around what was already escaped."""
+    html = str(escape(text))
+    html = _CODE.sub(r"<code>\1</code>", html)
+    return Markup(_BOLD.sub(r"<strong>\1</strong>", html))  # noqa: S704 - escaped above
 
 
 def templates() -> jinja2.Environment:
@@ -45,6 +57,7 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["mrkdwn"] = mrkdwn
     return env
 
 
