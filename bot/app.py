@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from bot import keys, narrative, pipeline, remediation
+from bot import console, keys, narrative, pipeline, remediation
 from bot.core.clock import Clock, SystemClock
 from bot.core.durations import format_duration
 from bot.core.incidents import TransitionError
@@ -166,6 +166,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         slack_feature.setup(app)
     else:
         _not_configured(app, "Slack", "slack", ["/slack/events"], [])
+    console.setup(app)  # off (404) without a console section
     app.cleanup_ctx.append(_workers_ctx)
     return app
 

@@ -169,8 +169,10 @@ def risky(settings: Settings) -> list[str]:
                 "OpenAI's own API (set llm.base_url for Ollama, vLLM or a proxy)"
             )
     from bot.check import risky_remediation
+    from bot.console.advice import console_warnings
 
     out.extend(risky_remediation(settings))
+    out.extend(console_warnings(settings))
     return out
 
 

@@ -7,6 +7,7 @@ Relative paths are relative to the working directory the process starts in.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from bot.core import regex
 from bot.core.durations import Duration, Target
@@ -490,6 +499,62 @@ class RemediationSettings(Strict):
     approval_ttl: Duration = 3600.0
 
 
+_CONSOLE_NAME = r"^[^\x00-\x1f\x7f]{1,64}$"  # a person's name as the timeline shows it
+ConsoleName = Annotated[str, Field(pattern=_CONSOLE_NAME)]
+
+
+class ConsoleUser(Strict):
+    """One person who signs in to the console with a token of their own: the timeline
+    names them, so a token is not shared."""
+
+    name: ConsoleName
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. openssl rand -hex 24)")
+        return value
+
+
+class ConsoleSettings(Strict):
+    """The incident console at ``/ui/`` (``bot/console``): off without this section.
+
+    People sign in with their own token (``users``: a session cookie follows), or an
+    auth proxy in front (oauth2-proxy and the like) names them in ``user_header``, which
+    is believed only on connections from ``trusted_proxies`` (addresses or CIDRs).
+    ``approvers`` (console names) approve and reject remediations; nobody does when it is
+    empty. Anyone signed in may acknowledge, resolve and silence, a silence for at most
+    ``max_silence``."""
+
+    users: list[ConsoleUser] = Field(default_factory=list)
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list
+    )
+    user_header: str = Field(default="X-Forwarded-User", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    approvers: list[ConsoleName] = Field(default_factory=list)
+    session_ttl: Duration = Field(default=12 * 3600.0, ge=60.0, le=30 * 86400.0)
+    max_silence: Duration = Field(default=86400.0, ge=60.0, le=30 * 86400.0)
+    refresh_every: Duration = Field(default=30.0, ge=5.0, le=3600.0)
+    page_size: int = Field(default=50, ge=5, le=500)
+
+    @field_validator("users")
+    @classmethod
+    def _distinct(cls, users: list[ConsoleUser]) -> list[ConsoleUser]:
+        names = [user.name for user in users]
+        tokens = [user.token.get_secret_value() for user in users]
+        if len(set(names)) < len(names) or len(set(tokens)) < len(tokens):
+            raise ValueError("each user needs a name and a token of their own")
+        return users
+
+    @model_validator(mode="after")
+    def _someone_gets_in(self) -> ConsoleSettings:
+        if not self.users and not self.trusted_proxies:
+            raise ValueError("nobody could sign in: list users (name and token) or trusted_proxies")
+        return self
+
+
 class Settings(Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -507,6 +572,7 @@ class Settings(Strict):
     slack: SlackSettings | None = None
     pagerduty: PagerDutySettings | None = None
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+    console: ConsoleSettings | None = None
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for scrubbing logs."""

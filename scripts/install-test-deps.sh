@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the real Prometheus / Alertmanager binaries used by the integration tests
-# (tests/stack.py) and make sure no packaged service is holding ports 9090/9093.
+# (tests/stack.py) and Chromium with its WebDriver for the console's browser test
+# (tests/test_console_browser.py), and make sure no packaged service is holding ports
+# 9090/9093.
 # Idempotent: safe to run repeatedly, locally or in CI.
 set -euo pipefail
 
@@ -13,6 +15,12 @@ if [[ ! -x /usr/bin/prometheus || ! -x /usr/bin/prometheus-alertmanager ]]; then
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends prometheus prometheus-alertmanager
+fi
+
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends chromium chromium-driver
 fi
 
 # The Debian packages enable system services; tests start their own copies on free ports,
@@ -30,3 +38,4 @@ for bin in /usr/bin/prometheus /usr/bin/prometheus-alertmanager; do
     version="$("$bin" --version 2>&1)"
     echo "${version%%$'\n'*}"
 done
+/usr/bin/chromedriver --version

@@ -57,6 +57,9 @@ def test_an_installed_wheel_checks_its_defaults_and_writes_narratives(tmp_path: 
 
     where = run(["-c", "import bot; print(bot.__file__)"], elsewhere, target)
     assert where.stdout.strip() == str(target / "bot" / "__init__.py")  # not the source tree
+    console = target / "bot" / "console"  # the console's templates and assets come along
+    assert (console / "templates" / "incident.html").is_file()
+    assert (console / "static" / "console.js").is_file()
 
     check = run(["-m", "bot.cli", "check"], elsewhere, target)  # the default config
     assert check.returncode == 0, check.stderr

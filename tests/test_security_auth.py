@@ -31,6 +31,10 @@ from slackkit import command_body, signed
 
 JSON_TYPE = JSON["Content-Type"]
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
+# The console's way in (its sign-in form, which takes a token in its body) and its
+# stylesheet and script: open, and they show no incident.
+SIGN_IN = {"/ui/signin", "/ui/static/console.css", "/ui/static/console.js"}
+CONSOLE_TOKEN = "console-token-0123456789abcdef"
 WEBHOOK_TOKEN = "webhook-token-0123456789abcdef"
 API_TOKEN = "api-token-0123456789abcdef"
 BASIC = ("alertmanager", "basic-password-0123456789")
@@ -49,6 +53,10 @@ DOCUMENTED = {
     ("POST", "/api/v1/incidents/{incident_id}/approvals"),
     ("POST", "/api/v1/narratives"),
     ("GET", "/api/v1/oncall"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/incidents/{id}"),
+    ("GET", "/ui/playbooks"),
+    ("POST", "/ui/action"),
 }
 
 Headers = dict[str, str]
@@ -72,6 +80,10 @@ async def start(
         },
         pagerduty=pd_section(pagerduty, webhook_secret=PD_SECRET),
         llm={"api_rate_limit": 1000},
+        console={
+            "users": [{"name": "ana", "token": CONSOLE_TOKEN}],
+            "trusted_proxies": ["127.0.0.0/8"],  # the test client is the auth proxy
+        },
     )
     client: TestClient = await aiohttp_client(create_app(settings))
     return client
@@ -131,6 +143,7 @@ def right_credentials(body: bytes) -> list[Headers]:
         {"Authorization": f"Bearer {API_TOKEN}"},
         signed(body, secret=SLACK_SECRET),
         {"X-PagerDuty-Signature": sign_v3(body, [PD_SECRET])},
+        {"X-Forwarded-User": "ana"},  # the console's, from its trusted proxy
     ]
 
 
@@ -150,6 +163,11 @@ async def test_every_route_but_health_and_metrics_refuses_the_unauthenticated(
         if template in PUBLIC:
             resp = await client.request(method, path)
             assert resp.status in (200, 503), (method, path, resp.status)
+            continue
+        if template in SIGN_IN:  # a form, or what it is drawn with: no incident in sight
+            resp = await client.request(method, path)
+            assert resp.status in (200, 403, 415), (method, path, resp.status)
+            assert "incidents/" not in await resp.text()
             continue
         resp = await client.request(method, path, data=data, headers=headers)
         assert resp.status == 401, (method, path, resp.status, await resp.text())
@@ -314,7 +332,7 @@ async def test_credentials_that_are_not_text_get_401_not_500(
         b"X-Slack-Request-Timestamp: " + b"9" * 5000 + b"\r\nX-Slack-Signature: v0=00\r\n",
     ]
     for method, template in routes(client.app):
-        if template in PUBLIC:
+        if template in PUBLIC | SIGN_IN:
             continue
         body = body_for(template, fake_slack) if method == "POST" else b""
         kind = "application/x-www-form-urlencoded" if template == "/slack/events" else JSON_TYPE

@@ -1,5 +1,5 @@
 """Incident actions shared by every front door: Slack buttons and commands, PagerDuty
-webhooks, the API and the CLI. Each records who did it and where, on the timeline;
+webhooks, the console, the API and the CLI. Each records who did it and where, on the timeline;
 notifiers react to the timeline events (so an ack in Slack reaches PagerDuty and an ack
 in PagerDuty reaches Slack). Repeating an action that already holds changes nothing.
 """
@@ -13,7 +13,7 @@ from bot.core.clock import Clock
 from bot.core.incidents import EventKind, Incident, Status
 from bot.store.base import Store
 
-Source = Literal["slack", "pagerduty", "api", "cli", "alertpilot"]
+Source = Literal["slack", "pagerduty", "api", "cli", "console", "alertpilot"]
 
 
 class IncidentActions:
@@ -115,5 +115,6 @@ def _where(source: Source) -> str:
         "pagerduty": "PagerDuty",
         "api": "the API",
         "cli": "the CLI",
+        "console": "the console",
         "alertpilot": "alertpilot",
     }[source]

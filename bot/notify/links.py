@@ -20,6 +20,11 @@ Runbooks are often written as a path in the repository that holds them
 ``runbook_url`` and a playbook's links alike, and links under that base are allowed.
 Without it, or for a scheme other than http(s), the value is no link at all, and
 ``alertpilot check`` says so (``link_problem``).
+
+The incident's own page in the console (``console_url``) is a link alertpilot makes:
+Slack messages and PagerDuty events carry it when the console is on and
+``server.public_url`` says where people reach this server (a link that cannot open is
+not sent).
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ HIDDEN = "link to untrusted host hidden"
 
 @dataclass(frozen=True)
 class LinkPolicy:
-    """The URLs alert-supplied links may point under (empty allows none), and the base
-    that runbook paths are resolved against."""
+    """The URLs alert-supplied links may point under (empty allows none), the base
+    that runbook paths are resolved against, and where the console's incident pages are
+    (None: no console link)."""
 
     allowed: tuple[str, ...] = ()
     runbook_base: str | None = None
+    console_base: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LinkPolicy:
@@ -53,7 +60,14 @@ class LinkPolicy:
                 *([base] if base else []),
             ),
             runbook_base=base,
+            console_base=_console_base(settings),
         )
+
+    def console_url(self, incident_id: int) -> str | None:
+        """The incident's page in the console, or None when there is none to open."""
+        if self.console_base is None:
+            return None
+        return f"{self.console_base}/ui/incidents/{incident_id}"
 
     def resolve(self, url: str) -> str | None:
         """``url`` as a link people can open: an http(s) URL as it is, a path (with or
@@ -79,6 +93,15 @@ class LinkPolicy:
 
 
 NO_LINKS = LinkPolicy()  # the default where none is given: no alert-supplied link is shown
+CONSOLE_TITLE = "Open in alertpilot"
+
+
+def _console_base(settings: Settings) -> str | None:
+    """``server.public_url`` when the console is on: where its pages open for people."""
+    public = settings.server.public_url
+    if settings.console is None or not public:
+        return None
+    return public.rstrip("/")
 
 
 def is_web_link(url: str) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 from bot.core.incidents import AlertRecord, Incident
 from bot.diagnostics.summary import finding, outcome, tally
-from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy
+from bot.notify.links import CONSOLE_TITLE, HIDDEN, NO_LINKS, LinkPolicy
 from bot.playbook.model import Playbook
 from bot.settings import Severity
 
@@ -111,11 +111,14 @@ def _http(url: object) -> bool:
 def links_for(
     incident: Incident, playbooks: Sequence[Playbook], policy: LinkPolicy
 ) -> tuple[list[dict[str, str]], list[str]]:
-    """Slack message, Prometheus graph, runbook, playbook and Alertmanager links; http(s)
-    only (a runbook path resolved against ``policy``'s base), no repeats. Those that came
-    with the alert only on a host ``policy`` allows: the titles of the others come back
-    second, to say they were hidden."""
+    """Console page, Slack message, Prometheus graph, runbook, playbook and Alertmanager
+    links; http(s) only (a runbook path resolved against ``policy``'s base), no repeats.
+    Those that came with the alert only on a host ``policy`` allows: the titles of the
+    others come back second, to say they were hidden."""
     found: list[tuple[str, str]] = []
+    console = policy.console_url(incident.id)
+    if _http(console):
+        found.append((str(console), CONSOLE_TITLE))
     slack = incident.data.get("slack")
     if isinstance(slack, Mapping) and _http(slack.get("permalink")):
         found.append((str(slack["permalink"]), "Slack thread"))

@@ -181,6 +181,7 @@ def exposure(settings: Settings) -> list[Endpoint]:
         out.append(Endpoint("POST /pagerduty", "refuses every request (no webhook_secret)"))
     else:
         out.append(Endpoint("POST /pagerduty", "PagerDuty webhook signature"))
+    out.append(Endpoint("/ui (console)", _console(settings)))
     out.append(Endpoint("GET /healthz, /readyz, /metrics", "open, read only"))
     if ANY_HOST in server.allowed_hosts:
         hosts = "any Host (server.allowed_hosts has '*')"
@@ -189,6 +190,21 @@ def exposure(settings: Settings) -> list[Endpoint]:
         hosts = "loopback" + "".join(f", {name}" for name in names)
     out.append(Endpoint("Host names answered", hosts))
     return out
+
+
+def _console(settings: Settings) -> str:
+    console = settings.console
+    if console is None:
+        return "off (no console section)"
+    ways = []
+    if console.users:
+        count = len(console.users)
+        ways.append(
+            f"sign-in with a token per person ({count} {'person' if count == 1 else 'people'})"
+        )
+    if console.trusted_proxies:
+        ways.append(f"{console.user_header} from trusted_proxies")
+    return " or ".join(ways)
 
 
 def refusal(settings: Settings) -> str | None:

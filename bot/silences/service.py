@@ -6,7 +6,7 @@ steps) records it through this module in ``incident.data["silences"]``, a list t
 module owns. A record is appended inside ``store.change_incident``: the list is read and
 extended in the transaction that writes it, so no writer loses another's record::
 
-    {"id", "source": "slack" | "pagerduty" | "remediation", "expire_on_resolve",
+    {"id", "source": "slack" | "console" | "pagerduty" | "remediation", "expire_on_resolve",
      "created_at", "expired_at", and what the source adds: by, url, until, matchers, step}
 
 The Slack and PagerDuty silences are one per firing alert of the incident, each checked
@@ -44,9 +44,10 @@ KIND = "silences"
 EXPIRED = "silence_expired"
 ACTOR = "alertpilot"
 
-Source = Literal["slack", "pagerduty", "remediation"]
+Source = Literal["slack", "console", "pagerduty", "remediation"]
 _WHAT: Mapping[str, str] = {
     "slack": "the Slack silence",
+    "console": "the console silence",
     "pagerduty": "the acknowledgement silence",
     "remediation": "the remediation silence",
 }

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.core.incidents import Incident, Status
 from bot.diagnostics.summary import finding, outcome, tally
-from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
+from bot.notify.links import CONSOLE_TITLE, HIDDEN, NO_LINKS, LinkPolicy, is_web_link
 from bot.settings import Severity
 from bot.silences.service import new_silence_url
 from bot.slack import mrkdwn
@@ -323,13 +323,17 @@ def _silences(data: Any) -> JsonDict | None:
 
 
 def _links(incident: Incident, extras: Extras) -> list[str]:
-    """Links to the alert's sources, the playbook's, Alertmanager and PagerDuty.
+    """Links to the incident's console page, the alert's sources, the playbook's,
+    Alertmanager and PagerDuty.
 
     Those that came with the alert (generator URL, Grafana's, ``runbook_url``, the
     group's external URL) are links only on an allowed host (``bot.notify.links``);
     elsewhere their title stays, saying the link was hidden."""
     policy = extras.links
     links: list[str] = []
+    console = policy.console_url(incident.id)
+    if console and mrkdwn.safe_url(console):
+        links.append(mrkdwn.link(console, CONSOLE_TITLE))
 
     def offered(url: str, title: str) -> None:
         if policy.allows(url) and mrkdwn.safe_url(url):

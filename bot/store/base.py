@@ -155,6 +155,43 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class IncidentQuery:
+    """Which incidents a list shows (the console's filters), newest first.
+
+    ``service``: the group's ``service`` label (common labels); ``since``/``until``: when
+    it opened; ``text``: case-insensitive, in the title or in any label name or value of
+    the group or of its alerts."""
+
+    status: Status | None = None
+    severity: Severity | None = None
+    service: str | None = None
+    since: float | None = None
+    until: float | None = None
+    text: str = ""
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class PlaybookStats:
+    """What became of the incidents a playbook matched (``data["pipeline"]["playbooks"]``)
+    that opened in a window: how many, how many acknowledged and resolved and how long
+    that took on average (seconds from opening), and its remediation steps: how many ran
+    (a result is recorded), were verified, failed, and were rolled back."""
+
+    playbook: str
+    matched: int = 0
+    acknowledged: int = 0
+    mean_ack: float | None = None
+    resolved: int = 0
+    mean_resolve: float | None = None
+    ran: int = 0
+    verified: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+
+
+@dataclass(frozen=True)
 class Stats:
     """``jobs_pending``: the outbox, jobs running or waiting to run (a retry waiting out
     its backoff included); ``jobs_scheduled``: timers (kinds registered with
@@ -231,6 +268,15 @@ class IncidentStore(abc.ABC):
     ) -> list[Incident]:
         """Newest first; ``before``: only incidents with a lower id (a page after the
         last one read, steady while new incidents open)."""
+
+    @abc.abstractmethod
+    async def search_incidents(self, query: IncidentQuery) -> list[Incident]:
+        """The incidents ``query`` selects, newest first, without their timelines."""
+
+    @abc.abstractmethod
+    async def playbook_stats(self, *, since: float | None = None) -> list[PlaybookStats]:
+        """Per playbook, its incidents opened at or after ``since`` (all with None), by
+        playbook name; a playbook that matched none is left out."""
 
     @abc.abstractmethod
     async def transition(

@@ -40,12 +40,15 @@ from bot.errors import NotFound, StoreError, StoreUnavailable
 from bot.settings import Severity
 from bot.store import sqlite_changes as changes
 from bot.store import sqlite_incidents as inc
+from bot.store import sqlite_queries as queries
 from bot.store.base import (
     ApplyResult,
     Decided,
     InboxItem,
     IncidentChange,
+    IncidentQuery,
     Job,
+    PlaybookStats,
     RateLimit,
     Stats,
     Store,
@@ -564,6 +567,12 @@ class SqliteStore(Store):
             return [inc.read_incident(conn, row, False) for row in rows]
 
         return await self._read(read)
+
+    async def search_incidents(self, query: IncidentQuery) -> list[Incident]:
+        return await self._read(queries.search_incidents, query)
+
+    async def playbook_stats(self, *, since: float | None = None) -> list[PlaybookStats]:
+        return await self._read(queries.playbook_stats, since)
 
     async def transition(
         self,
