@@ -22,6 +22,7 @@ import aiohttp
 from bot.core.alerts import AlertGroup
 from bot.core.clock import SystemClock
 from bot.core.incidents import AlertRecord, Incident, Status, severity_of, summary_of, title_of
+from bot.core.records import PipelineState
 from bot.core.transitions import IncidentActions
 from bot.diagnostics import Diagnostics, Sources, StepInput
 from bot.diagnostics.units import format_labels
@@ -135,7 +136,7 @@ async def simulate(settings: Settings, group: AlertGroup) -> dict[str, Any]:
             **incident.__dict__,
             "severity": severity,
             "playbook": names[0] if names else None,
-            "data": {"pipeline": {"playbooks": names}},
+            "data": {"pipeline": PipelineState(playbooks=names).dump()},
         }
     )
     clock = SystemClock()

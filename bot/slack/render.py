@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.incidents import Incident, Status
+from bot.core.records import truncated_of
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
 from bot.settings import Severity
@@ -101,11 +102,10 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
     if incident.status is Status.RESOLVED and incident.resolved_at is not None:
         lines.append(f":white_check_mark: *Resolved* · {when(incident.resolved_at)}")
     lines += _targets(incident.data.get("targets"), incident.status)
-    truncated = incident.data.get("truncated")
-    if isinstance(truncated, Mapping) and incident.status is not Status.RESOLVED:
-        left_out = truncated.get("alerts")
+    truncated = truncated_of(incident)
+    if truncated is not None and incident.status is not Status.RESOLVED:
         lines.append(
-            f":scissors: Alertmanager left out {escape(left_out)} alert(s) of this group"
+            f":scissors: Alertmanager left out {truncated.alerts} alert(s) of this group"
             " (max_alerts): it resolves only when a delivery that leaves none out says so"
         )
     if extras.previous is not None:
