@@ -30,10 +30,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Stored(BaseModel):
-    """A record as stored: keys it does not know (written by another version) are
-    ignored when read, so an upgrade or a rollback reads what is there."""
+    """A record as stored: keys it does not know (written by another version or another
+    writer) are kept as they are and written back, so an upgrade or a rollback loses
+    nothing of what is there."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     def dump(self) -> dict[str, object]:
         """The JSON-ready form kept in ``incident.data``."""
