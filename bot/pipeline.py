@@ -41,7 +41,6 @@ from aiohttp import web
 from bot import keys
 from bot.core.clock import Clock
 from bot.core.incidents import EventKind, Incident, Status
-from bot.core.records import pipeline_of
 from bot.diagnostics import DiagnosticResult, Diagnostics, DiagnosticStatus, Sources
 from bot.diagnostics.summary import tally
 from bot.playbook.checks import Allowlists
@@ -49,6 +48,7 @@ from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
+from bot.records.incident import pipeline_of
 from bot.runtime.jobs import Lane
 from bot.runtime.locks import KeyedLocks
 from bot.runtime.metrics import Metrics

@@ -22,7 +22,6 @@ import aiohttp
 from bot.core.alerts import AlertGroup
 from bot.core.clock import SystemClock
 from bot.core.incidents import AlertRecord, Incident, Status, severity_of, summary_of, title_of
-from bot.core.records import PipelineState
 from bot.core.transitions import IncidentActions
 from bot.diagnostics import Diagnostics, Sources, StepInput
 from bot.diagnostics.units import format_labels
@@ -31,6 +30,7 @@ from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook, PromqlDiagnostic, PromqlRangeDiagnostic
 from bot.playbook.templating import RenderError, context, environment, render
+from bot.records.incident import PipelineState
 from bot.remediation import RemediationEngine
 from bot.remediation.actions import Connections
 from bot.settings import Settings

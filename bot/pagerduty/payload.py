@@ -22,6 +22,7 @@ from bot.core.incidents import AlertRecord, Incident
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy
 from bot.playbook.model import Playbook
+from bot.records.narrative import narrative_of
 from bot.settings import Severity
 
 SEVERITY: dict[Severity, str] = {
@@ -94,14 +95,11 @@ def diagnostic_highlights(data: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def narrative_excerpt(data: Mapping[str, Any]) -> str | None:
-    narrative = data.get("narrative")
-    if not isinstance(narrative, Mapping):
+def narrative_excerpt(incident: Incident) -> str | None:
+    narrative = narrative_of(incident)
+    if narrative is None or not narrative.text.strip():
         return None
-    text = narrative.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return None
-    return clip(text, MAX_NARRATIVE, one_line=False)
+    return clip(narrative.text, MAX_NARRATIVE, one_line=False)
 
 
 def _http(url: object) -> bool:
@@ -188,7 +186,7 @@ def trigger_event(
         details["description"] = clip(description, MAX_NARRATIVE)
     if highlights := diagnostic_highlights(incident.data):
         details["diagnostics"] = highlights
-    if narrative := narrative_excerpt(incident.data):
+    if narrative := narrative_excerpt(incident):
         details["narrative"] = narrative
     shown, hidden = links_for(incident, playbooks, links)
     if hidden:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from bot.core.durations import format_duration
 from bot.core.incidents import Incident
-from bot.core.records import pipeline_of
 from bot.errors import StoreError
 from bot.playbook.model import Playbook, Remediation
+from bot.records.incident import pipeline_of
 from bot.remediation import guard
 from bot.remediation.deps import EXPIRE, Deps, run_job
 from bot.remediation.headers import recorded_spec

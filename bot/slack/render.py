@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.incidents import Incident, Status
-from bot.core.records import truncated_of
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
+from bot.records.incident import truncated_of
+from bot.records.narrative import NarrativeRecord, narrative_of
 from bot.settings import Severity
 from bot.silences.service import new_silence_url
 from bot.slack import mrkdwn
@@ -119,7 +120,7 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
     for part in (
         _diagnostics(incident.data.get("diagnostics")),
         _remediations(incident.data.get("remediations")),
-        _narrative(incident.data.get("narrative")),
+        _narrative(narrative_of(incident)),
         _silences(incident.data.get("silences")),
     ):
         if part:
@@ -288,11 +289,11 @@ def pending_approvals(incident: Incident) -> list[str]:
     ]
 
 
-def _narrative(data: Any) -> JsonDict | None:
-    if not isinstance(data, Mapping) or not data.get("text"):
+def _narrative(narrative: NarrativeRecord | None) -> JsonDict | None:
+    if narrative is None or not narrative.text:
         return None
-    source = "written by the LLM" if data.get("source") == "llm" else "from the template"
-    text = escape(clip(str(data["text"]), 2400))
+    source = "written by the LLM" if narrative.source == "llm" else "from the template"
+    text = escape(clip(narrative.text, 2400))
     return section(f"*What happened* _({source})_\n{text}")
 
 

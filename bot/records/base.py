@@ -1,17 +1,9 @@
-"""Reading typed records back from where they are stored, and the incident's own records.
+"""Reading typed records back from where they are stored.
 
 Features keep their state in ``incident.data`` (one top-level key each) and in the store's
-key-value table. Each key has a model next to the feature that owns it (see
-docs/architecture.md); these helpers read one back so that a value written by an older
-version, or damaged, never stops a reader: it gets the model's default and one log line
-that says which record and why.
-
-Two keys belong to the incident itself rather than to a feature:
-
-- ``incident.data["truncated"]`` (``Truncated``): written by the store when Alertmanager
-  left alerts out of a delivery (``max_alerts``), removed when a delivery leaves none out;
-- ``incident.data["pipeline"]`` (``PipelineState``): the playbooks the pipeline matched
-  and how far it got (``bot.pipeline``).
+key-value table. Each key has a model (see docs/architecture.md); these helpers read one
+back so that a value written by an older version, or damaged, never stops a reader: it
+gets None (the caller's default) and one log line that says which record and why.
 """
 
 from __future__ import annotations
@@ -78,36 +70,3 @@ def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(the record)"
     return f"{where}: {first['msg']} ({exc.error_count()} problem(s))"
-
-
-class Truncated(Stored):
-    """``incident.data["truncated"]``: Alertmanager's last delivery left ``alerts``
-    alerts of the group out; the incident resolves only once a delivery leaves none out."""
-
-    alerts: int
-    at: float | None = None
-
-
-class PipelineState(Stored):
-    """``incident.data["pipeline"]``: what the pipeline matched and how far it got.
-
-    ``matched_at`` is written only with the ``playbook.matched`` event, so a run that
-    finds it knows the match is recorded and keeps it."""
-
-    playbooks: list[str] | None = None  # None: not matched yet
-    state: str = ""  # matched, diagnosed, done, done: no playbook, skipped: ...
-    matched_at: float | None = None
-    diagnosed_at: float | None = None
-
-    def dump(self) -> dict[str, object]:
-        """Times not reached yet are left out, as they always were: ``matched_at`` in the
-        stored record is what says the match is recorded."""
-        return self.model_dump(mode="json", exclude_none=True)
-
-
-def truncated_of(incident: Incident) -> Truncated | None:
-    return record_of(incident, "truncated", Truncated)
-
-
-def pipeline_of(incident: Incident) -> PipelineState:
-    return record_of(incident, "pipeline", PipelineState) or PipelineState()
