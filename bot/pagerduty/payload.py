@@ -23,6 +23,7 @@ from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy
 from bot.playbook.model import Playbook
 from bot.records.narrative import narrative_of
+from bot.records.slack import permalink_of
 from bot.settings import Severity
 
 SEVERITY: dict[Severity, str] = {
@@ -114,9 +115,9 @@ def links_for(
     with the alert only on a host ``policy`` allows: the titles of the others come back
     second, to say they were hidden."""
     found: list[tuple[str, str]] = []
-    slack = incident.data.get("slack")
-    if isinstance(slack, Mapping) and _http(slack.get("permalink")):
-        found.append((str(slack["permalink"]), "Slack thread"))
+    permalink = permalink_of(incident)
+    if permalink is not None and _http(permalink):
+        found.append((permalink, "Slack thread"))
     offered: list[tuple[str, str]] = []
     generator = next((a.generator_url for a in incident.alerts if _http(a.generator_url)), None)
     if generator:

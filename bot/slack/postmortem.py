@@ -18,6 +18,7 @@ from typing import Any
 from bot.core.durations import format_duration
 from bot.core.incidents import Event, EventKind, Incident
 from bot.diagnostics.summary import finding, outcome, tally
+from bot.records.targets import TargetState, targets_of
 from bot.slack.mrkdwn import clip, escape
 
 MAX_TEXT = 3900  # Slack shows a message up to about 4,000 characters before cutting it
@@ -80,29 +81,25 @@ def _response(incident: Incident) -> list[str]:
             f"*Resolved* after {format_duration(max(0.0, resolved.at - opened))}:"
             f" {escape(clip(resolved.message, 200))}"
         )
-    targets = incident.data.get("targets")
-    if isinstance(targets, Mapping):
-        lines += _targets(targets, resolved, opened)
-    return lines
+    return lines + _targets(targets_of(incident), resolved, opened)
 
 
-def _targets(targets: Mapping[str, Any], resolved: Event | None, opened: float) -> list[str]:
+def _targets(targets: TargetState, resolved: Event | None, opened: float) -> list[str]:
     parts = []
-    ack_within = targets.get("ack_within")
-    if isinstance(ack_within, int | float):
-        met = targets.get("ack_missed_at") is None
+    if targets.ack_within is not None:
+        met = targets.ack_missed_at is None
         parts.append(
-            f"acknowledge within {format_duration(ack_within)}: {'met' if met else 'missed'}"
+            f"acknowledge within {format_duration(targets.ack_within)}: "
+            f"{'met' if met else 'missed'}"
         )
-    resolve_within = targets.get("resolve_within")
-    if isinstance(resolve_within, int | float):
+    resolve_within = targets.resolve_within
+    if resolve_within is not None:
         met = resolved is not None and resolved.at - opened <= resolve_within
         parts.append(
             f"resolve within {format_duration(resolve_within)}: {'met' if met else 'missed'}"
         )
-    escalations = targets.get("escalations")
-    if isinstance(escalations, list) and escalations:
-        top = max(int(e.get("level", 0)) for e in escalations if isinstance(e, Mapping))
+    if escalations := targets.escalations:
+        top = max(e.level for e in escalations)
         parts.append(f"escalated {len(escalations)} time(s), to level {top}")
     return [f"*Targets*: {'; '.join(parts)}"] if parts else []
 

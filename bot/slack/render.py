@@ -16,8 +16,10 @@ from typing import Any
 from bot.core.incidents import Incident, Status
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
+from bot.pagerduty.state import state_of as page_state_of
 from bot.records.incident import truncated_of
 from bot.records.narrative import NarrativeRecord, narrative_of
+from bot.records.targets import TargetState, targets_of
 from bot.settings import Severity
 from bot.silences.service import new_silence_url
 from bot.slack import mrkdwn
@@ -102,7 +104,7 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
         lines.append(f":eyes: Acknowledged by {who} · {when(incident.acknowledged_at)}")
     if incident.status is Status.RESOLVED and incident.resolved_at is not None:
         lines.append(f":white_check_mark: *Resolved* · {when(incident.resolved_at)}")
-    lines += _targets(incident.data.get("targets"), incident.status)
+    lines += _targets(targets_of(incident), incident.status)
     truncated = truncated_of(incident)
     if truncated is not None and incident.status is not Status.RESOLVED:
         lines.append(
@@ -142,29 +144,22 @@ def when(epoch: float) -> str:
     return mrkdwn.date(epoch, fallback)
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _targets(data: Any, status: Status) -> list[str]:
+def _targets(targets: TargetState, status: Status) -> list[str]:
     """The response targets (``bot.targets``): the escalation level reached, when the next
     level is due, and the resolve-by time or that it was missed."""
-    if not isinstance(data, Mapping):
-        return []
     lines = []
-    escalations = [e for e in data.get("escalations") or [] if isinstance(e, Mapping)]
-    if escalations and (at := _number(escalations[-1].get("at"))) is not None:
-        last = escalations[-1]
-        reason = escape(clip(str(last.get("reason") or ""), 200))
+    if targets.escalations:
+        last = targets.escalations[-1]
+        reason = escape(clip(last.reason, 200))
         lines.append(
-            f":rotating_light: *Escalated to level {last.get('level')}* · {when(at)}: {reason}"
+            f":rotating_light: *Escalated to level {last.level}* · {when(last.at)}: {reason}"
         )
     parts = []
-    ack_due = _number(data.get("ack_due"))
+    ack_due = targets.ack_due
     if status is Status.TRIGGERED and ack_due is not None:
         parts.append(f"Acknowledge by {when(ack_due)}")
-    resolve_by = _number(data.get("resolve_by"))
-    if resolve_by is not None and data.get("resolve_missed_at") is not None:
+    resolve_by = targets.resolve_by
+    if resolve_by is not None and targets.resolve_missed_at is not None:
         parts.append(f":warning: *Resolve target missed* (by {when(resolve_by)})")
     elif resolve_by is not None and status is not Status.RESOLVED:
         parts.append(f"Resolve by {when(resolve_by)}")
@@ -358,11 +353,9 @@ def _links(incident: Incident, extras: Extras) -> list[str]:
     silence = new_silence_url(incident, own or extras.alertmanager_url)
     if silence and mrkdwn.safe_url(silence):
         links.append(mrkdwn.link(silence, "Silence in Alertmanager"))
-    pagerduty = incident.data.get("pagerduty")
-    if isinstance(pagerduty, Mapping):
-        pd_url = pagerduty.get("html_url") or pagerduty.get("incident_url")
-        if isinstance(pd_url, str) and mrkdwn.safe_url(pd_url):
-            links.append(mrkdwn.link(pd_url, "PagerDuty incident"))
+    pd_url = page_state_of(incident).html_url
+    if pd_url and mrkdwn.safe_url(pd_url):
+        links.append(mrkdwn.link(pd_url, "PagerDuty incident"))
     return links
 
 
