@@ -19,6 +19,7 @@ from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
 from bot.pagerduty.state import state_of as page_state_of
 from bot.records.incident import truncated_of
 from bot.records.narrative import NarrativeRecord, narrative_of
+from bot.records.silences import SilenceRecord, silences_of
 from bot.records.targets import TargetState, targets_of
 from bot.settings import Severity
 from bot.silences.service import new_silence_url
@@ -123,7 +124,7 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
         _diagnostics(incident.data.get("diagnostics")),
         _remediations(incident.data.get("remediations")),
         _narrative(narrative_of(incident)),
-        _silences(incident.data.get("silences")),
+        _silences(silences_of(incident)),
     ):
         if part:
             blocks.append(part)
@@ -292,20 +293,16 @@ def _narrative(narrative: NarrativeRecord | None) -> JsonDict | None:
     return section(f"*What happened* _({source})_\n{text}")
 
 
-def _silences(data: Any) -> JsonDict | None:
+def _silences(records: Sequence[SilenceRecord]) -> JsonDict | None:
     """Active silences, those made together (one per alert: same end, same person) on one
     line: the last five such lines."""
-    if not isinstance(data, list) or not data:
-        return None
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for item in data:
-        if not isinstance(item, Mapping) or not item.get("id") or item.get("expired_at"):
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in records:
+        if not item.id or item.expired_at:
             continue
-        label = (
-            "until resolved" if item.get("expire_on_resolve") else f"until {item.get('until', '?')}"
-        )
-        who = f" by {escape(item['by'])}" if item.get("by") else ""
-        groups.setdefault((label, who), []).append(item.get("url"))
+        label = "until resolved" if item.expire_on_resolve else f"until {item.until or '?'}"
+        who = f" by {escape(item.by)}" if item.by else ""
+        groups.setdefault((label, who), []).append(item.url)
     parts = []
     for (label, who), urls in list(groups.items())[-5:]:
         if len(urls) == 1:
