@@ -48,6 +48,7 @@ from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
+from bot.records.diagnostics import diagnostics_data
 from bot.records.incident import pipeline_of
 from bot.runtime.jobs import Lane
 from bot.runtime.locks import KeyedLocks
@@ -259,7 +260,7 @@ class Pipeline:
                 update={"playbooks": names, "state": "diagnosed", "diagnosed_at": now}
             )
             return IncidentChange(
-                data={"diagnostics": [r.to_json() for r in results], "pipeline": state.dump()},
+                data={"diagnostics": diagnostics_data(results), "pipeline": state.dump()},
                 events=events,
             )
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from bot.core.incidents import AlertRecord, EventKind, Incident
 from bot.diagnostics.summary import outcome, tally, why_not_checked
+from bot.records.diagnostics import diagnostics_of
 
 Verdict = Literal["failed", "error", "no_data", "passed", "unknown"]
 
@@ -260,10 +261,8 @@ def _remediations(raw: Any) -> list[RemediationFact]:
 
 def from_incident(incident: Incident) -> IncidentFacts:
     data = incident.data
-    raw_diagnostics = data.get("diagnostics")
-    diagnostics: list[DiagnosticFact] = []
-    if isinstance(raw_diagnostics, list):
-        diagnostics = [f for f in map(_diagnostic, raw_diagnostics) if f is not None]
+    stored = diagnostics_of(incident) or []
+    diagnostics = [f for f in map(_diagnostic, stored) if f is not None]
     end = incident.resolved_at
     duration = None
     if end is not None:

@@ -22,6 +22,7 @@ from bot.core.incidents import AlertRecord, Incident
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy
 from bot.playbook.model import Playbook
+from bot.records.diagnostics import diagnostics_of
 from bot.records.narrative import narrative_of
 from bot.records.slack import permalink_of
 from bot.settings import Severity
@@ -79,14 +80,11 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
-def diagnostic_highlights(data: Mapping[str, Any]) -> list[str]:
+def diagnostic_highlights(incident: Incident) -> list[str]:
     """The count, then failed and not checked diagnostics first, each as one line:
     ``FAIL 5xx share: 12%``, ``NOT CHECKED error ratio: not checked (Prometheus
     unreachable)``; a check that did not run is never shown as ok."""
-    raw = data.get("diagnostics")
-    if not isinstance(raw, list):
-        return []
-    rows = [item for item in raw if isinstance(item, Mapping)]
+    rows = diagnostics_of(incident) or []
     rank = {"failed": 0, "not_checked": 1, "answered": 2, "passed": 3}
     mark = {"failed": "FAIL", "not_checked": "NOT CHECKED", "answered": "INFO", "passed": "ok"}
     out = [clip(f"checks: {tally(rows).line()}", 300)] if rows else []
@@ -185,7 +183,7 @@ def trigger_event(
     description = incident.common_annotations.get("description")
     if description:
         details["description"] = clip(description, MAX_NARRATIVE)
-    if highlights := diagnostic_highlights(incident.data):
+    if highlights := diagnostic_highlights(incident):
         details["diagnostics"] = highlights
     if narrative := narrative_excerpt(incident):
         details["narrative"] = narrative

@@ -18,6 +18,7 @@ from typing import Any
 from bot.core.durations import format_duration
 from bot.core.incidents import Event, EventKind, Incident
 from bot.diagnostics.summary import finding, outcome, tally
+from bot.records.diagnostics import diagnostics_of
 from bot.records.targets import TargetState, targets_of
 from bot.slack.mrkdwn import clip, escape
 
@@ -120,10 +121,9 @@ def _timeline(timeline: Sequence[Event]) -> list[str]:
     return lines
 
 
-def _diagnostics(data: Mapping[str, Any]) -> list[str]:
+def _diagnostics(incident: Incident) -> list[str]:
     """Failed and not checked first: what the checks found, never a skipped one as fine."""
-    raw = data.get("diagnostics")
-    rows = [r for r in raw if isinstance(r, Mapping)] if isinstance(raw, list) else []
+    rows = diagnostics_of(incident) or []
     if not rows:
         return ["• none ran"]
     rank = {"failed": 0, "not_checked": 1, "answered": 2, "passed": 3}
@@ -166,7 +166,7 @@ def postmortem_draft(incident: Incident) -> str:
         "*Timeline* (UTC)",
         *_timeline(incident.timeline),
         "*What the diagnostics found*",
-        *_diagnostics(incident.data),
+        *_diagnostics(incident),
         "*Remediation taken*",
         *_remediation(incident.data),
         "*Postmortem checklist*",

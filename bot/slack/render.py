@@ -17,6 +17,7 @@ from bot.core.incidents import Incident, Status
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import HIDDEN, NO_LINKS, LinkPolicy, is_web_link
 from bot.pagerduty.state import state_of as page_state_of
+from bot.records.diagnostics import diagnostics_of
 from bot.records.incident import truncated_of
 from bot.records.narrative import NarrativeRecord, narrative_of
 from bot.records.silences import SilenceRecord, silences_of
@@ -121,7 +122,7 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
     if labels:
         blocks.append(context(labels))
     for part in (
-        _diagnostics(incident.data.get("diagnostics")),
+        _diagnostics(diagnostics_of(incident) or []),
         _remediations(incident.data.get("remediations")),
         _narrative(narrative_of(incident)),
         _silences(silences_of(incident)),
@@ -202,12 +203,11 @@ def _labels(incident: Incident) -> list[str]:
     return [p for p in parts if p]
 
 
-def _diagnostics(results: Any) -> JsonDict | None:
+def _diagnostics(items: Sequence[Mapping[str, Any]]) -> JsonDict | None:
     """Each step once: failed, passed or not checked (with why), never an error shown as
     healthy; the count of all three first."""
-    if not isinstance(results, list) or not results:
+    if not items:
         return None
-    items = [item for item in results if isinstance(item, Mapping)]
     lines = [f"*Diagnostics*: {escape(clip(tally(items).line(), 300))}"]
     icons = {
         "failed": ":x:",
