@@ -11,14 +11,14 @@ person is escaped for Slack's mrkdwn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from bot.core.durations import format_duration
 from bot.core.incidents import Event, EventKind, Incident
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.records.diagnostics import diagnostics_of
+from bot.records.steps import step_views
 from bot.records.targets import TargetState, targets_of
 from bot.slack.mrkdwn import clip, escape
 
@@ -135,19 +135,15 @@ def _diagnostics(incident: Incident) -> list[str]:
     return lines
 
 
-def _remediation(data: Mapping[str, Any]) -> list[str]:
-    raw = data.get("remediations")
-    held = raw if isinstance(raw, Mapping) else {}
-    steps = [(str(k), v) for k, v in held.items() if isinstance(v, Mapping)]
+def _remediation(incident: Incident) -> list[str]:
+    steps = step_views(incident)
     if not steps:
         return ["• none"]
     lines = []
-    for name, step in steps[:8]:
-        state = str(step.get("state") or "?")
-        result = step.get("result")
-        detail = result.get("summary") if isinstance(result, Mapping) else step.get("reason")
-        tail = f": {escape(clip(str(detail), 140))}" if detail else ""
-        lines.append(f"• `{escape(clip(name, 60))}` {escape(state)}{tail}")
+    for step in steps[:8]:
+        detail = step.result.summary if step.result is not None else step.reason
+        tail = f": {escape(clip(detail, 140))}" if detail else ""
+        lines.append(f"• `{escape(clip(step.key, 60))}` {escape(step.state or '?')}{tail}")
     return lines
 
 
@@ -168,7 +164,7 @@ def postmortem_draft(incident: Incident) -> str:
         "*What the diagnostics found*",
         *_diagnostics(incident),
         "*Remediation taken*",
-        *_remediation(incident.data),
+        *_remediation(incident),
         "*Postmortem checklist*",
         *(f"☐ {item}" for item in CHECKLIST),
     ]

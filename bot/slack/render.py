@@ -21,6 +21,7 @@ from bot.records.diagnostics import diagnostics_of
 from bot.records.incident import truncated_of
 from bot.records.narrative import NarrativeRecord, narrative_of
 from bot.records.silences import SilenceRecord, silences_of
+from bot.records.steps import StepView, approval_views, step_views
 from bot.records.targets import TargetState, targets_of
 from bot.settings import Severity
 from bot.silences.service import new_silence_url
@@ -123,7 +124,7 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
         blocks.append(context(labels))
     for part in (
         _diagnostics(diagnostics_of(incident) or []),
-        _remediations(incident.data.get("remediations")),
+        _remediations(step_views(incident)),
         _narrative(narrative_of(incident)),
         _silences(silences_of(incident)),
     ):
@@ -224,19 +225,6 @@ def _diagnostics(items: Sequence[Mapping[str, Any]]) -> JsonDict | None:
     return section("\n".join(lines))
 
 
-def _steps(data: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """Remediation/approval data as (step, info) pairs, whether stored as a map or a list."""
-    if isinstance(data, Mapping):
-        return [(str(k), v) for k, v in data.items() if isinstance(v, Mapping)]
-    if isinstance(data, list):
-        out = []
-        for item in data:
-            if isinstance(item, Mapping):
-                out.append((str(item.get("step") or item.get("name") or "?"), item))
-        return out
-    return []
-
-
 _STATE_ICON = {
     "proposed": ":bulb:",
     "pending": ":hourglass_flowing_sand:",
@@ -257,21 +245,20 @@ _STATE_ICON = {
 }
 
 
-def _remediations(data: Any) -> JsonDict | None:
-    steps = _steps(data)
+def _remediations(steps: Sequence[StepView]) -> JsonDict | None:
     if not steps:
         return None
     lines = ["*Remediation*"]
-    for step, info in steps[:8]:
-        state = str(info.get("state") or info.get("status") or "unknown")
+    for info in steps[:8]:
+        step, state = info.key, info.current or "unknown"
         icon = _STATE_ICON.get(state, ":small_blue_diamond:")
-        reason = info.get("reason") or info.get("guard")
-        if info.get("guard") == "not_applicable" and reason:  # "not applicable: needs label"
+        reason = info.reason or info.guard
+        if info.guard == "not_applicable" and reason:  # "not applicable: needs label"
             lines.append(f":heavy_minus_sign: {mrkdwn.code(step, 60)} {escape(clip(reason, 160))}")
             continue
         line = f"{icon} {mrkdwn.code(step, 60)} {escape(state)}"
         if reason:
-            line += f" — {escape(clip(str(reason), 160))}"
+            line += f" — {escape(clip(reason, 160))}"
         lines.append(line)
     return section("\n".join(lines))
 
@@ -279,9 +266,7 @@ def _remediations(data: Any) -> JsonDict | None:
 def pending_approvals(incident: Incident) -> list[str]:
     """Steps waiting for a human decision, from the remediation feature's data."""
     return [
-        step
-        for step, info in _steps(incident.data.get("approvals"))
-        if str(info.get("state") or info.get("status") or "pending") == "pending"
+        view.key for view in approval_views(incident) if (view.current or "pending") == "pending"
     ]
 
 
