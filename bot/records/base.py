@@ -42,7 +42,7 @@ def parsed(raw: object, model: type[M], *, what: str) -> M | None:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        log.warning("unreadable %s, left out: %s", what, _first_error(exc))
+        log.warning("unreadable %s, left out: %s", what, first_error(exc))
         return None
 
 
@@ -65,7 +65,7 @@ def record_of(incident: Incident, key: str, model: type[M]) -> M | None:
     return parsed(raw, model, what=f'incident #{incident.id} data["{key}"]')
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     """One line for the log: the first problem and where it is."""
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(the record)"
