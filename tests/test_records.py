@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.core.incidents import Incident, Status
+from bot.narrative.cache import PREFIX, CachedAnswer, NarrativeCache
 from bot.pagerduty.state import PageState
 from bot.pagerduty.state import state_of as page_state_of
 from bot.pagerduty.webhooks import _seen_since
@@ -273,3 +274,31 @@ def test_the_engine_stops_on_a_step_record_it_cannot_read() -> None:
         steps_of(incident(remediations={"a": 1}))
     with pytest.raises(UnreadableRecord, match="not a map"):
         approvals_of(incident(approvals=["restart"]))
+
+
+# key-value records of the narrative feature ----------------------------------------------
+
+
+async def test_a_cached_answer_round_trips_and_a_damaged_one_is_a_miss() -> None:
+    store = MemoryKv()
+    cache = NarrativeCache(store, ttl=60.0)  # type: ignore[arg-type]
+    answer = CachedAnswer("Disk full.", "gpt", 12, 3.0)
+    await cache.put("k", answer, now=1.0)
+    assert await cache.get("k", now=2.0) == answer
+    for damaged in ("{not json", '{"text": "a"}', '{"text": 1, "model": "m", "tokens": 1, '
+                    '"generated_at": 1.0}'):  # fmt: skip
+        store.values[PREFIX + "k"] = damaged
+        assert await cache.get("k", now=2.0) is None
+
+
+class MemoryKv:
+    """The key-value part of a store, in memory."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def kv_get(self, key: str, now: float) -> str | None:
+        return self.values.get(key)
+
+    async def kv_set(self, key: str, value: str, *, now: float, ttl: float | None = None) -> None:
+        self.values[key] = value
