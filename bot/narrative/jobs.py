@@ -11,8 +11,9 @@
     narrative.storm  more than ``llm.storm_threshold`` incidents opened within
                      ``llm.storm_window``: one summary, written to every incident of it.
 
-``incident.data["narrative"]`` holds text, source, audience, generated_at, model, tokens,
-``based_on`` (the last event id the narrative knew) and, in a storm, ``storm``.
+``incident.data["narrative"]`` (``NarrativeRecord``, ``bot.records.narrative``) holds text,
+source, audience, generated_at, model, tokens, ``based_on`` (the last event id the
+narrative knew) and, in a storm, ``storm``.
 """
 
 from __future__ import annotations

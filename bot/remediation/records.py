@@ -2,9 +2,10 @@
 
 ``incident.data["remediations"]`` maps a step key (the step's name; ``playbook/name`` when
 two matched playbooks use one name) to a ``StepRecord``; ``incident.data["approvals"]``
-maps the same key to an ``ApprovalRecord``. Silences a step created are recorded through
-``bot.silences.service`` in ``incident.data["silences"]`` as ``{"id", "source": "remediation",
-"step", "expire_on_resolve", "created_at", "expired_at", "url", "matchers"}``.
+maps the same key to an ``ApprovalRecord``; the engine reads them strictly (``steps_of``,
+``approvals_of``), what people are shown leniently (``bot.records.steps``). Silences a
+step created are recorded through ``bot.silences.service`` in ``incident.data["silences"]``
+as ``SilenceRecord`` (``bot.records.silences``) with ``source`` "remediation" and ``step``.
 
 A step moves through these states::
 

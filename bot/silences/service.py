@@ -3,8 +3,9 @@
 Every feature that creates an Alertmanager silence for an incident (the Slack Silence
 button and ``silence`` command, PagerDuty's ``ack_silences``, remediation ``silence``
 steps) records it through this module in ``incident.data["silences"]``, a list this
-module owns. A record is appended inside ``store.change_incident``: the list is read and
-extended in the transaction that writes it, so no writer loses another's record::
+module owns (``SilenceRecord``, ``bot.records.silences``). A record is appended inside
+``store.change_incident``: the list is read and extended in the transaction that writes
+it, so no writer loses another's record::
 
     {"id", "source": "slack" | "pagerduty" | "remediation", "expire_on_resolve",
      "created_at", "expired_at", and what the source adds: by, url, until, matchers, step}

@@ -5,7 +5,7 @@ For every timeline event (in order, one job at a time per incident):
 1. no message yet: route the incident to a channel (``slack.routes``, first match wins,
    ``slack.default_channel`` otherwise), count it for the storm roll-up, post the
    message (in the roll-up's thread during a storm) and keep channel, ts and permalink
-   in ``incident.data["slack"]``;
+   in ``incident.data["slack"]`` (``SlackPost``, ``bot.records.slack``);
 2. a message exists: reply in its thread when the event is worth reading there, then
    re-render the message from the incident's current state and ``chat.update`` it
    (skipped when it would not change);
