@@ -51,10 +51,11 @@ def loaded(raw: str | None, model: type[M], *, what: str) -> M | None:
     if raw is None:
         return None
     try:
-        return parsed(json.loads(raw), model, what=what)
+        value = json.loads(raw)
     except ValueError:
         log.warning("unreadable %s, left out: not JSON", what)
         return None
+    return parsed(value, model, what=what)
 
 
 def record_of(incident: Incident, key: str, model: type[M]) -> M | None:
