@@ -63,7 +63,7 @@ def _views(incident: Incident, key: str) -> list[StepView]:
         if not isinstance(entry, Mapping):
             continue  # not a record: nothing to show
         found = parsed(
-            {**_named(entry), "key": name},
+            {**_result_as_map(entry), "key": name},
             StepView,
             what=f'incident #{incident.id} data["{key}"] entry {name!r}',
         )
@@ -72,8 +72,8 @@ def _views(incident: Incident, key: str) -> list[StepView]:
     return views
 
 
-def _named(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """The entry without a ``result`` that is not a mapping (early versions kept text)."""
+def _result_as_map(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry, its ``result`` left out unless it is a map (early versions kept text)."""
     result = entry.get("result")
     return {**entry, "result": result if isinstance(result, Mapping) else None}
 
@@ -86,8 +86,3 @@ def step_views(incident: Incident) -> list[StepView]:
 def approval_views(incident: Incident) -> list[StepView]:
     """``incident.data["approvals"]`` as shown."""
     return _views(incident, "approvals")
-
-
-def is_map(incident: Incident, key: str) -> bool:
-    """Whether ``incident.data[key]`` is kept as a map (as this version keeps it)."""
-    return isinstance(incident.data.get(key), Mapping)
