@@ -31,7 +31,7 @@ step 2 again, with the person who asked as the actor.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -48,6 +48,8 @@ from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.playbook.templating import environment
+from bot.records.diagnostics import diagnostics_data
+from bot.records.incident import pipeline_of
 from bot.runtime.jobs import Lane
 from bot.runtime.locks import KeyedLocks
 from bot.runtime.metrics import Metrics
@@ -103,11 +105,6 @@ def summarise(results: Sequence[DiagnosticResult]) -> tuple[str, dict[str, Any]]
         ],
     }  # fmt: skip
     return "diagnostics: " + counted.line(), data
-
-
-def _pipeline_of(incident: Incident) -> dict[str, Any]:
-    current = incident.data.get("pipeline")
-    return dict(current) if isinstance(current, Mapping) else {}
 
 
 class Pipeline:
@@ -192,15 +189,15 @@ class Pipeline:
         names = [p.name for p in matched]
         override = next((p.severity for p in matched if p.severity is not None), None)
         now = self.clock.now()
-        decided: list[Any] = []  # the names recorded before this run could write
+        decided: list[list[str] | None] = []  # the names recorded before this run could write
         messages: list[str] = []
 
         def record(current: Incident) -> IncidentChange:
             decided.clear()
             messages.clear()
-            state = _pipeline_of(current)
-            if "matched_at" in state:  # recorded meanwhile, with its event
-                decided.append(state.get("playbooks"))
+            state = pipeline_of(current)
+            if state.matched_at is not None:  # recorded meanwhile, with its event
+                decided.append(state.playbooks)
                 return IncidentChange()
             severity = override or current.severity
             if names:
@@ -214,15 +211,15 @@ class Pipeline:
                 ACTOR, EventKind.PLAYBOOK, message, {"playbooks": names, "severity": severity.value}
             )
             diagnose = NewJob(self.diagnose_kind, f"{self.diagnose_kind}:{current.id}", due_at=now)
+            matched = state.model_copy(
+                update={
+                    "playbooks": names,
+                    "state": "matched" if names else "done: no playbook",
+                    "matched_at": now,
+                }
+            )
             return IncidentChange(
-                data={
-                    "pipeline": {
-                        **state,
-                        "playbooks": names,
-                        "state": "matched" if names else "done: no playbook",
-                        "matched_at": now,
-                    }
-                },
+                data={"pipeline": matched.dump()},
                 events=[event],
                 jobs=[diagnose] if names else [],
                 severity=override,
@@ -259,17 +256,11 @@ class Pipeline:
         names = [p.name for p in playbooks]
 
         def record(current: Incident) -> IncidentChange:  # results and events, all or none
-            state = _pipeline_of(current)
+            state = pipeline_of(current).model_copy(
+                update={"playbooks": names, "state": "diagnosed", "diagnosed_at": now}
+            )
             return IncidentChange(
-                data={
-                    "diagnostics": [r.to_json() for r in results],
-                    "pipeline": {
-                        **state,
-                        "playbooks": names,
-                        "state": "diagnosed",
-                        "diagnosed_at": now,
-                    },
-                },
+                data={"diagnostics": diagnostics_data(results), "pipeline": state.dump()},
                 events=events,
             )
 
@@ -278,7 +269,8 @@ class Pipeline:
 
     async def _state(self, incident_id: int, state: str) -> None:
         def change(current: Incident) -> IncidentChange:
-            return IncidentChange(data={"pipeline": {**_pipeline_of(current), "state": state}})
+            progress = pipeline_of(current).model_copy(update={"state": state})
+            return IncidentChange(data={"pipeline": progress.dump()})
 
         await self.store.change_incident(incident_id, change, now=self.clock.now())
 
@@ -290,8 +282,7 @@ class Pipeline:
                 return DiagnosticsRun(
                     RunStatus.RESOLVED, message=f"incident #{incident_id} is resolved"
                 )
-            state: Mapping[str, Any] = incident.data.get("pipeline") or {}
-            names = [str(n) for n in state.get("playbooks") or []] or (
+            names = pipeline_of(incident).playbooks or (
                 [incident.playbook] if incident.playbook else []
             )
             playbooks = [p for n in names if (p := self.playbooks.get(n)) is not None]

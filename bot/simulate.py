@@ -30,6 +30,7 @@ from bot.playbook.checks import Allowlists
 from bot.playbook.loader import load_playbooks
 from bot.playbook.model import Playbook, PromqlDiagnostic, PromqlRangeDiagnostic
 from bot.playbook.templating import RenderError, context, environment, render
+from bot.records.incident import PipelineState
 from bot.remediation import RemediationEngine
 from bot.remediation.actions import Connections
 from bot.settings import Settings
@@ -135,7 +136,7 @@ async def simulate(settings: Settings, group: AlertGroup) -> dict[str, Any]:
             **incident.__dict__,
             "severity": severity,
             "playbook": names[0] if names else None,
-            "data": {"pipeline": {"playbooks": names}},
+            "data": {"pipeline": PipelineState(playbooks=names).dump()},
         }
     )
     clock = SystemClock()

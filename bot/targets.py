@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.core.clock import Clock
 from bot.core.durations import format_duration
 from bot.core.incidents import Event, EventKind, Incident, Status
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
+from bot.records.targets import Escalated, TargetState, Timer, TimerName, targets_of
 from bot.runtime.jobs import JobHandlers, Lane
 from bot.settings import ResponseSettings, Severity
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
@@ -54,50 +53,6 @@ EVENTS = frozenset(
         EventKind.RESOLVED,
     }
 )
-TimerName = Literal["ack", "resolve"]
-
-
-class Timer(BaseModel):
-    key: str
-    due: float
-
-
-class Escalated(BaseModel):
-    level: int
-    at: float
-    reason: str
-
-
-class TargetState(BaseModel):
-    """``incident.data["targets"]``: the targets in force, the level reached, the timers."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    severity: Severity | None = None  # what the targets were chosen for
-    source: str = ""  # "default for P1", "playbook checkout, P1"
-    playbooks: list[str] = Field(default_factory=list)
-    ack_within: float | None = None
-    resolve_within: float | None = None
-    level: int = 1  # the first notification is level 1
-    ack_from: float | None = None  # the acknowledgement wait runs from here
-    ack_due: float | None = None  # the next level, while triggered
-    resolve_by: float | None = None
-    escalations: list[Escalated] = Field(default_factory=list)
-    ack_missed_at: float | None = None
-    resolve_missed_at: float | None = None
-    seq: int = 0  # numbers timer keys: a replanned timer never reuses a cancelled key
-    timers: dict[TimerName, Timer] = Field(default_factory=dict)
-
-
-def state_of(incident: Incident) -> TargetState:
-    raw = incident.data.get("targets") or {}
-    try:
-        return TargetState.model_validate(raw)
-    except ValidationError as exc:
-        log.warning(
-            "incident #%d: unreadable response targets, planning again: %s", incident.id, exc
-        )
-        return TargetState()
 
 
 class TargetMetrics:
@@ -238,7 +193,7 @@ class ResponseTargets:
         written: list[TargetState] = []
 
         def apply(incident: Incident) -> IncidentChange:
-            state = state_of(incident)
+            state = targets_of(incident)
             events = step(incident, state)
             if events is None:
                 return IncidentChange()

@@ -8,16 +8,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from bot.core.durations import format_duration
 from bot.core.incidents import Event, Incident, Status
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import LinkPolicy
+from bot.pagerduty.state import state_of as page_state_of
+from bot.records.diagnostics import diagnostics_of
+from bot.records.narrative import narrative_of
+from bot.records.silences import silences_of
+from bot.records.slack import permalink_of
 from bot.remediation.records import (
     ApprovalRecord,
     ApprovalState,
     StepRecord,
+    UnreadableRecord,
     approvals_of,
     steps_of,
 )
@@ -137,13 +141,11 @@ class DiagnosticView:
 
 def diagnostics(incident: Incident) -> tuple[str, list[DiagnosticView]]:
     """The one-line summary (``bot.diagnostics.summary``) and each step's result."""
-    results = incident.data.get("diagnostics")
-    if not isinstance(results, list):
+    results = diagnostics_of(incident)
+    if results is None:
         return "", []
     views = []
     for item in results:
-        if not isinstance(item, Mapping):
-            continue
         kind = outcome(item)
         value = item.get("value")
         views.append(
@@ -182,7 +184,7 @@ def steps(incident: Incident, now: float) -> list[StepView]:
     """Remediation steps with their state; ``pending`` when one waits for a person."""
     try:
         records, approvals = steps_of(incident), approvals_of(incident)
-    except ValidationError:
+    except UnreadableRecord:  # logged by the reader; the timeline still tells the story
         return []
     return [_step(record, approvals.get(key), now) for key, record in records.items()]
 
@@ -232,16 +234,15 @@ class NarrativeView:
 
 def narrative(incident: Incident) -> NarrativeView | None:
     """The narrative and, for an LLM's, the facts it was checked against."""
-    held = incident.data.get("narrative")
-    if not isinstance(held, Mapping) or not str(held.get("text") or "").strip():
+    held = narrative_of(incident)
+    if held is None or not held.text.strip():
         return None
-    generated = held.get("generated_at")
     return NarrativeView(
-        text=str(held["text"]),
-        source=str(held.get("source") or ""),
-        generated=utc(generated) if isinstance(generated, int | float) else "",
-        facts=_lines(held.get("facts")),
-        dropped=_lines(held.get("dropped")),
+        text=held.text,
+        source=held.source,
+        generated="" if held.generated_at is None else utc(held.generated_at),
+        facts=[f"{name}: {value}" for name, value in held.facts.items()][:50],
+        dropped=_lines(held.dropped),
     )
 
 
@@ -269,20 +270,16 @@ class SilenceView:
 
 
 def silences(incident: Incident) -> list[SilenceView]:
-    held = incident.data.get("silences")
-    if not isinstance(held, list):
-        return []
     return [
         SilenceView(
-            id=str(item.get("id", "")),
-            source=str(item.get("source", "")),
-            by=str(item.get("by") or ""),
-            until=str(item.get("until") or ""),
-            expired=item.get("expired_at") is not None,
-            url=web_link(item.get("url")),
+            id=record.id,
+            source=record.source,
+            by=record.by,
+            until=record.until,
+            expired=not record.active,
+            url=web_link(record.url or None),
         )
-        for item in held
-        if isinstance(item, Mapping)
+        for record in silences_of(incident)
     ]
 
 
@@ -301,14 +298,10 @@ def timeline(events: Sequence[Event]) -> list[EventView]:
 def outside_links(incident: Incident) -> list[Link]:
     """The incident's Slack thread and PagerDuty incident, where they are known."""
     out = []
-    slack = incident.data.get("slack")
-    if isinstance(slack, Mapping) and (url := web_link(slack.get("permalink"))):
+    if url := web_link(permalink_of(incident)):
         out.append(Link("Slack thread", url))
-    pagerduty = incident.data.get("pagerduty")
-    if isinstance(pagerduty, Mapping):
-        url = web_link(pagerduty.get("html_url") or pagerduty.get("incident_url"))
-        if url:
-            out.append(Link("PagerDuty incident", url))
+    if url := web_link(page_state_of(incident).html_url):
+        out.append(Link("PagerDuty incident", url))
     return out
 
 

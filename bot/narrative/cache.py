@@ -11,6 +11,8 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+from pydantic import TypeAdapter, ValidationError
+
 from bot.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,9 @@ class CachedAnswer:
     model: str
     tokens: int
     generated_at: float
+
+
+_STORED = TypeAdapter(CachedAnswer)  # checks each field's type as it is read
 
 
 def cache_key(provider: str, model: str, rendered_prompt: str) -> str:
@@ -41,8 +46,8 @@ class NarrativeCache:
         if raw is None:
             return None
         try:
-            return CachedAnswer(**json.loads(raw))
-        except (ValueError, TypeError):
+            return _STORED.validate_json(raw)
+        except ValidationError:
             log.warning("narrative cache entry %s is unreadable; ignoring it", key[:12])
             return None
 

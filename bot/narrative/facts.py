@@ -10,13 +10,15 @@ order they are kept in when a prompt must be cut.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bot.core.incidents import AlertRecord, EventKind, Incident
 from bot.diagnostics.summary import outcome, tally, why_not_checked
+from bot.records.diagnostics import diagnostics_of
+from bot.records.steps import ResultView, StepView, step_views
 
 Verdict = Literal["failed", "error", "no_data", "passed", "unknown"]
 
@@ -223,47 +225,29 @@ def _diagnostic(item: Any) -> DiagnosticFact | None:
     )
 
 
-def _remediations(raw: Any) -> list[RemediationFact]:
-    items: list[Mapping[str, Any]]
-    if isinstance(raw, Mapping):
-        items = [
-            {"name": name, **value} for name, value in raw.items() if isinstance(value, Mapping)
-        ]
-    elif isinstance(raw, list):
-        items = [item for item in raw if isinstance(item, Mapping)]
-    else:
-        return []
+def _remediations(steps: Sequence[StepView]) -> list[RemediationFact]:
     out = []
-    for item in items:
-        name = item.get("name") or item.get("step")
-        state = item.get("state") or item.get("status")
-        if not isinstance(name, str) or not isinstance(state, str):
+    for step in steps:
+        state = step.current
+        if state is None:
             continue
-        raw_result = item.get("result")
-        result: Mapping[str, Any] = raw_result if isinstance(raw_result, Mapping) else {}
-        runs = item.get("runs", item.get("attempt"))
-        reason = item.get("reason") or ""
-        output = item.get("output") or result.get("output") or ""
-        summary = result.get("summary") or ""
+        result = step.result or ResultView()
         out.append(
             RemediationFact(
-                name=name,
+                name=step.name or step.key,
                 state=state,
-                reason=clip(reason) if isinstance(reason, str) else "",
-                output=clip(output, 300) if isinstance(output, str) else "",
-                runs=runs if isinstance(runs, int) and not isinstance(runs, bool) else None,
-                summary=clip(summary, 200) if isinstance(summary, str) else "",
+                reason=clip(step.reason or ""),
+                output=clip(step.output or result.output or "", 300),
+                runs=step.attempt if step.runs is None else step.runs,
+                summary=clip(result.summary or "", 200),
             )
         )
     return out
 
 
 def from_incident(incident: Incident) -> IncidentFacts:
-    data = incident.data
-    raw_diagnostics = data.get("diagnostics")
-    diagnostics: list[DiagnosticFact] = []
-    if isinstance(raw_diagnostics, list):
-        diagnostics = [f for f in map(_diagnostic, raw_diagnostics) if f is not None]
+    stored = diagnostics_of(incident) or []
+    diagnostics = [f for f in map(_diagnostic, stored) if f is not None]
     end = incident.resolved_at
     duration = None
     if end is not None:
@@ -282,7 +266,7 @@ def from_incident(incident: Incident) -> IncidentFacts:
         group_labels=dict(incident.group_labels),
         alerts=tuple(_alert(a) for a in incident.alerts),
         diagnostics=tuple(diagnostics),
-        remediations=tuple(_remediations(data.get("remediations"))),
+        remediations=tuple(_remediations(step_views(incident))),
         timeline=tuple(
             EventFact(
                 iso(e.at) or "",

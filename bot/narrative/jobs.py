@@ -11,23 +11,30 @@
     narrative.storm  more than ``llm.storm_threshold`` incidents opened within
                      ``llm.storm_window``: one summary, written to every incident of it.
 
-``incident.data["narrative"]`` holds text, source, audience, generated_at, model, tokens,
-``based_on`` (the last event id the narrative knew) and, in a storm, ``storm``.
+``incident.data["narrative"]`` (``NarrativeRecord``, ``bot.records.narrative``) holds text,
+source, audience, generated_at, model, tokens, ``based_on`` (the last event id the
+narrative knew) and, in a storm, ``storm``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from bot.core.incidents import Event, EventKind, Incident, Status
 from bot.errors import PermanentFailure
 from bot.narrative.narrator import Narrative, Narrator
 from bot.narrative.storm import StormIncident, storm_facts, storm_row
 from bot.narrative.templates import PromptTemplateError
+from bot.records.narrative import (
+    STORM_KEY,
+    SUMMARY_PREFIX,
+    NarrativeRecord,
+    StormRef,
+    active_storm,
+    narrative_of,
+    storm_summary,
+)
 from bot.runtime.locks import KeyedLocks
 from bot.store.base import IncidentChange, Job, NewEvent
 
@@ -36,7 +43,6 @@ log = logging.getLogger(__name__)
 SUBSCRIBER = "narrative"
 LLM_JOB = "narrative.llm"
 STORM_JOB = "narrative.storm"
-STORM_KEY = "narrative:storm:current"
 STORM_LIMIT = 1000  # incidents one storm summary covers at most (the newest)
 STORM_PAGE = 100
 _BY_DESIGN = frozenset({"", "deferred", "provider"})  # template reasons that are no fault
@@ -101,8 +107,8 @@ class NarrativeJobs:
         event = next((e for e in incident.timeline if e.id == event_id), None)
         if event is None or not _changes_facts(event):
             return
-        current = incident.data.get("narrative")
-        if isinstance(current, Mapping) and current.get("storm"):
+        current = narrative_of(incident)
+        if current is not None and current.storm is not None:
             return  # the storm summary stands for this incident
         if self.narrator.llm is None or event.kind == EventKind.ACKNOWLEDGED:
             await self._refresh_template(incident, current)
@@ -119,21 +125,21 @@ class NarrativeJobs:
         incident = await self.store.get_incident(incident_id)
         storm = await self._join_storm(incident)
         if storm is not None:
-            summary = await self.store.kv_get(f"narrative:storm:{storm['key']}", self.clock.now())
+            raw = await self.store.kv_get(SUMMARY_PREFIX + storm.key, self.clock.now())
+            summary = storm_summary(raw)
             if summary is not None:  # a late arrival: the storm is already summarised
-                await self._save(incident.id, {**json.loads(summary), "storm": storm}, event_id)
+                await self._save(incident.id, summary.with_storm(storm), event_id)
                 return
-        narrative = await self._template(incident)
-        data = narrative.to_data()
-        if storm is not None:
-            data["storm"] = storm
-        await self._save(incident.id, data, event_id)
+        record = _record(await self._template(incident))
+        await self._save(
+            incident.id, record if storm is None else record.with_storm(storm), event_id
+        )
         if storm is not None:
             await self.store.enqueue_job(
                 STORM_JOB,
-                f"{STORM_JOB}:{storm['key']}",
+                f"{STORM_JOB}:{storm.key}",
                 due_at=self.clock.now() + self.settings.storm_settle,
-                payload={"storm": storm["key"], "since": storm["since"]},
+                payload={"storm": storm.key, "since": storm.since},
             )
         elif self.narrator.llm is not None:
             # A safety net for incidents whose pipeline never reports (no playbook feature,
@@ -152,12 +158,12 @@ class NarrativeJobs:
         except PromptTemplateError as exc:
             raise PermanentFailure(f"narrative template: {exc}") from exc
 
-    async def _refresh_template(self, incident: Incident, current: object) -> None:
+    async def _refresh_template(self, incident: Incident, current: NarrativeRecord | None) -> None:
         narrative = await self._template(incident)
-        old = current if isinstance(current, Mapping) else {}
-        if old.get("text") == narrative.text and old.get("source") == "template":
+        old = current or NarrativeRecord()
+        if old.text == narrative.text and old.source == "template":
             return
-        await self._save(incident.id, narrative.to_data(), _last_event(incident))
+        await self._save(incident.id, _record(narrative), _last_event(incident))
 
     # the LLM narrative -------------------------------------------------------------
 
@@ -170,33 +176,31 @@ class NarrativeJobs:
 
     async def _llm(self, job: Job, incident_id: int) -> None:
         incident = await self.store.get_incident(incident_id)
-        current = incident.data.get("narrative")
-        current = current if isinstance(current, Mapping) else {}
+        current = narrative_of(incident) or NarrativeRecord()
         after = job.payload.get("after", 0)
-        if current.get("storm") or await self._in_storm(incident):
+        if current.storm is not None or await self._in_storm(incident):
             return
-        if current.get("source") == "llm" and int(current.get("based_on", 0)) >= int(after):
+        if current.source == "llm" and (current.based_on or 0) >= int(after):
             return  # an earlier job already wrote from a timeline that included this event
         try:
             narrative = await self.narrator.for_incident(incident, "engineer")
         except PromptTemplateError as exc:
             raise PermanentFailure(f"narrative template: {exc}") from exc
         same = (narrative.text, narrative.source, narrative.reason)
-        if same == (current.get("text"), current.get("source"), current.get("reason", "")):
+        if same == (current.text, current.source, current.reason):
             return  # nothing new; a changed reason (the LLM failed) is news for the timeline
-        await self._save(incident.id, narrative.to_data(), _last_event(incident))
+        await self._save(incident.id, _record(narrative), _last_event(incident))
 
     # storms ------------------------------------------------------------------------
 
-    async def _active_storm(self) -> dict[str, Any] | None:
-        raw = await self.store.kv_get(STORM_KEY, self.clock.now())
-        return json.loads(raw) if raw is not None else None
+    async def _active_storm(self) -> StormRef | None:
+        return active_storm(await self.store.kv_get(STORM_KEY, self.clock.now()))
 
     async def _in_storm(self, incident: Incident) -> bool:
         storm = await self._active_storm()
-        return storm is not None and incident.opened_at >= float(storm["since"])
+        return storm is not None and incident.opened_at >= storm.since
 
-    async def _join_storm(self, incident: Incident) -> dict[str, Any] | None:
+    async def _join_storm(self, incident: Incident) -> StormRef | None:
         """The storm this incident belongs to (starting one if it tips the count), or None."""
         window, threshold = self.settings.storm_window, self.settings.storm_threshold
         now = self.clock.now()
@@ -208,7 +212,7 @@ class NarrativeJobs:
                 if len(within) <= threshold:
                     return None
                 since = min(i.opened_at for i in within)
-                storm = {"key": str(incident.id), "since": since}
+                storm = StormRef(key=str(incident.id), since=since)
                 self.narrator.metrics.storms.inc()
                 log.warning(
                     "alert storm: %d incidents opened within %.0fs; one summary for all",
@@ -216,7 +220,7 @@ class NarrativeJobs:
                     window,
                 )
             # The storm lasts while incidents keep coming: each one extends it by a window.
-            await self.store.kv_set(STORM_KEY, json.dumps(storm), now=now, ttl=window)
+            await self.store.kv_set(STORM_KEY, storm.dumps(), now=now, ttl=window)
             return storm
 
     async def on_storm(self, job: Job) -> None:
@@ -230,16 +234,16 @@ class NarrativeJobs:
             narrative = await self.narrator.for_storm(facts, ids)
         except PromptTemplateError as exc:
             raise PermanentFailure(f"storm template: {exc}") from exc
-        data = narrative.to_data()
+        record = _record(narrative)
         await self.store.kv_set(
-            f"narrative:storm:{key}",
-            json.dumps(data),
+            SUMMARY_PREFIX + key,
+            record.dumps(),
             now=self.clock.now(),
             ttl=2 * self.settings.storm_window,
         )
-        storm = {"key": key, "since": since, "incidents": len(ids)}
+        storm = StormRef(key=key, since=since, incidents=len(ids))
         for incident_id in ids:
-            await self._save(incident_id, {**data, "storm": storm}, None)
+            await self._save(incident_id, record.with_storm(storm), None)
 
     async def _storm_rows(self, since: float) -> list[StormIncident]:
         """The unresolved incidents among the newest ``STORM_LIMIT`` opened since ``since``,
@@ -262,24 +266,24 @@ class NarrativeJobs:
 
     # storing -----------------------------------------------------------------------
 
-    async def _save(self, incident_id: int, data: dict[str, Any], based_on: int | None) -> None:
+    async def _save(self, incident_id: int, record: NarrativeRecord, based_on: int | None) -> None:
         """Store the narrative and its ``narrative`` event in one transaction.
 
         An LLM narrative never replaces one written from a later timeline (two jobs that
         raced); anything else replaces what is there.
         """
         if based_on is not None:
-            data = {**data, "based_on": based_on}
-        source, model, reason = data.get("source"), data.get("model"), data.get("reason", "")
-        what = "storm summary" if data.get("storm") else "narrative"
+            record = record.model_copy(update={"based_on": based_on})
+        source, model, reason = record.source, record.model, record.reason
+        what = "storm summary" if record.storm is not None else "narrative"
         by = f"{source}, {model}" if source == "llm" and model else str(source)
         if reason == "ungrounded":
             by += "; the LLM's answer was not supported by the facts"
         elif source == "template" and reason not in _BY_DESIGN:
             by += f"; LLM {'skipped' if reason in _SKIPPED else 'failed'}: {reason}"
-        dropped = data.get("dropped") or []
+        dropped = record.dropped
         if dropped and reason != "ungrounded":
-            count = data.get("dropped_count", len(dropped))
+            count = len(dropped) if record.dropped_count is None else record.dropped_count
             by += f"; {count} unsupported sentence{'s' if count != 1 else ''} dropped"
         event = NewEvent(
             actor="alertpilot",
@@ -287,23 +291,27 @@ class NarrativeJobs:
             message=f"{what} updated ({by})",
             data={
                 "source": source,
-                "audience": data.get("audience"),
+                "audience": record.audience,
                 "model": model,
-                "storm": bool(data.get("storm")),
+                "storm": record.storm is not None,
                 "reason": reason,
                 **({"dropped": dropped} if dropped else {}),
             },
         )
 
         def change(incident: Incident) -> IncidentChange:
-            current = incident.data.get("narrative")
-            if isinstance(current, Mapping) and based_on is not None:
-                newer = int(current.get("based_on") or 0) > based_on
-                if newer and current.get("source") == "llm" and not data.get("storm"):
+            current = narrative_of(incident)
+            if current is not None and based_on is not None:
+                newer = (current.based_on or 0) > based_on
+                if newer and current.source == "llm" and record.storm is None:
                     return IncidentChange()
-            return IncidentChange(data={"narrative": data}, events=[event])
+            return IncidentChange(data={"narrative": record.dump()}, events=[event])
 
         await self.store.change_incident(incident_id, change, now=self.clock.now())
+
+
+def _record(narrative: Narrative) -> NarrativeRecord:
+    return NarrativeRecord.model_validate(narrative.to_data())
 
 
 def _last_event(incident: Incident) -> int | None:

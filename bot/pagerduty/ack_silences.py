@@ -16,11 +16,12 @@ never come.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bot.core.incidents import EventKind, Incident, Status
 from bot.errors import RetryLater
+from bot.records.silences import silences_of
 from bot.silences.scope import (
     AlertSilence,
     SilenceRefused,
@@ -29,7 +30,7 @@ from bot.silences.scope import (
     describe,
     silences_for,
 )
-from bot.silences.service import NewSilence, SilenceService, Source, is_active, silences_of
+from bot.silences.service import NewSilence, SilenceService, Source
 from bot.store.base import Job, NewEvent, Store
 from bot.upstream.alertmanager import AlertmanagerClient, AlertmanagerError
 
@@ -43,15 +44,11 @@ def to_silence(incident: Incident) -> list[AlertSilence]:
     """The incident's firing alerts that no active acknowledgement silence covers yet
     (same matchers), each as the matchers of its silence. Raises SilenceRefused."""
     covered = {
-        tuple(record.get("matchers") or ())
+        tuple(record.matchers)
         for record in silences_of(incident)
-        if _ours_active(record) and isinstance(record, Mapping)
+        if record.active and record.source == SOURCE
     }
     return [s for s in silences_for(incident) if tuple(str(m) for m in s) not in covered]
-
-
-def _ours_active(record: object) -> bool:
-    return is_active(record) and isinstance(record, Mapping) and record.get("source") == SOURCE
 
 
 class AckSilencer:

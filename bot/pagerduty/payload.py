@@ -22,6 +22,9 @@ from bot.core.incidents import AlertRecord, Incident
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import CONSOLE_TITLE, HIDDEN, NO_LINKS, LinkPolicy
 from bot.playbook.model import Playbook
+from bot.records.diagnostics import diagnostics_of
+from bot.records.narrative import narrative_of
+from bot.records.slack import permalink_of
 from bot.settings import Severity
 
 SEVERITY: dict[Severity, str] = {
@@ -77,14 +80,11 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
-def diagnostic_highlights(data: Mapping[str, Any]) -> list[str]:
+def diagnostic_highlights(incident: Incident) -> list[str]:
     """The count, then failed and not checked diagnostics first, each as one line:
     ``FAIL 5xx share: 12%``, ``NOT CHECKED error ratio: not checked (Prometheus
     unreachable)``; a check that did not run is never shown as ok."""
-    raw = data.get("diagnostics")
-    if not isinstance(raw, list):
-        return []
-    rows = [item for item in raw if isinstance(item, Mapping)]
+    rows = diagnostics_of(incident) or []
     rank = {"failed": 0, "not_checked": 1, "answered": 2, "passed": 3}
     mark = {"failed": "FAIL", "not_checked": "NOT CHECKED", "answered": "INFO", "passed": "ok"}
     out = [clip(f"checks: {tally(rows).line()}", 300)] if rows else []
@@ -94,14 +94,11 @@ def diagnostic_highlights(data: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def narrative_excerpt(data: Mapping[str, Any]) -> str | None:
-    narrative = data.get("narrative")
-    if not isinstance(narrative, Mapping):
+def narrative_excerpt(incident: Incident) -> str | None:
+    narrative = narrative_of(incident)
+    if narrative is None or not narrative.text.strip():
         return None
-    text = narrative.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return None
-    return clip(text, MAX_NARRATIVE, one_line=False)
+    return clip(narrative.text, MAX_NARRATIVE, one_line=False)
 
 
 def _http(url: object) -> bool:
@@ -119,9 +116,9 @@ def links_for(
     console = policy.console_url(incident.id)
     if _http(console):
         found.append((str(console), CONSOLE_TITLE))
-    slack = incident.data.get("slack")
-    if isinstance(slack, Mapping) and _http(slack.get("permalink")):
-        found.append((str(slack["permalink"]), "Slack thread"))
+    permalink = permalink_of(incident)
+    if permalink is not None and _http(permalink):
+        found.append((permalink, "Slack thread"))
     offered: list[tuple[str, str]] = []
     generator = next((a.generator_url for a in incident.alerts if _http(a.generator_url)), None)
     if generator:
@@ -189,9 +186,9 @@ def trigger_event(
     description = incident.common_annotations.get("description")
     if description:
         details["description"] = clip(description, MAX_NARRATIVE)
-    if highlights := diagnostic_highlights(incident.data):
+    if highlights := diagnostic_highlights(incident):
         details["diagnostics"] = highlights
-    if narrative := narrative_excerpt(incident.data):
+    if narrative := narrative_excerpt(incident):
         details["narrative"] = narrative
     shown, hidden = links_for(incident, playbooks, links)
     if hidden:

@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -127,6 +128,21 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         raise PayloadError(f"not a PagerDuty v3 webhook: {where}: {first['msg']}") from None
 
 
+def _seen_since(raw: str | None) -> float | None:
+    """The stored horizon (``SEEN_SINCE_KEY``, a time as text); None when there is none or
+    it is unreadable: the horizon is then taken as after an upgrade."""
+    if raw is None:
+        return None
+    try:
+        since = float(raw)
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since):
+        log.warning("PagerDuty webhooks: unreadable %s %r, starting over", SEEN_SINCE_KEY, raw[:40])
+        return None
+    return since
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
@@ -197,12 +213,12 @@ class PagerDutyWebhooks:
         after an upgrade from the versions that kept ids for 7 days only.
         """
         if self._since is None:
-            stored = await self.store.kv_get(SEEN_SINCE_KEY, now)
-            if stored is None:
+            stored = _seen_since(await self.store.kv_get(SEEN_SINCE_KEY, now))
+            if stored is None:  # as after an upgrade: ids were kept for 7 days
                 self._since = now - LEGACY_SEEN_TTL
                 await self.store.kv_set(SEEN_SINCE_KEY, repr(self._since), now=now)
             else:
-                self._since = float(stored)
+                self._since = stored
         if self._forgot_at is None or now - self._forgot_at >= FORGET_EVERY:
             cutoff = now - self.retention
             if cutoff > self._since:

@@ -21,6 +21,7 @@ from bot.core.durations import format_duration
 from bot.core.incidents import Incident
 from bot.errors import StoreError
 from bot.playbook.model import Playbook, Remediation
+from bot.records.incident import pipeline_of
 from bot.remediation import guard
 from bot.remediation.deps import EXPIRE, Deps, run_job
 from bot.remediation.headers import recorded_spec
@@ -67,9 +68,8 @@ class Planner:
     def matched(self, incident: Incident) -> list[Playbook]:
         """The playbooks the pipeline matched (``data.pipeline.playbooks``, else ``playbook``)."""
         playbooks = self.deps.connections().playbooks
-        pipeline = incident.data.get("pipeline")
-        names = pipeline.get("playbooks") if isinstance(pipeline, dict) else None
-        if not isinstance(names, list):
+        names = pipeline_of(incident).playbooks
+        if names is None:
             names = [incident.playbook] if incident.playbook else []
         found = []
         for name in names:

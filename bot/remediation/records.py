@@ -2,9 +2,10 @@
 
 ``incident.data["remediations"]`` maps a step key (the step's name; ``playbook/name`` when
 two matched playbooks use one name) to a ``StepRecord``; ``incident.data["approvals"]``
-maps the same key to an ``ApprovalRecord``. Silences a step created are recorded through
-``bot.silences.service`` in ``incident.data["silences"]`` as ``{"id", "source": "remediation",
-"step", "expire_on_resolve", "created_at", "expired_at", "url", "matchers"}``.
+maps the same key to an ``ApprovalRecord``; the engine reads them strictly (``steps_of``,
+``approvals_of``), what people are shown leniently (``bot.records.steps``). Silences a
+step created are recorded through ``bot.silences.service`` in ``incident.data["silences"]``
+as ``SilenceRecord`` (``bot.records.silences``) with ``source`` "remediation" and ``step``.
 
 A step moves through these states::
 
@@ -20,12 +21,15 @@ A step moves through these states::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.core.incidents import EventKind, Incident
+from bot.errors import PermanentFailure
+from bot.records.base import first_error
 from bot.remediation.headers import masked
 from bot.remediation.results import Guard, StepResult, truncate
 from bot.settings import RemediationMode
@@ -148,14 +152,37 @@ class ApprovalRecord(Record):
     reason: str = ""
 
 
+class UnreadableRecord(PermanentFailure):
+    """A step or approval record the engine cannot read. Its job stops, with this as the
+    recorded reason, rather than plan or run the step again as if it had no record (what
+    people are shown reads records leniently: ``bot.records.steps``)."""
+
+
+R = TypeVar("R", StepRecord, ApprovalRecord)
+
+
+def _records(incident: Incident, key: str, model: type[R]) -> dict[str, R]:
+    raw = incident.data.get(key) or {}
+    if not isinstance(raw, Mapping):
+        raise UnreadableRecord(f'incident #{incident.id}: data["{key}"] is not a map')
+    out: dict[str, R] = {}
+    for name, value in raw.items():
+        try:
+            out[name] = model.model_validate(value)
+        except ValidationError as exc:
+            raise UnreadableRecord(
+                f'incident #{incident.id}: data["{key}"][{name!r}] cannot be read: '
+                + first_error(exc)
+            ) from None
+    return out
+
+
 def steps_of(incident: Incident) -> dict[str, StepRecord]:
-    raw = incident.data.get("remediations") or {}
-    return {key: StepRecord.model_validate(value) for key, value in raw.items()}
+    return _records(incident, "remediations", StepRecord)
 
 
 def approvals_of(incident: Incident) -> dict[str, ApprovalRecord]:
-    raw = incident.data.get("approvals") or {}
-    return {key: ApprovalRecord.model_validate(value) for key, value in raw.items()}
+    return _records(incident, "approvals", ApprovalRecord)
 
 
 def dump(records: dict[str, StepRecord] | dict[str, ApprovalRecord]) -> dict[str, Any]:

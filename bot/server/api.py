@@ -9,6 +9,8 @@ from bot import keys
 from bot.core.incidents import Status
 from bot.diagnostics.summary import tally
 from bot.errors import NotConfigured, PayloadError, StoreError
+from bot.records.diagnostics import diagnostics_of
+from bot.records.narrative import narrative_of
 from bot.server.auth import check_credentials
 
 
@@ -98,10 +100,10 @@ async def get_incident(request: web.Request) -> web.Response:
         raise PayloadError("incident id must be a number", code="bad_id")
     incident = await request.app[keys.STORE].get_incident(int(raw))
     out = incident.to_json()
-    results = incident.data.get("diagnostics")
-    if isinstance(results, list):  # passed, failed and not checked, counted apart
+    results = diagnostics_of(incident)
+    if results is not None:  # passed, failed and not checked, counted apart
         out["diagnostics"] = {"summary": tally(results).line(), "results": results}
-    narrative = incident.data.get("narrative")
-    if isinstance(narrative, dict):  # with, for an LLM's, the facts behind each sentence
-        out["narrative"] = narrative
+    narrative = narrative_of(incident)
+    if narrative is not None:  # with, for an LLM's, the facts behind each sentence
+        out["narrative"] = narrative.dump()
     return web.json_response(out)

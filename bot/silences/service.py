@@ -3,8 +3,9 @@
 Every feature that creates an Alertmanager silence for an incident (the Slack Silence
 button and ``silence`` command, PagerDuty's ``ack_silences``, remediation ``silence``
 steps) records it through this module in ``incident.data["silences"]``, a list this
-module owns. A record is appended inside ``store.change_incident``: the list is read and
-extended in the transaction that writes it, so no writer loses another's record::
+module owns (``SilenceRecord``, ``bot.records.silences``). A record is appended inside
+``store.change_incident``: the list is read and extended in the transaction that writes
+it, so no writer loses another's record::
 
     {"id", "source": "slack" | "console" | "pagerduty" | "remediation", "expire_on_resolve",
      "created_at", "expired_at", and what the source adds: by, url, until, matchers, step}
@@ -33,6 +34,7 @@ from urllib.parse import quote
 from bot.core.clock import Clock
 from bot.core.incidents import Event, EventKind, Incident, Status
 from bot.errors import RetryLater
+from bot.records.silences import SilenceRecord, silence_of, silences_of, stored_silences
 from bot.runtime.jobs import JobHandlers
 from bot.silences.scope import SilenceRefused, silences_for
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
@@ -66,19 +68,21 @@ class NewSilence:
     matchers: Sequence[str] = ()
     step: str = ""  # the remediation step that made it
 
-    def record(self, now: float) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "source": self.source,
-            "expire_on_resolve": self.expire_on_resolve,
-            "created_at": now,
-            "expired_at": None,
-        }
+    def record(self, now: float) -> SilenceRecord:
         extras = {"by": self.by, "url": self.url, "until": self.until, "step": self.step}
-        out |= {key: value for key, value in extras.items() if value}
+        given: dict[str, object] = {key: value for key, value in extras.items() if value}
         if self.matchers:
-            out["matchers"] = list(self.matchers)
-        return out
+            given["matchers"] = list(self.matchers)
+        return SilenceRecord.model_validate(
+            {
+                "id": self.id,
+                "source": self.source,
+                "expire_on_resolve": self.expire_on_resolve,
+                "created_at": now,
+                "expired_at": None,
+                **given,
+            }
+        )
 
 
 def new_silence_url(incident: Incident, alertmanager_url: str) -> str | None:
@@ -103,29 +107,6 @@ def new_silence_url(incident: Incident, alertmanager_url: str) -> str | None:
     return f"{base}/#/silences/new?filter={quote(text, safe='')}"
 
 
-def silences_of(incident: Incident) -> list[Any]:
-    """The incident's silence records as stored, each a copy (entries that are not
-    records are kept as they are)."""
-    raw = incident.data.get("silences")
-    if not isinstance(raw, list):
-        return []
-    return [dict(item) if isinstance(item, Mapping) else item for item in raw]
-
-
-def is_active(record: Any) -> bool:
-    """A recorded silence not known to be expired."""
-    return (
-        isinstance(record, Mapping)
-        and bool(record.get("id"))
-        and not record.get("expired_at")
-        and not record.get("expired")
-    )
-
-
-def due_on_resolve(record: Any) -> bool:
-    return is_active(record) and bool(record.get("expire_on_resolve"))
-
-
 def added(incident: Incident, silence: NewSilence, now: float) -> IncidentChange:
     """Append ``silence`` to the incident's records as they are now: call it inside
     ``store.change_incident`` (alone, or merged into the caller's own change).
@@ -139,8 +120,7 @@ def added(incident: Incident, silence: NewSilence, now: float) -> IncidentChange
 def added_all(incident: Incident, silences: Sequence[NewSilence], now: float) -> IncidentChange:
     """:func:`added` for several silences made by one request (one per alert): all of
     them, or those not recorded yet, in one change. Empty when every one is recorded."""
-    records = silences_of(incident)
-    known = {r.get("id") for r in records if isinstance(r, Mapping)}
+    known = {r.id for r in silences_of(incident)}
     new: list[NewSilence] = []
     for silence in silences:
         if silence.id not in known:
@@ -153,15 +133,15 @@ def added_all(incident: Incident, silences: Sequence[NewSilence], now: float) ->
         for s in new
         if s.expire_on_resolve and incident.status is Status.RESOLVED
     ]
-    data = {"silences": [*records, *(s.record(now) for s in new)]}
+    data = {"silences": [*stored_silences(incident), *(s.record(now).dump() for s in new)]}
     return IncidentChange(data=data, jobs=jobs)
 
 
-def _expired_event(record: Mapping[str, Any]) -> NewEvent:
-    silence_id, source = str(record["id"]), str(record.get("source") or "")
+def _expired_event(record: SilenceRecord) -> NewEvent:
+    silence_id, source = record.id, record.source
     data: dict[str, Any] = {"source": source, "state": EXPIRED, "silence_id": silence_id}
     if source == "remediation":
-        step = str(record.get("step") or "")
+        step = record.step
         return NewEvent(
             actor=ACTOR,
             kind=EventKind.REMEDIATION,
@@ -218,14 +198,14 @@ class SilenceService:
         if job.incident_id is None or job.payload.get("kind") != EventKind.RESOLVED:
             return
         incident = await self.store.get_incident(job.incident_id, timeline=False)
-        due = [r for r in silences_of(incident) if due_on_resolve(r)]
+        due = [r for r in silences_of(incident) if r.due_on_resolve]
         if not due:
             return
         client = self.alertmanager()
         if client is None:
             raise RetryLater("no Alertmanager client yet")
         for record in due:
-            silence_id = str(record["id"])
+            silence_id = record.id
             try:
                 await client.expire_silence(silence_id)
             except AlertmanagerError as exc:
@@ -237,12 +217,13 @@ class SilenceService:
         now = self.clock.now()
 
         def change(incident: Incident) -> IncidentChange:
-            records = silences_of(incident)
-            for record in records:
-                if is_active(record) and str(record["id"]) == silence_id:
-                    record["expired_at"] = now
+            stored = stored_silences(incident)
+            for index, entry in enumerate(stored):
+                record = silence_of(entry, incident.id)
+                if record is not None and record.active and record.id == silence_id:
+                    stored[index] = record.model_copy(update={"expired_at": now}).dump()
                     return IncidentChange(
-                        data={"silences": records}, events=[_expired_event(record)]
+                        data={"silences": stored}, events=[_expired_event(record)]
                     )
             return IncidentChange()  # marked meanwhile
 

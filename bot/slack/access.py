@@ -21,13 +21,13 @@ A refusal raises ``Refused``; whoever catches it answers the user privately and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bot.core.durations import format_duration
 from bot.core.incidents import Incident
 from bot.errors import ActionRefused
+from bot.records.slack import post_of
 from bot.settings import SlackSettings
 from bot.slack.members import Members
 from bot.slack.notifier import SlackRouter
@@ -87,10 +87,8 @@ class Access:
 
     def channel_of(self, incident: Incident) -> str:
         """Where the incident's message is, or will be posted."""
-        posted = incident.data.get("slack")
-        if isinstance(posted, Mapping) and isinstance(posted.get("channel"), str):
-            return str(posted["channel"])
-        return self.router.channel_for(incident)
+        posted = post_of(incident)
+        return posted.channel if posted is not None else self.router.channel_for(incident)
 
     def in_channel(self, caller: Caller, incident: Incident) -> bool:
         return caller.is_in(self.channel_of(incident))

@@ -17,11 +17,12 @@ next one is still scheduled).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.core.durations import format_duration
 from bot.core.incidents import Incident, Status
+from bot.records.slack import SlackPost, post_of
+from bot.records.targets import targets_of
 from bot.settings import ResponseSettings
 from bot.slack.mrkdwn import escape
 from bot.slack.postmortem import postmortem_draft
@@ -43,16 +44,16 @@ class SlackFollowUps:
         self.settings = settings
 
     # scheduling (from the notify.slack job) -------------------------------------------
-    def _wants_reminders(self, incident: Incident, state: Mapping[str, Any]) -> bool:
+    def _wants_reminders(self, incident: Incident, state: SlackPost | None) -> bool:
         return (
             self.settings.reminder_every > 0
             and incident.severity in self.settings.reminder_severities
             and incident.status is not Status.RESOLVED
-            and bool(state.get("ts"))
-            and not state.get("rollup_ts")
+            and state is not None
+            and not state.rollup_ts
         )
 
-    async def remind(self, incident: Incident, state: Mapping[str, Any]) -> None:
+    async def remind(self, incident: Incident, state: SlackPost) -> None:
         """Schedule the next reminder (posted, or raised to a reminded severity);
         idempotent: its key is its number, counted from opened_at."""
         if not self._wants_reminders(incident, state):
@@ -68,12 +69,12 @@ class SlackFollowUps:
             payload={"number": number},
         )
 
-    async def resolved(self, incident: Incident, state: Mapping[str, Any]) -> None:
+    async def resolved(self, incident: Incident, state: SlackPost) -> None:
         """Stop the reminders; a postmortem draft for the severities that need one."""
         store, now = self.notifier.store, self.notifier.clock.now()
         prefix = f"{REMINDER_KIND}:{incident.id}:"
         await store.change_incident(incident.id, lambda _: IncidentChange(cancel=[prefix]), now=now)
-        if incident.severity in self.settings.postmortem_severities and not state.get("rollup_ts"):
+        if incident.severity in self.settings.postmortem_severities and not state.rollup_ts:
             await store.enqueue_job(
                 POSTMORTEM_KIND,
                 f"{POSTMORTEM_KIND}:{incident.id}",
@@ -87,11 +88,11 @@ class SlackFollowUps:
             return
         store = self.notifier.store
         incident = await store.get_incident(job.incident_id, timeline=False)
-        state: Mapping[str, Any] = incident.data.get("slack") or {}
-        if not self._wants_reminders(incident, state):
+        state = post_of(incident)
+        if state is None or not self._wants_reminders(incident, state):
             return  # resolved (or never posted): no more reminders
         number = int(job.payload.get("number", 1))
-        if await self._storming(str(state["channel"])):
+        if await self._storming(state.channel):
             log.info(
                 "incident #%d: reminder %d skipped: its channel is in a storm", incident.id, number
             )
@@ -115,8 +116,8 @@ class SlackFollowUps:
         if job.incident_id is None:
             return
         incident = await self.notifier.store.get_incident(job.incident_id, timeline=True)
-        state: Mapping[str, Any] = incident.data.get("slack") or {}
-        if not state.get("ts"):
+        state = post_of(incident)
+        if state is None:
             return
         await self.notifier.reply_once(
             job,
@@ -135,9 +136,8 @@ def reminder_text(incident: Incident, every: float, now: float) -> str:
         if incident.status is Status.ACKNOWLEDGED
         else "not acknowledged yet"
     )
-    targets = incident.data.get("targets")
-    resolve_by = targets.get("resolve_by") if isinstance(targets, Mapping) else None
-    due = f"; resolve by {when(float(resolve_by))}" if isinstance(resolve_by, int | float) else ""
+    resolve_by = targets_of(incident).resolve_by
+    due = f"; resolve by {when(resolve_by)}" if resolve_by is not None else ""
     return (
         f":hourglass_flowing_sand: *Status update due*: #{incident.id} has been open for"
         f" {format_duration(max(0.0, now - incident.opened_at))} ({incident.severity.value},"

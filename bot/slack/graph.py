@@ -20,6 +20,7 @@ from typing import Any
 from bot.core.clock import Clock
 from bot.core.incidents import Incident
 from bot.errors import RetryLater
+from bot.records.slack import post_of
 from bot.slack.alert_rules import Verdict, rule_expression
 from bot.slack.features import AppFeatures
 from bot.slack.mrkdwn import clip, code, escape
@@ -175,10 +176,10 @@ class GraphUploader:
         if await self.store.kv_get(done_key, self.clock.now()) is not None:
             return
         incident = await self.store.get_incident(job.incident_id, timeline=False)
-        slack = incident.data.get("slack")
-        if not isinstance(slack, Mapping) or not slack.get("ts"):
+        posted = post_of(incident)
+        if posted is None:
             return
-        channel, thread = str(slack["channel"]), str(slack["thread_ts"])
+        channel, thread = posted.channel, posted.thread
         spec = await self._spec(job, incident)
         if spec is None:
             return  # nothing to draw, nothing to say

@@ -5,7 +5,7 @@ For every timeline event (in order, one job at a time per incident):
 1. no message yet: route the incident to a channel (``slack.routes``, first match wins,
    ``slack.default_channel`` otherwise), count it for the storm roll-up, post the
    message (in the roll-up's thread during a storm) and keep channel, ts and permalink
-   in ``incident.data["slack"]``;
+   in ``incident.data["slack"]`` (``SlackPost``, ``bot.records.slack``);
 2. a message exists: reply in its thread when the event is worth reading there, then
    re-render the message from the incident's current state and ``chat.update`` it
    (skipped when it would not change);
@@ -18,51 +18,33 @@ Each reply is recorded in the store once sent, so a retried job never repeats on
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.core.clock import Clock
 from bot.core.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.core.matchers import matches_all
 from bot.errors import NotFound, RetryLater
 from bot.notify.links import NO_LINKS, LinkPolicy
+from bot.records.slack import (
+    PostingIntent,
+    ReplyPost,
+    SlackPost,
+    StormState,
+    permalink_of,
+    post_of,
+    posting_of,
+)
 from bot.settings import ResponseSettings, SlackSettings
 from bot.slack.features import AppFeatures
 from bot.slack.followups import SlackFollowUps
 from bot.slack.outbox import JsonDict, SlackOutbox
 from bot.slack.render import Extras, Rendered, incident_message
 from bot.slack.render_events import ROLLUP_SHOWN, event_reply, rollup_message, runbook_reply
-from bot.slack.storm import StormState, StormTracker
+from bot.slack.storm import StormTracker
 from bot.store.base import Job, Store
 
 log = logging.getLogger(__name__)
-LEGACY_POSTING = "posting since "  # how a reply's intent was written before ReplyPost
-
-
-@dataclass(frozen=True)
-class ReplyPost:
-    """A thread reply's record in the key-value table: posting since ``started`` (the
-    intent, written before the call), then posted as ``ts`` (Slack's answer)."""
-
-    ts: str | None = None
-    started: float | None = None
-
-    def dump(self) -> str:
-        return json.dumps({"ts": self.ts, "started": self.started})
-
-    @classmethod
-    def load(cls, raw: str | None) -> ReplyPost | None:
-        if raw is None:
-            return None
-        if raw.startswith("{"):
-            found = json.loads(raw)
-            return cls(ts=found.get("ts"), started=found.get("started"))
-        if raw.startswith(LEGACY_POSTING):
-            return cls(started=float(raw.removeprefix(LEGACY_POSTING)))
-        return cls(ts=raw)  # a ts on its own, as written before
 
 
 KV_TTL = 30 * 86400.0
@@ -150,14 +132,14 @@ class SlackNotifier:
         )
         if event is None:
             return
-        state: dict[str, Any] = dict(incident.data.get("slack") or {})
-        if not state.get("ts"):
+        state = post_of(incident)
+        if state is None:
             if incident.status is Status.RESOLVED:
                 return  # never announced; announcing it resolved helps nobody
-            await self._first_post(job, incident)
+            posted = await self._first_post(job, incident)
             if event.kind == EventKind.PLAYBOOK:  # matched before the first post went out
-                posted = await self.store.get_incident(incident.id, timeline=False)
-                await self._runbook(job, posted, dict(posted.data.get("slack") or {}))
+                latest = await self.store.get_incident(incident.id, timeline=False)
+                await self._runbook(job, latest, posted)
             return
         link = None
         if event.kind == EventKind.REOPENED and event.data.get("new_incident_id"):
@@ -170,17 +152,18 @@ class SlackNotifier:
             await self._runbook(job, incident, state)
         await self._follow_up(incident, state, event)
 
-    async def _runbook(self, job: Job, incident: Incident, state: Mapping[str, Any]) -> None:
+    async def _runbook(self, job: Job, incident: Incident, state: SlackPost) -> None:
         """The matched playbook's runbook and checklist, once, in the incident's thread."""
         playbook = self.features.playbook(incident.playbook)
-        if playbook is None or not state.get("thread_ts") or state.get("rollup_ts"):
+        if playbook is None or state.rollup_ts:
             return  # no thread of its own in a storm roll-up: the runbook command serves
         text = runbook_reply(playbook, self.links)
         if text is not None:
             key, tag = f"slack:runbook:{incident.id}", f"{incident.key}#runbook"
             await self.reply_once(job, incident, state, key, tag, text)
 
-    async def _first_post(self, job: Job, incident: Incident) -> None:
+    async def _first_post(self, job: Job, incident: Incident) -> SlackPost:
+        """Post the incident's message (once, across retries) and record where it is."""
         channel = self.router.channel_for(incident)
         thread_ts = None
         async with self.storms.lock(channel):
@@ -188,15 +171,11 @@ class SlackNotifier:
             if admission.threaded:
                 thread_ts = await self._ensure_rollup(job, channel, admission.state)
         rendered = await self.render(incident, rollup_ts=thread_ts)
-        intent = incident.data.get("slack_posting")
-        started = (
-            float(intent["since"])
-            if isinstance(intent, Mapping) and intent.get("channel") == channel
-            else None
-        )
+        intent = posting_of(incident)
+        started = intent.since if intent is not None and intent.channel == channel else None
 
         async def remember(now: float) -> None:
-            data = {"slack_posting": {"channel": channel, "since": now}}
+            data = {"slack_posting": PostingIntent(channel=channel, since=now).dump()}
             await self.store.update_incident(incident.id, now=now, data=data)
 
         ts, answer = await self._post_once(
@@ -214,18 +193,20 @@ class SlackNotifier:
             log.info("incident #%d: found its Slack message %s after a restart", incident.id, ts)
         else:
             channel_id = str(answer.get("channel") or channel)
-        state = {
-            "channel": channel_id,
-            "ts": ts,
-            "thread_ts": thread_ts or ts,
-            "rollup_ts": thread_ts,
-            "permalink": None,
-            "posted_at": self.clock.now(),
-        }
-        await self.store.update_incident(incident.id, now=self.clock.now(), data={"slack": state})
-        state["permalink"] = await self.outbox.permalink(channel_id, ts)
+        state = SlackPost(
+            channel=channel_id,
+            ts=ts,
+            thread_ts=thread_ts or ts,
+            rollup_ts=thread_ts,
+            permalink=None,
+            posted_at=self.clock.now(),
+        )
+        await self.store.update_incident(
+            incident.id, now=self.clock.now(), data={"slack": state.dump()}
+        )
+        state.permalink = await self.outbox.permalink(channel_id, ts)
         updated = await self.store.update_incident(
-            incident.id, now=self.clock.now(), data={"slack": state}
+            incident.id, now=self.clock.now(), data={"slack": state.dump()}
         )
         await self._remember_digest(incident.id, rendered.digest())
         log.info("incident #%d posted to Slack %s (%s)", incident.id, channel_id, ts)
@@ -235,15 +216,16 @@ class SlackNotifier:
             await self.followups.remind(updated, state)
             if self.settings.graphs and self.features.pipeline is None:
                 await self._schedule_graph(updated)
+        return state
 
     async def _latest(self, incident: Incident) -> Incident:
         return await self.store.get_incident(incident.id, timeline=False)
 
     async def render(self, incident: Incident, *, rollup_ts: str | None = None) -> Rendered:
         """The incident's message from its current state."""
-        slack = incident.data.get("slack")
-        if rollup_ts is None and isinstance(slack, Mapping):
-            rollup_ts = slack.get("rollup_ts")
+        posted = post_of(incident)
+        if rollup_ts is None and posted is not None:
+            rollup_ts = posted.rollup_ts
         previous = None
         if incident.previous_id is not None:
             previous = (incident.previous_id, await self._permalink_of(incident.previous_id))
@@ -261,7 +243,7 @@ class SlackNotifier:
         return incident_message(incident, extras)
 
     async def refresh(
-        self, incident: Incident, state: Mapping[str, Any], *, job_id: int | None = None
+        self, incident: Incident, state: SlackPost, *, job_id: int | None = None
     ) -> None:
         """Re-render the message from current state; skip the call when nothing changed."""
         current = await self._latest(incident)
@@ -271,8 +253,8 @@ class SlackNotifier:
         if await self.store.kv_get(key, self.clock.now()) == digest:
             return
         await self.outbox.update(
-            str(state["channel"]),
-            str(state["ts"]),
+            state.channel,
+            state.ts,
             text=rendered.text,
             blocks=rendered.blocks,
             job_id=job_id,
@@ -286,7 +268,7 @@ class SlackNotifier:
         )
 
     async def _reply(
-        self, job: Job, incident: Incident, state: Mapping[str, Any], event: Event, text: str
+        self, job: Job, incident: Incident, state: SlackPost, event: Event, text: str
     ) -> None:
         """One thread reply per timeline event."""
         await self.reply_once(
@@ -297,7 +279,7 @@ class SlackNotifier:
         self,
         job: Job,
         incident: Incident,
-        state: Mapping[str, Any],
+        state: SlackPost,
         key: str,
         tag: str,
         text: str,
@@ -311,12 +293,12 @@ class SlackNotifier:
         async def remember(now: float) -> None:
             await self.store.kv_set(key, ReplyPost(started=now).dump(), now=now, ttl=KV_TTL)
 
-        if state.get("rollup_ts"):
+        if state.rollup_ts:
             text = f"*#{incident.id}* · {text}"
         ts, answer = await self._post_once(
-            str(state["channel"]),
+            state.channel,
             tag,
-            thread_ts=str(state["thread_ts"]),
+            thread_ts=state.thread,
             started=None if found is None else found.started,
             remember=remember,
             text=text,
@@ -358,14 +340,14 @@ class SlackNotifier:
         )
         return str(answer["ts"]), answer
 
-    async def _follow_up(self, incident: Incident, state: Mapping[str, Any], event: Event) -> None:
-        if state.get("rollup_ts") and event.kind in _ROLLUP_EVENTS:
-            await self.schedule_rollup(str(state["channel"]), str(state["rollup_ts"]))
+    async def _follow_up(self, incident: Incident, state: SlackPost, event: Event) -> None:
+        if state.rollup_ts and event.kind in _ROLLUP_EVENTS:
+            await self.schedule_rollup(state.channel, state.rollup_ts)
         if event.kind == EventKind.SEVERITY:  # raised to a severity that gets reminders
             await self.followups.remind(await self._latest(incident), state)
         elif event.kind == EventKind.RESOLVED:
             await self.followups.resolved(incident, state)
-        if event.kind == EventKind.PLAYBOOK and self.settings.graphs and not state.get("rollup_ts"):
+        if event.kind == EventKind.PLAYBOOK and self.settings.graphs and not state.rollup_ts:
             await self._schedule_graph(incident)
 
     async def _permalink_of(self, incident_id: int) -> str | None:
@@ -373,9 +355,7 @@ class SlackNotifier:
             other = await self.store.get_incident(incident_id, timeline=False)
         except NotFound:
             return None
-        slack = other.data.get("slack") or {}
-        link = slack.get("permalink") if isinstance(slack, Mapping) else None
-        return str(link) if link else None
+        return permalink_of(other)
 
     async def _schedule_graph(self, incident: Incident) -> None:
         await self.store.enqueue_job(

@@ -11,13 +11,15 @@ person is escaped for Slack's mrkdwn.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from bot.core.durations import format_duration
 from bot.core.incidents import Event, EventKind, Incident
 from bot.diagnostics.summary import finding, outcome, tally
+from bot.records.diagnostics import diagnostics_of
+from bot.records.steps import step_views
+from bot.records.targets import TargetState, targets_of
 from bot.slack.mrkdwn import clip, escape
 
 MAX_TEXT = 3900  # Slack shows a message up to about 4,000 characters before cutting it
@@ -80,29 +82,25 @@ def _response(incident: Incident) -> list[str]:
             f"*Resolved* after {format_duration(max(0.0, resolved.at - opened))}:"
             f" {escape(clip(resolved.message, 200))}"
         )
-    targets = incident.data.get("targets")
-    if isinstance(targets, Mapping):
-        lines += _targets(targets, resolved, opened)
-    return lines
+    return lines + _targets(targets_of(incident), resolved, opened)
 
 
-def _targets(targets: Mapping[str, Any], resolved: Event | None, opened: float) -> list[str]:
+def _targets(targets: TargetState, resolved: Event | None, opened: float) -> list[str]:
     parts = []
-    ack_within = targets.get("ack_within")
-    if isinstance(ack_within, int | float):
-        met = targets.get("ack_missed_at") is None
+    if targets.ack_within is not None:
+        met = targets.ack_missed_at is None
         parts.append(
-            f"acknowledge within {format_duration(ack_within)}: {'met' if met else 'missed'}"
+            f"acknowledge within {format_duration(targets.ack_within)}: "
+            f"{'met' if met else 'missed'}"
         )
-    resolve_within = targets.get("resolve_within")
-    if isinstance(resolve_within, int | float):
+    resolve_within = targets.resolve_within
+    if resolve_within is not None:
         met = resolved is not None and resolved.at - opened <= resolve_within
         parts.append(
             f"resolve within {format_duration(resolve_within)}: {'met' if met else 'missed'}"
         )
-    escalations = targets.get("escalations")
-    if isinstance(escalations, list) and escalations:
-        top = max(int(e.get("level", 0)) for e in escalations if isinstance(e, Mapping))
+    if escalations := targets.escalations:
+        top = max(e.level for e in escalations)
         parts.append(f"escalated {len(escalations)} time(s), to level {top}")
     return [f"*Targets*: {'; '.join(parts)}"] if parts else []
 
@@ -123,10 +121,9 @@ def _timeline(timeline: Sequence[Event]) -> list[str]:
     return lines
 
 
-def _diagnostics(data: Mapping[str, Any]) -> list[str]:
+def _diagnostics(incident: Incident) -> list[str]:
     """Failed and not checked first: what the checks found, never a skipped one as fine."""
-    raw = data.get("diagnostics")
-    rows = [r for r in raw if isinstance(r, Mapping)] if isinstance(raw, list) else []
+    rows = diagnostics_of(incident) or []
     if not rows:
         return ["• none ran"]
     rank = {"failed": 0, "not_checked": 1, "answered": 2, "passed": 3}
@@ -138,19 +135,15 @@ def _diagnostics(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _remediation(data: Mapping[str, Any]) -> list[str]:
-    raw = data.get("remediations")
-    held = raw if isinstance(raw, Mapping) else {}
-    steps = [(str(k), v) for k, v in held.items() if isinstance(v, Mapping)]
+def _remediation(incident: Incident) -> list[str]:
+    steps = step_views(incident)
     if not steps:
         return ["• none"]
     lines = []
-    for name, step in steps[:8]:
-        state = str(step.get("state") or "?")
-        result = step.get("result")
-        detail = result.get("summary") if isinstance(result, Mapping) else step.get("reason")
-        tail = f": {escape(clip(str(detail), 140))}" if detail else ""
-        lines.append(f"• `{escape(clip(name, 60))}` {escape(state)}{tail}")
+    for step in steps[:8]:
+        detail = step.result.summary if step.result is not None else step.reason
+        tail = f": {escape(clip(detail, 140))}" if detail else ""
+        lines.append(f"• `{escape(clip(step.key, 60))}` {escape(step.state or '?')}{tail}")
     return lines
 
 
@@ -169,9 +162,9 @@ def postmortem_draft(incident: Incident) -> str:
         "*Timeline* (UTC)",
         *_timeline(incident.timeline),
         "*What the diagnostics found*",
-        *_diagnostics(incident.data),
+        *_diagnostics(incident),
         "*Remediation taken*",
-        *_remediation(incident.data),
+        *_remediation(incident),
         "*Postmortem checklist*",
         *(f"☐ {item}" for item in CHECKLIST),
     ]

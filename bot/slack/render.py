@@ -16,6 +16,13 @@ from typing import Any
 from bot.core.incidents import Incident, Status
 from bot.diagnostics.summary import finding, outcome, tally
 from bot.notify.links import CONSOLE_TITLE, HIDDEN, NO_LINKS, LinkPolicy, is_web_link
+from bot.pagerduty.state import state_of as page_state_of
+from bot.records.diagnostics import diagnostics_of
+from bot.records.incident import truncated_of
+from bot.records.narrative import NarrativeRecord, narrative_of
+from bot.records.silences import SilenceRecord, silences_of
+from bot.records.steps import StepView, approval_views, step_views
+from bot.records.targets import TargetState, targets_of
 from bot.settings import Severity
 from bot.silences.service import new_silence_url
 from bot.slack import mrkdwn
@@ -100,12 +107,11 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
         lines.append(f":eyes: Acknowledged by {who} · {when(incident.acknowledged_at)}")
     if incident.status is Status.RESOLVED and incident.resolved_at is not None:
         lines.append(f":white_check_mark: *Resolved* · {when(incident.resolved_at)}")
-    lines += _targets(incident.data.get("targets"), incident.status)
-    truncated = incident.data.get("truncated")
-    if isinstance(truncated, Mapping) and incident.status is not Status.RESOLVED:
-        left_out = truncated.get("alerts")
+    lines += _targets(targets_of(incident), incident.status)
+    truncated = truncated_of(incident)
+    if truncated is not None and incident.status is not Status.RESOLVED:
         lines.append(
-            f":scissors: Alertmanager left out {escape(left_out)} alert(s) of this group"
+            f":scissors: Alertmanager left out {truncated.alerts} alert(s) of this group"
             " (max_alerts): it resolves only when a delivery that leaves none out says so"
         )
     if extras.previous is not None:
@@ -117,10 +123,10 @@ def incident_message(incident: Incident, extras: Extras) -> Rendered:
     if labels:
         blocks.append(context(labels))
     for part in (
-        _diagnostics(incident.data.get("diagnostics")),
-        _remediations(incident.data.get("remediations")),
-        _narrative(incident.data.get("narrative")),
-        _silences(incident.data.get("silences")),
+        _diagnostics(diagnostics_of(incident) or []),
+        _remediations(step_views(incident)),
+        _narrative(narrative_of(incident)),
+        _silences(silences_of(incident)),
     ):
         if part:
             blocks.append(part)
@@ -141,29 +147,22 @@ def when(epoch: float) -> str:
     return mrkdwn.date(epoch, fallback)
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _targets(data: Any, status: Status) -> list[str]:
+def _targets(targets: TargetState, status: Status) -> list[str]:
     """The response targets (``bot.targets``): the escalation level reached, when the next
     level is due, and the resolve-by time or that it was missed."""
-    if not isinstance(data, Mapping):
-        return []
     lines = []
-    escalations = [e for e in data.get("escalations") or [] if isinstance(e, Mapping)]
-    if escalations and (at := _number(escalations[-1].get("at"))) is not None:
-        last = escalations[-1]
-        reason = escape(clip(str(last.get("reason") or ""), 200))
+    if targets.escalations:
+        last = targets.escalations[-1]
+        reason = escape(clip(last.reason, 200))
         lines.append(
-            f":rotating_light: *Escalated to level {last.get('level')}* · {when(at)}: {reason}"
+            f":rotating_light: *Escalated to level {last.level}* · {when(last.at)}: {reason}"
         )
     parts = []
-    ack_due = _number(data.get("ack_due"))
+    ack_due = targets.ack_due
     if status is Status.TRIGGERED and ack_due is not None:
         parts.append(f"Acknowledge by {when(ack_due)}")
-    resolve_by = _number(data.get("resolve_by"))
-    if resolve_by is not None and data.get("resolve_missed_at") is not None:
+    resolve_by = targets.resolve_by
+    if resolve_by is not None and targets.resolve_missed_at is not None:
         parts.append(f":warning: *Resolve target missed* (by {when(resolve_by)})")
     elif resolve_by is not None and status is not Status.RESOLVED:
         parts.append(f"Resolve by {when(resolve_by)}")
@@ -205,12 +204,11 @@ def _labels(incident: Incident) -> list[str]:
     return [p for p in parts if p]
 
 
-def _diagnostics(results: Any) -> JsonDict | None:
+def _diagnostics(items: Sequence[Mapping[str, Any]]) -> JsonDict | None:
     """Each step once: failed, passed or not checked (with why), never an error shown as
     healthy; the count of all three first."""
-    if not isinstance(results, list) or not results:
+    if not items:
         return None
-    items = [item for item in results if isinstance(item, Mapping)]
     lines = [f"*Diagnostics*: {escape(clip(tally(items).line(), 300))}"]
     icons = {
         "failed": ":x:",
@@ -225,19 +223,6 @@ def _diagnostics(results: Any) -> JsonDict | None:
     if len(items) > 10:
         lines.append(f"…and {len(items) - 10} more")
     return section("\n".join(lines))
-
-
-def _steps(data: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """Remediation/approval data as (step, info) pairs, whether stored as a map or a list."""
-    if isinstance(data, Mapping):
-        return [(str(k), v) for k, v in data.items() if isinstance(v, Mapping)]
-    if isinstance(data, list):
-        out = []
-        for item in data:
-            if isinstance(item, Mapping):
-                out.append((str(item.get("step") or item.get("name") or "?"), item))
-        return out
-    return []
 
 
 _STATE_ICON = {
@@ -260,21 +245,20 @@ _STATE_ICON = {
 }
 
 
-def _remediations(data: Any) -> JsonDict | None:
-    steps = _steps(data)
+def _remediations(steps: Sequence[StepView]) -> JsonDict | None:
     if not steps:
         return None
     lines = ["*Remediation*"]
-    for step, info in steps[:8]:
-        state = str(info.get("state") or info.get("status") or "unknown")
+    for info in steps[:8]:
+        step, state = info.key, info.current or "unknown"
         icon = _STATE_ICON.get(state, ":small_blue_diamond:")
-        reason = info.get("reason") or info.get("guard")
-        if info.get("guard") == "not_applicable" and reason:  # "not applicable: needs label"
+        reason = info.reason or info.guard
+        if info.guard == "not_applicable" and reason:  # "not applicable: needs label"
             lines.append(f":heavy_minus_sign: {mrkdwn.code(step, 60)} {escape(clip(reason, 160))}")
             continue
         line = f"{icon} {mrkdwn.code(step, 60)} {escape(state)}"
         if reason:
-            line += f" — {escape(clip(str(reason), 160))}"
+            line += f" — {escape(clip(reason, 160))}"
         lines.append(line)
     return section("\n".join(lines))
 
@@ -282,34 +266,28 @@ def _remediations(data: Any) -> JsonDict | None:
 def pending_approvals(incident: Incident) -> list[str]:
     """Steps waiting for a human decision, from the remediation feature's data."""
     return [
-        step
-        for step, info in _steps(incident.data.get("approvals"))
-        if str(info.get("state") or info.get("status") or "pending") == "pending"
+        view.key for view in approval_views(incident) if (view.current or "pending") == "pending"
     ]
 
 
-def _narrative(data: Any) -> JsonDict | None:
-    if not isinstance(data, Mapping) or not data.get("text"):
+def _narrative(narrative: NarrativeRecord | None) -> JsonDict | None:
+    if narrative is None or not narrative.text:
         return None
-    source = "written by the LLM" if data.get("source") == "llm" else "from the template"
-    text = escape(clip(str(data["text"]), 2400))
+    source = "written by the LLM" if narrative.source == "llm" else "from the template"
+    text = escape(clip(narrative.text, 2400))
     return section(f"*What happened* _({source})_\n{text}")
 
 
-def _silences(data: Any) -> JsonDict | None:
+def _silences(records: Sequence[SilenceRecord]) -> JsonDict | None:
     """Active silences, those made together (one per alert: same end, same person) on one
     line: the last five such lines."""
-    if not isinstance(data, list) or not data:
-        return None
-    groups: dict[tuple[str, str], list[Any]] = {}
-    for item in data:
-        if not isinstance(item, Mapping) or not item.get("id") or item.get("expired_at"):
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in records:
+        if not item.id or item.expired_at:
             continue
-        label = (
-            "until resolved" if item.get("expire_on_resolve") else f"until {item.get('until', '?')}"
-        )
-        who = f" by {escape(item['by'])}" if item.get("by") else ""
-        groups.setdefault((label, who), []).append(item.get("url"))
+        label = "until resolved" if item.expire_on_resolve else f"until {item.until or '?'}"
+        who = f" by {escape(item.by)}" if item.by else ""
+        groups.setdefault((label, who), []).append(item.url)
     parts = []
     for (label, who), urls in list(groups.items())[-5:]:
         if len(urls) == 1:
@@ -361,11 +339,9 @@ def _links(incident: Incident, extras: Extras) -> list[str]:
     silence = new_silence_url(incident, own or extras.alertmanager_url)
     if silence and mrkdwn.safe_url(silence):
         links.append(mrkdwn.link(silence, "Silence in Alertmanager"))
-    pagerduty = incident.data.get("pagerduty")
-    if isinstance(pagerduty, Mapping):
-        pd_url = pagerduty.get("html_url") or pagerduty.get("incident_url")
-        if isinstance(pd_url, str) and mrkdwn.safe_url(pd_url):
-            links.append(mrkdwn.link(pd_url, "PagerDuty incident"))
+    pd_url = page_state_of(incident).html_url
+    if pd_url and mrkdwn.safe_url(pd_url):
+        links.append(mrkdwn.link(pd_url, "PagerDuty incident"))
     return links
 
 

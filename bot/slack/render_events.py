@@ -13,6 +13,7 @@ from bot.core.incidents import Event, EventKind, Incident, IncidentBrief, Status
 from bot.diagnostics.summary import tally
 from bot.notify.links import LinkPolicy
 from bot.playbook.model import Playbook
+from bot.records.diagnostics import diagnostics_of
 from bot.slack import mrkdwn
 from bot.slack.mrkdwn import clip, escape
 from bot.slack.render import SEVERITY_ICON, Rendered, context, section
@@ -77,10 +78,10 @@ def event_reply(
 
 
 def _diagnostics_summary(incident: Incident) -> str | None:
-    results = incident.data.get("diagnostics")
-    if not isinstance(results, list) or not results:
+    results = diagnostics_of(incident)
+    if not results:
         return None
-    failing = [r for r in results if isinstance(r, Mapping) and r.get("passed") is False]
+    failing = [r for r in results if r.get("passed") is False]
     lines = [f"Diagnostics done: {escape(clip(tally(results).line(), 600))}"]
     for item in failing[:5]:
         name = escape(clip(str(item.get("label") or item.get("name") or "?"), 80))

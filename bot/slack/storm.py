@@ -10,34 +10,13 @@ one lock per channel orders the decisions of concurrent jobs in this process.
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from bot.core.clock import Clock
+from bot.records.slack import RollupMembers, StormState
 from bot.store.base import Store
 
 TTL = 7 * 86400.0
-
-
-@dataclass
-class StormState:
-    recent: list[list[float]] = field(default_factory=list)  # [incident id, first seen]
-    listed: list[int] = field(default_factory=list)  # incidents the roll-up lists
-    threaded: list[int] = field(default_factory=list)  # incidents posted in its thread
-    rollup_ts: str | None = None
-    rollup_channel: str | None = None
-    last_new: float = 0.0
-
-    @classmethod
-    def load(cls, raw: str | None) -> StormState:
-        if not raw:
-            return cls()
-        data: dict[str, Any] = json.loads(raw)
-        return cls(**data)
-
-    def dump(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -65,12 +44,12 @@ class StormTracker:
         return StormState.load(await self.store.kv_get(self._key(channel), self.clock.now()))
 
     async def save(self, channel: str, state: StormState) -> None:
-        await self.store.kv_set(self._key(channel), state.dump(), now=self.clock.now(), ttl=TTL)
+        await self.store.kv_set(self._key(channel), state.dumps(), now=self.clock.now(), ttl=TTL)
         if state.rollup_ts:
-            members = {"channel": state.rollup_channel, "listed": state.listed}
+            members = RollupMembers(channel=state.rollup_channel, listed=state.listed)
             await self.store.kv_set(
                 f"slack:rollup:{state.rollup_ts}",
-                json.dumps(members),
+                members.dumps(),
                 now=self.clock.now(),
                 ttl=TTL,
             )
@@ -86,7 +65,7 @@ class StormTracker:
         if not in_storm:
             state.listed, state.threaded, state.rollup_ts, state.rollup_channel = [], [], None, None
         state.recent = [r for r in state.recent if now - r[1] <= self.window]
-        state.recent.append([incident_id, now])
+        state.recent.append((incident_id, now))
         state.last_new = now
         if in_storm:
             state.listed.append(incident_id)
@@ -99,7 +78,5 @@ class StormTracker:
 
     async def rollup_members(self, rollup_ts: str) -> tuple[str | None, list[int]]:
         raw = await self.store.kv_get(f"slack:rollup:{rollup_ts}", self.clock.now())
-        if not raw:
-            return None, []
-        data = json.loads(raw)
-        return data.get("channel"), [int(i) for i in data.get("listed", [])]
+        members = RollupMembers.load(raw or None)
+        return members.channel, members.listed

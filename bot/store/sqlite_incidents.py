@@ -18,6 +18,7 @@ from bot.core.incidents import (
     summary_of,
     title_of,
 )
+from bot.records.incident import Truncated
 from bot.settings import Severity
 from bot.store.base import ApplyResult, Subscriptions
 
@@ -267,7 +268,7 @@ def apply_group(
     if group.truncatedAlerts:
         conn.execute(
             "UPDATE incidents SET data = json_set(data, '$.truncated', json(?)) WHERE id = ?",
-            (dumps({"alerts": group.truncatedAlerts, "at": now}), open_id),
+            (Truncated(alerts=group.truncatedAlerts, at=now).dumps(), open_id),
         )
     else:
         conn.execute(
