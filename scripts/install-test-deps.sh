@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real Prometheus / Alertmanager binaries used by the integration tests
-# (tests/stack.py) and make sure no packaged service is holding ports 9090/9093.
+# (tests/stack.py) and PostgreSQL's server (tests/pgkit.py starts its own on a free port),
+# and make sure no packaged service is holding ports 9090/9093/5432.
 # Idempotent: safe to run repeatedly, locally or in CI.
 set -euo pipefail
 
@@ -15,9 +16,14 @@ if [[ ! -x /usr/bin/prometheus || ! -x /usr/bin/prometheus-alertmanager ]]; then
         apt-get install -y --no-install-recommends prometheus prometheus-alertmanager
 fi
 
+if ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null; then
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+fi
+
 # The Debian packages enable system services; tests start their own copies on free ports,
 # so stop any packaged instance (no-op in containers, where nothing was started).
-for svc in prometheus prometheus-alertmanager; do
+for svc in prometheus prometheus-alertmanager postgresql; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         $SUDO systemctl stop "$svc"
         $SUDO systemctl disable "$svc" >/dev/null 2>&1 || true
@@ -29,4 +35,7 @@ done
 for bin in /usr/bin/prometheus /usr/bin/prometheus-alertmanager; do
     version="$("$bin" --version 2>&1)"
     echo "${version%%$'\n'*}"
+done
+for ctl in /usr/lib/postgresql/*/bin/pg_ctl; do
+    "$ctl" --version
 done

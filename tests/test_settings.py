@@ -71,7 +71,9 @@ def test_missing_env_var_names_file_and_line(tmp_path: Path) -> None:
             "workers:\n  poll_interval: soon\n",
             ":2: workers.poll_interval: Value error, not a duration",
         ),
-        ("store:\n  url: postgres://x\n", ":2: store.url: Value error, only sqlite"),
+        ("store:\n  url: mysql://x\n", ":2: store.url: Value error, expected sqlite"),
+        ("store:\n  url: postgres://x\n", ":2: store.url: Value error, needs a database"),
+        ("store:\n  url: postgresql://h:port/db\n", ":2: store.url: Value error, the port"),
         ("store:\n  retention: 0s\n", ":2: store.retention: Value error, must be positive"),
         (
             "pagerduty:\n  routing_key: x\n  seen_event_retention: 2d\n",
