@@ -25,7 +25,7 @@ from bot.remediation.cli import add_commands as add_remediation_commands
 from bot.runtime import logs
 from bot.server.exposure import exposure, refusal
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
-from bot.store.sqlite import SqliteStore
+from bot.store.factory import build_store
 
 log = logging.getLogger("bot.cli")
 
@@ -198,7 +198,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def read() -> list[dict[str, object]]:
-        store = SqliteStore(settings.store.sqlite_path, clock=SystemClock().now, inbox_writer=False)
+        store = build_store(settings.store, clock=SystemClock().now, inbox_writer=False)
         await store.open()
         try:
             status = Status(args.status) if args.status else None

@@ -1,4 +1,5 @@
-"""The store's interface. ``SqliteStore`` implements it; a PostgreSQL backend can too.
+"""The store's interface, by role. ``SqliteStore`` (one process) and ``PostgresStore``
+(several replicas) implement it, and ``tests/test_store_contract.py`` holds both to it.
 
 Everything that must happen together happens in one store call, in one transaction:
 applying an alert group (incident, alerts, timeline, the jobs it starts, the inbox row
@@ -9,9 +10,10 @@ Jobs are the outbox: every side effect is a job with a unique key, so a repeat i
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from bot.core.alerts import AlertGroup
 from bot.core.incidents import Event, Incident, IncidentBrief, Status
@@ -382,7 +384,16 @@ class SharedState(abc.ABC):
 
 class Store(InboxStore, IncidentStore, JobStore, SharedState):
     """Async persistence for alertpilot, by role (inbox, incidents, jobs, shared state),
-    plus its lifetime and upkeep. Raise StoreUnavailable when a commit is impossible."""
+    plus its lifetime and upkeep. Raise StoreUnavailable when a commit is impossible.
+
+    ``inbox_signal`` and ``job_signal`` are set when this process commits a payload to
+    process or a job to run (the workers wake at once; what another replica commits is
+    found by polling). ``backend`` names the kind of store (``/readyz`` says it)."""
+
+    backend: ClassVar[str]
+    subscribers: Subscriptions
+    inbox_signal: asyncio.Event
+    job_signal: asyncio.Event
 
     @abc.abstractmethod
     async def open(self) -> None: ...

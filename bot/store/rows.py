@@ -199,6 +199,11 @@ def subscriber_jobs(
     ]
 
 
+def json_merge(raw: str, data: Mapping[str, Any]) -> str:
+    """An incident's stored ``data`` with ``data``'s top-level keys replaced."""
+    return dumps(json.loads(raw) | dict(data))
+
+
 def change_jobs(change: IncidentChange, incident_id: int) -> list[JobRow]:
     return [
         (

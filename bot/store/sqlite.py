@@ -91,6 +91,8 @@ def private_file(path: str) -> None:
 
 
 class SqliteStore(Store):
+    backend = "sqlite"
+
     def __init__(
         self,
         path: str,
