@@ -47,7 +47,7 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
-from bot.store.postgres_schema import migrate
+from bot.store.postgres_schema import MIGRATIONS, migrate
 from bot.store.rows import dumps
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,43 @@ class PostgresStore(Store):
             return await self.migrate_with(conn)
         finally:
             await conn.close()
+
+    async def probe(self) -> str:
+        """``alertpilot check``: connect, and say what is there (server version, schema
+        version); StoreUnavailable if the database cannot be reached or is read-only."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, **self._connection_kwargs())
+        except psycopg.Error as exc:
+            where = display_url(self.url)
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}"
+            ) from exc
+        try:
+            cur = await conn.execute(
+                "SELECT current_setting('server_version') AS version,"
+                " pg_is_in_recovery() AS standby,"
+                " to_regclass('alertpilot_schema') IS NOT NULL AS migrated"
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            if row["standby"]:
+                raise StoreUnavailable(f"{display_url(self.url)} is a read-only standby")
+            schema = 0
+            if row["migrated"]:
+                cur = await conn.execute(
+                    "SELECT COALESCE(MAX(version), 0) AS v FROM alertpilot_schema"
+                )
+                found = await cur.fetchone()
+                schema = int(found["v"]) if found is not None else 0
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"{display_url(self.url)}: {_first_line(exc)}") from exc
+        finally:
+            await conn.close()
+        return (
+            f"PostgreSQL {row['version']} at {display_url(self.url)}, schema version"
+            f" {schema} of {len(MIGRATIONS)}"
+            + ("" if schema == len(MIGRATIONS) else " (migrated at start or by alertpilot migrate)")
+        )
 
     async def close(self) -> None:
         if self._renewer is not None:
