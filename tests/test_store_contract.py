@@ -407,3 +407,28 @@ async def test_ordering_holds_across_replicas(pg_pair: tuple[Store, Store]) -> N
         order.append(jobs[0].payload["event_id"])
         await a.finish_job(jobs[0].id, 10.0)
     assert order == sorted(order) and len(order) == 11
+
+
+async def test_hold_is_a_lock_across_replicas(pg_pair: tuple[Store, Store]) -> None:
+    a, b = pg_pair
+    order: list[str] = []
+
+    async def hold(store: Store, name: str, pause: float) -> None:
+        async with store.hold("pipeline:1"):
+            order.append(f"{name} in")
+            await asyncio.sleep(pause)
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(hold(a, "a", 0.3))
+    await asyncio.sleep(0.1)
+    await hold(b, "b", 0)
+    await first
+    assert order == ["a in", "a out", "b in", "b out"]
+    async with b.hold("pipeline:2"), a.hold("pipeline:3"):  # other names do not wait
+        pass
+
+
+async def test_hold_on_either_store(store: Store) -> None:
+    async with store.hold("x"):
+        await store.kv_set("in", "1", now=1.0)
+    assert await store.kv_get("in", 1.0) == "1"

@@ -130,7 +130,7 @@ class Pager:
         self.metrics = metrics
         self.playbook_set = playbooks
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
-        self.locks = KeyedLocks()
+        self.locks = KeyedLocks(store.hold, "pagerduty")
         # the limiter's bucket: a digest, so the routing key itself is kept nowhere else
         self._bucket = hashlib.sha256(settings.routing_key.get_secret_value().encode()).hexdigest()
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -394,6 +396,14 @@ class Store(InboxStore, IncidentStore, JobStore, SharedState):
     subscribers: Subscriptions
     inbox_signal: asyncio.Event
     job_signal: asyncio.Event
+
+    def hold(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock named ``name`` across every process that shares this store, held for
+        the ``async with`` block: work that reads, decides and writes over several store
+        calls (one incident's pipeline, a storm's roll-up) runs in one replica at a time.
+        Callers hold their own in-process lock first (``bot.runtime.locks``). The
+        default holds nothing more: one process uses a SQLite store."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     async def open(self) -> None: ...

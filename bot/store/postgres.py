@@ -20,8 +20,9 @@ gets from locks held to the commit:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -93,6 +94,9 @@ class PostgresStore(Store):
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
+        # Connections that hold a lock for a while (``hold``): apart, so that work
+        # holding locks never waits for a connection that another holder keeps.
+        self._lock_pool: AsyncConnectionPool[Conn] | None = None
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
@@ -160,11 +164,20 @@ class PostgresStore(Store):
             open=False,
             name="alertpilot",
         )
+        self._lock_pool = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs=self._connection_kwargs(),
+            reset=_unlock_all,
+            open=False,
+            name="alertpilot-locks",
+        )
         try:
-            await self._pool.open(wait=True, timeout=self._connect_timeout * 2)
+            for pool in (self._pool, self._lock_pool):
+                await pool.open(wait=True, timeout=self._connect_timeout * 2)
         except psycopg.Error as exc:
-            await self._pool.close()
-            self._pool = None
+            await self.close()
             raise StoreUnavailable(f"cannot open a pool to {where}: {_first_line(exc)}") from exc
         self._renewer = asyncio.create_task(self._renew_leases(), name="store-leases")
 
@@ -233,9 +246,32 @@ class PostgresStore(Store):
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        for pool in (self._pool, self._lock_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._lock_pool = None
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        """A session advisory lock on a connection of its own, held for the block. A
+        replica that dies holding one lets go with its connection; a connection given
+        back to the pool lets go of whatever it still holds (``_unlock_all``)."""
+        pool = self._lock_pool
+        if pool is None:
+            raise StoreUnavailable("store is closed")
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                conn = await stack.enter_async_context(pool.connection())
+                await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 1))", (name,))
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"store cannot lock {name}: {_first_line(exc)}") from exc
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended(%s, 1))", (name,)
+                    )
 
     async def _renew_leases(self) -> None:
         """Every third of a lease, push the leases of the jobs this replica runs forward:
@@ -699,6 +735,10 @@ class PostgresStore(Store):
             "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at < %s", (before,)
         )
         return gone
+
+
+async def _unlock_all(conn: Conn) -> None:
+    await conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 async def _mark_processed(conn: Conn, inbox_id: int, now: float, result: str) -> None:
