@@ -88,3 +88,30 @@ async def test_an_ha_pair_sends_every_group_to_both_replicas(
     assert len(top_level_posts(fake_slack)) == GROUPS
     triggers = [e for e in fake_pagerduty.events if e["event_action"] == "trigger"]
     assert sorted(e["dedup_key"] for e in triggers) == sorted(i.key for i in incidents)
+
+
+async def test_jobs_of_a_replica_that_died_run_on_another_after_their_lease(
+    aiohttp_client: Any,
+    tmp_path: Path,
+    pg_url: str,
+    fake_slack: FakeSlack,
+    fake_pagerduty: FakePagerDuty,
+) -> None:
+    dying = await replica(aiohttp_client, tmp_path / "a", pg_url, fake_slack, fake_pagerduty)
+    await dying.app[keys.RUNNER].stop()  # it takes jobs below, and never runs them
+    assert (await dying.post("/alertmanager", json=alert_group())).status == 200
+    await dying.app[keys.INBOX].drain()
+    store, kinds = dying.app[keys.STORE], dying.app[keys.HANDLERS].kinds
+    held = await store.claim_jobs(time.time(), 100, kinds)
+    assert held
+    await dying.close()  # gone without finishing them: their leases (5 s) run on
+
+    started = time.monotonic()
+    survivor = await replica(aiohttp_client, tmp_path / "b", pg_url, fake_slack, fake_pagerduty)
+    while not (top_level_posts(fake_slack) and fake_pagerduty.events):
+        assert time.monotonic() - started < 20, "the held jobs were not taken over"
+        await asyncio.sleep(0.1)
+    assert time.monotonic() - started >= 3  # not before the lease ran out
+    await quiet([survivor])
+    assert len(top_level_posts(fake_slack)) == 1
+    assert [e["event_action"] for e in fake_pagerduty.events] == ["trigger"]

@@ -112,6 +112,17 @@ class PostgresStore(Store):
             "connect_timeout": max(1, round(self._connect_timeout)),
         }
 
+    async def _connect(self) -> Conn:
+        """A connection of its own (migrating, checking), with a clear error if the
+        database cannot be reached: where (without the password) and why."""
+        try:
+            return await psycopg.AsyncConnection.connect(self.url, **self._connection_kwargs())
+        except psycopg.Error as exc:
+            where = display_url(self.url)
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}"
+            ) from exc
+
     async def _tx(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one transaction on a pooled connection: committed on
         success, rolled back on error. A lost or refused connection, a deadlock or a
@@ -145,12 +156,7 @@ class PostgresStore(Store):
         """Connect once (a clear error if the database cannot be reached), migrate, then
         open the pool and start renewing the leases of the jobs this replica runs."""
         where = display_url(self.url)
-        try:
-            conn = await psycopg.AsyncConnection.connect(self.url, **self._connection_kwargs())
-        except psycopg.Error as exc:
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}"
-            ) from exc
+        conn = await self._connect()
         try:
             await self.migrate_with(conn)
         finally:
@@ -192,13 +198,7 @@ class PostgresStore(Store):
 
     async def migrate(self) -> list[int]:
         """``alertpilot migrate``: apply what is missing and return the steps applied."""
-        try:
-            conn = await psycopg.AsyncConnection.connect(self.url, **self._connection_kwargs())
-        except psycopg.Error as exc:
-            where = display_url(self.url)
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}"
-            ) from exc
+        conn = await self._connect()
         try:
             return await self.migrate_with(conn)
         finally:
@@ -207,13 +207,7 @@ class PostgresStore(Store):
     async def probe(self) -> str:
         """``alertpilot check``: connect, and say what is there (server version, schema
         version); StoreUnavailable if the database cannot be reached or is read-only."""
-        try:
-            conn = await psycopg.AsyncConnection.connect(self.url, **self._connection_kwargs())
-        except psycopg.Error as exc:
-            where = display_url(self.url)
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {where}: {_first_line(exc)}"
-            ) from exc
+        conn = await self._connect()
         try:
             cur = await conn.execute(
                 "SELECT current_setting('server_version') AS version,"
