@@ -393,6 +393,9 @@ class Store(InboxStore, IncidentStore, JobStore, SharedState):
     found by polling). ``backend`` names the kind of store (``/readyz`` says it)."""
 
     backend: ClassVar[str]
+    # Other processes (replicas) use this store too: limits kept in memory must also be
+    # taken from the store (``bot.runtime.shared_limits``).
+    shared: ClassVar[bool] = False
     subscribers: Subscriptions
     inbox_signal: asyncio.Event
     job_signal: asyncio.Event

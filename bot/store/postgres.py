@@ -76,6 +76,7 @@ def _first_line(exc: BaseException) -> str:
 
 class PostgresStore(Store):
     backend = "postgresql"
+    shared = True
 
     def __init__(
         self,
