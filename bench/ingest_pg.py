@@ -1,0 +1,87 @@
+"""Ingest throughput on PostgreSQL: new alert states POSTed to alertpilot on a real
+PostgreSQL (Debian's server, started on loopback in a temporary directory with fsync on,
+as the tests start it), beside the same load on SQLite and on the bare aiohttp handler,
+at concurrency 16 and 64.
+
+Every round goes to a fresh alertpilot with an empty store (a new database, or a new
+SQLite file), killed when its round ends, as in ``ingest.py``; the three alternate,
+``ROUNDS`` times each, and the figures are the medians. The ack waits for PostgreSQL's
+synchronous commit, so this measures the durable ack path on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, Alertpilot, baseline, wrk_script
+from ingest import new_states_script
+
+sys.path.insert(0, str(ROOT / "tests"))
+from pgkit import PgServer, pg_server
+
+GOAL = 0.5
+ROUNDS = 3
+_DATABASES = itertools.count(1)
+
+
+def fresh(tmp: Path, store: dict[str, Any], connections: int, seconds: int) -> float:
+    """Requests per second of new states into a fresh alertpilot on ``store``."""
+    directory = Path(tempfile.mkdtemp(dir=tmp))
+    server = Alertpilot(directory, store=store)
+    server.start()
+    try:
+        target = f"{server.url}/alertmanager"
+        wrk_script(target, new_states_script(tmp), connections=connections, seconds=1)
+        return wrk_script(target, new_states_script(tmp), connections=connections, seconds=seconds)
+    finally:
+        server.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def pg_store(server: PgServer) -> dict[str, Any]:
+    name = server.create_database()
+    return {"url": server.url(name), "pool_size": 20}
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    seconds = 2 if quick else 4
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, pg_server() as pg, baseline(Path(tmp)) as (base, _):
+        base_target = f"{base}/alertmanager"
+        for connections in (16, 64):
+            bases, pgs, sqlites = [], [], []
+            for _ in range(ROUNDS):
+                script = new_states_script(Path(tmp))
+                bases.append(
+                    wrk_script(base_target, script, connections=connections, seconds=seconds)
+                )
+                pgs.append(fresh(Path(tmp), pg_store(pg), connections, seconds))
+                sqlite = {"url": f"sqlite:///{tmp}/s{next(_DATABASES)}/alertpilot.db"}
+                sqlites.append(fresh(Path(tmp), sqlite, connections, seconds))
+            base_rate, pg_rate = statistics.median(bases), statistics.median(pgs)
+            ratio = pg_rate / base_rate
+            rows.append(
+                {
+                    "benchmark": "ingest on PostgreSQL, new alert states,"
+                    f" concurrency {connections}",
+                    "measured": f"{pg_rate:,.0f} req/s",
+                    "baseline": f"{base_rate:,.0f} req/s (bare aiohttp handler, same Lua script)",
+                    "sqlite": f"{statistics.median(sqlites):,.0f} req/s",
+                    "ratio": f"{ratio:.2f}",
+                    "goal": f">= {GOAL}",
+                    "met": ratio >= GOAL,
+                    "note": f"median of {ROUNDS} alternating {seconds} s rounds",
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    for result in run("--quick" in sys.argv[1:]):
+        print(result)
