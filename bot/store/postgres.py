@@ -58,6 +58,10 @@ Conn = psycopg.AsyncConnection[DictRow]
 INBOX_LOCK = 0x616C657274_02  # pg_advisory_xact_lock's key for applying the inbox
 ANOTHER_REPLICA = "applied by another replica"
 PRUNE_CHUNK = 2000
+# Connections for held locks (``hold``): one per lock held at once, so about as many as
+# jobs run at once (the lanes' slots, 28 by default); a holder waits this long for one.
+LOCK_CONNECTIONS = 32
+LOCK_WAIT = 60.0
 
 
 def display_url(url: str) -> str:
@@ -174,7 +178,8 @@ class PostgresStore(Store):
         self._lock_pool = AsyncConnectionPool(
             self.url,
             min_size=1,
-            max_size=self._pool_size,
+            max_size=LOCK_CONNECTIONS,
+            timeout=LOCK_WAIT,
             kwargs=self._connection_kwargs(),
             reset=_unlock_all,
             open=False,
