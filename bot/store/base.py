@@ -320,7 +320,9 @@ class JobStore(abc.ABC):
     ) -> list[Job]:
         """Mark up to ``limit`` due jobs of ``kinds`` running and return them, the oldest
         first; with ``lane``, only that lane's jobs, the most severe incidents' first. A
-        job waits while an earlier job of its kind for its incident is pending or running."""
+        job waits while an earlier job of its kind for its incident is pending or running.
+        On a store replicas share, a claimed job is this process's for a lease (renewed
+        while it runs); a running job whose lease ran out can be claimed again."""
 
     @abc.abstractmethod
     async def route_jobs(self) -> int:
@@ -345,7 +347,9 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def release_running_jobs(self) -> int:
-        """After a restart: jobs that were running when the process died run again."""
+        """After a restart: jobs that were running when the process died run again. On a
+        store replicas share, only jobs whose lease ran out: the others are running on a
+        live replica (a job this one held runs again once its lease runs out)."""
 
 
 class SharedState(abc.ABC):
