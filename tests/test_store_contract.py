@@ -107,6 +107,14 @@ async def test_a_payload_is_pending_until_applied_once(store: Store) -> None:
     assert (await store.stats()).inbox_depth == 0
 
 
+async def test_payloads_committed_together_keep_their_own_ids(store: Store) -> None:
+    bodies = [body(groupKey=f"group-{n}") for n in range(60)]
+    ids = await asyncio.gather(*(store.enqueue_payload("alertmanager", b) for b in bodies))
+    assert len(set(ids)) == len(bodies)
+    pending = {item.id: item.body for item in await store.pending_payloads(100)}
+    assert [pending[i] for i in ids] == bodies
+
+
 async def test_skip_and_reject_leave_nothing_pending(store: Store) -> None:
     a = await store.enqueue_payload("alertmanager", body())
     b = await store.enqueue_payload("alertmanager", body())

@@ -35,6 +35,7 @@ from bot.core.alerts import AlertGroup
 from bot.core.incidents import Event, Incident, IncidentBrief, Status, check_transition
 from bot.errors import NotFound, StoreError, StoreUnavailable
 from bot.settings import Severity
+from bot.store import postgres_inbox
 from bot.store import postgres_incidents as inc
 from bot.store import rows as shared
 from bot.store.base import (
@@ -48,6 +49,7 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
+from bot.store.postgres_inbox import InboxRow
 from bot.store.postgres_schema import MIGRATIONS, migrate
 from bot.store.rows import dumps
 
@@ -102,6 +104,7 @@ class PostgresStore(Store):
         # Connections that hold a lock for a while (``hold``): apart, so that work
         # holding locks never waits for a connection that another holder keeps.
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
+        self._inbox = postgres_inbox.InboxBatches(self._insert_payloads)
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
@@ -133,29 +136,33 @@ class PostgresStore(Store):
         success, rolled back on error. A lost or refused connection, a deadlock or a
         serialization failure is StoreUnavailable (try again later); any other database
         error is StoreError."""
+        async with self._connection() as conn, conn.transaction():
+            return await fn(conn, *args)
+
+    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[DictRow]:
+        """One statement, its own transaction (autocommit: no BEGIN and COMMIT to send)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(query.encode(), params)
+            return await cur.fetchall()
+
+    async def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
+        """``_fetch`` for a statement whose row count is the answer."""
+        async with self._connection() as conn:
+            return max((await conn.execute(query.encode(), params)).rowcount, 0)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection, with psycopg's errors as the store's."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("store is closed")
         try:
-            async with pool.connection() as conn, conn.transaction():
-                return await fn(conn, *args)
+            async with pool.connection() as conn:
+                yield conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"store cannot commit: {_first_line(exc)}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"store error: {_first_line(exc)}") from exc
-
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[DictRow]:
-        async def run(conn: Conn) -> list[DictRow]:
-            cur = await conn.execute(sql.encode(), params)
-            return await cur.fetchall()
-
-        return await self._tx(run)
-
-    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async def run(conn: Conn) -> int:
-            return max((await conn.execute(sql.encode(), params)).rowcount, 0)
-
-        return await self._tx(run)
 
     async def open(self) -> None:
         """Connect once (a clear error if the database cannot be reached), migrate, then
@@ -242,6 +249,7 @@ class PostgresStore(Store):
         )
 
     async def close(self) -> None:
+        await self._inbox.close()
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
@@ -299,14 +307,19 @@ class PostgresStore(Store):
     # inbox ------------------------------------------------------------------
     async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
         now = self._clock()
-        rows = await self._fetch(
-            "INSERT INTO inbox (source, body, received_at, processed_at, result)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (source, body, now, None if result is None else now, result),
+        inbox_id = await self._inbox.add(
+            (source, body, now, None if result is None else now, result)
         )
         if result is None:
             self.inbox_signal.set()
-        return int(rows[0]["id"])
+        return inbox_id
+
+    async def _insert_payloads(self, rows: Sequence[InboxRow]) -> list[int]:
+        """One statement, autocommitted: ``rows``' ids, in their order."""
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        found = await self._fetch(postgres_inbox.INSERT, columns)
+        ids = {row["n"]: row["id"] for row in found}
+        return [int(ids[n]) for n in range(1, len(rows) + 1)]
 
     async def pending_payloads(
         self, limit: int, *, bodies_except: Container[int] = ()
