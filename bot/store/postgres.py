@@ -460,7 +460,7 @@ class PostgresStore(Store):
             )
             kind = shared.TRANSITION_EVENTS[new]
             await inc.add_event(
-                conn, self.subscribers, incident_id, actor, kind, message, now, data
+                conn, self.subscribers, incident_id, actor, kind, message, now, data, locked=True
             )
             return await inc.read_incident(conn, await inc.lock_incident(conn, incident_id), True)
 

@@ -30,12 +30,13 @@ Conn = AsyncConnection[DictRow]
 T = TypeVar("T")
 
 # Rows in the order given (ids in that order), each job's priority from its incident's
-# severity (P0 -> 0 ... P3 -> 3), 2 without one.
+# severity (P0 -> 0 ... P3 -> 3), 2 without one; arrays in binary (``%b``), so that JSON
+# payloads are not escaped character by character.
 _INSERT_JOBS = (
     "INSERT INTO jobs (kind, key, incident_id, payload, due_at, created_at, updated_at,"
     " lane, priority) SELECT t.k, t.key, t.i, t.p, t.d, %s, %s, t.l,"
     " COALESCE((SELECT CAST(substr(severity, 2) AS INTEGER) FROM incidents WHERE id = t.i), 2)"
-    " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::text[])"
+    " FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::float8[], %b::text[])"
     " WITH ORDINALITY AS t(k, key, i, p, d, l, n) ORDER BY t.n ON CONFLICT (key) DO NOTHING"
 )
 
@@ -50,15 +51,20 @@ async def lock_incident(conn: Conn, incident_id: int) -> DictRow:
 
 
 async def insert_jobs(
-    conn: Conn, subscribers: Subscriptions, jobs: Iterable[JobRow], now: float
+    conn: Conn,
+    subscribers: Subscriptions,
+    jobs: Iterable[JobRow],
+    now: float,
+    *,
+    locked: int | None = None,
 ) -> int:
     """Enqueue jobs (a key already there is left alone) under their kind's lane with their
-    incident's severity as priority, after locking their incidents; return how many were
-    added."""
+    incident's severity as priority, after locking their incidents (but ``locked``, which
+    the caller holds); return how many were added."""
     rows = list(jobs)
     if not rows:
         return 0
-    incidents = sorted({row[2] for row in rows if row[2] is not None})
+    incidents = sorted({row[2] for row in rows if row[2] is not None} - {locked})
     if incidents:
         await conn.execute(
             "SELECT id FROM incidents WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (incidents,)
@@ -78,6 +84,22 @@ async def reprioritise(conn: Conn, incident_id: int) -> None:
     )
 
 
+# An event and its subscribers' jobs in one statement (``shared.subscriber_jobs``, with
+# the event's id known only here): one round trip, where an event is written per alert.
+_INSERT_EVENT = (
+    "WITH e AS (INSERT INTO events (incident_id, at, actor, kind, message, data)"
+    " VALUES (%(incident)s, %(now)s, %(actor)s, %(kind)s, %(message)s, %(data)s) RETURNING id),"
+    " j AS (INSERT INTO jobs (kind, key, incident_id, payload, due_at, created_at, updated_at,"
+    " lane, priority) SELECT s.kind, s.kind || ':event:' || e.id, %(incident)s,"
+    " json_build_object('event_id', e.id, 'kind', %(kind)s)::text, %(now)s, %(now)s, %(now)s,"
+    " s.lane, COALESCE((SELECT CAST(substr(severity, 2) AS INTEGER) FROM incidents"
+    " WHERE id = %(incident)s), 2)"
+    " FROM e, unnest(%(kinds)s::text[], %(lanes)s::text[]) WITH ORDINALITY AS s(kind, lane, n)"
+    " ORDER BY s.n ON CONFLICT (key) DO NOTHING)"
+    " SELECT id FROM e"
+)
+
+
 async def add_event(
     conn: Conn,
     subscribers: Subscriptions,
@@ -88,20 +110,30 @@ async def add_event(
     now: float,
     data: Mapping[str, Any] | None = None,
     notify: bool = True,
+    *,
+    locked: bool = False,
 ) -> Event:
-    await lock_incident(conn, incident_id)
+    """Add to the timeline, with a job for each subscriber given ``notify``; the incident
+    is locked first, unless the caller holds it (``locked``)."""
+    if not locked:
+        await lock_incident(conn, incident_id)
+    kinds = subscribers.for_event(kind) if notify else []
     cur = await conn.execute(
-        "INSERT INTO events (incident_id, at, actor, kind, message, data)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (incident_id, now, actor, kind, message, dumps(dict(data or {}))),
+        _INSERT_EVENT.encode(),
+        {
+            "incident": incident_id,
+            "now": now,
+            "actor": actor,
+            "kind": kind,
+            "message": message,
+            "data": dumps(dict(data or {})),
+            "kinds": kinds,
+            "lanes": [subscribers.lane_of(k) for k in kinds],
+        },
     )
     row = await cur.fetchone()
     assert row is not None
-    event_id = int(row["id"])
-    if notify:
-        jobs = shared.subscriber_jobs(subscribers, incident_id, event_id, kind, now)
-        await insert_jobs(conn, subscribers, jobs, now)
-    return Event(event_id, incident_id, now, actor, kind, message, dict(data or {}))
+    return Event(int(row["id"]), incident_id, now, actor, kind, message, dict(data or {}))
 
 
 async def read_events(conn: Conn, incident_id: int, after: int = 0) -> list[Event]:
@@ -123,47 +155,48 @@ async def read_incident(conn: Conn, row: DictRow, timeline: bool) -> Incident:
 async def _create(
     conn: Conn, group: AlertGroup, severity: Severity, now: float, previous_id: int | None
 ) -> int:
+    prefix = shared.incident_key_prefix(group)
     cur = await conn.execute(
-        "INSERT INTO incidents (key, group_hash, receiver, group_key, status, severity, title,"
-        " summary, group_labels, common_labels, common_annotations, external_url, opened_at,"
-        " updated_at, previous_id) VALUES"
-        " (gen_random_uuid()::text, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " RETURNING id",
-        shared.incident_values(group, severity, now, previous_id),
+        "WITH n AS (SELECT nextval(pg_get_serial_sequence('incidents', 'id')) AS id)"
+        " INSERT INTO incidents (id, key, group_hash, receiver, group_key, status, severity,"
+        " title, summary, group_labels, common_labels, common_annotations, external_url,"
+        " opened_at, updated_at, previous_id) SELECT n.id, %s || n.id,"
+        " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM n RETURNING id",
+        (prefix, *shared.incident_values(group, severity, now, previous_id)),
     )
     row = await cur.fetchone()
     assert row is not None
-    incident_id = int(row["id"])
-    await conn.execute(
-        "UPDATE incidents SET key = %s WHERE id = %s",
-        (shared.incident_key(group, incident_id), incident_id),
-    )
-    return incident_id
+    return int(row["id"])
 
 
 async def _upsert_alerts(conn: Conn, incident_id: int, alerts: Sequence[Alert]) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO alerts (incident_id, fingerprint, status, labels, annotations,"
-            " starts_at, ends_at, generator_url, links) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (incident_id, fingerprint)"
-            " DO UPDATE SET status = excluded.status, labels = excluded.labels,"
-            " annotations = excluded.annotations, starts_at = excluded.starts_at,"
-            " ends_at = excluded.ends_at, generator_url = excluded.generator_url,"
-            " links = excluded.links",
-            shared.alert_values(incident_id, alerts),
-        )
+    """One statement for all ``alerts`` (columns as arrays, in binary)."""
+    rows = shared.alert_values(incident_id, alerts)
+    columns = [list(column) for column in zip(*rows, strict=True)][1:]
+    await conn.execute(
+        "INSERT INTO alerts (incident_id, fingerprint, status, labels, annotations,"
+        " starts_at, ends_at, generator_url, links) SELECT %b, * FROM unnest(%b::text[],"
+        " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+        " ON CONFLICT (incident_id, fingerprint)"
+        " DO UPDATE SET status = excluded.status, labels = excluded.labels,"
+        " annotations = excluded.annotations, starts_at = excluded.starts_at,"
+        " ends_at = excluded.ends_at, generator_url = excluded.generator_url,"
+        " links = excluded.links",
+        (incident_id, *columns),
+    )
 
 
 async def _remember(
     conn: Conn, group: AlertGroup, alerts: Sequence[Alert], incident_id: int | None, now: float
 ) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO alert_states (group_hash, fingerprint, status, starts_at,"
-            " incident_id, seen_at) VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-            shared.state_values(group, alerts, incident_id, now),
-        )
+    rows = shared.state_values(group, alerts, incident_id, now)
+    _, fingerprints, statuses, starts, _, _ = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO alert_states (group_hash, fingerprint, status, starts_at, incident_id,"
+        " seen_at) SELECT %s, *, %s::bigint, %s FROM unnest(%b::text[], %b::text[], %b::text[])"
+        " ON CONFLICT DO NOTHING",
+        (group.group_hash, incident_id, now, fingerprints, statuses, starts),
+    )
 
 
 async def apply_group(
@@ -193,7 +226,7 @@ async def apply_group(
 
     async def event(incident_id: int, kind: EventKind, message: str, **data: Any) -> None:
         added = await add_event(
-            conn, subscribers, incident_id, "alertmanager", kind, message, now, data
+            conn, subscribers, incident_id, "alertmanager", kind, message, now, data, locked=True
         )
         events.append(added.id)
 
@@ -240,14 +273,7 @@ async def apply_group(
                 f"severity raised to {severity.value}",
                 severity=severity.value,
             )
-    await _mark_truncated(conn, open_id, group.truncatedAlerts, now)
-    cur = await conn.execute(
-        "SELECT COUNT(*) AS n FROM alerts WHERE incident_id = %s AND status = 'firing'",
-        (open_id,),
-    )
-    counted = await cur.fetchone()
-    still_firing = int(counted["n"]) if counted is not None else 0
-    await conn.execute("UPDATE incidents SET updated_at = %s WHERE id = %s", (now, open_id))
+    still_firing = await _touch(conn, open_id, group.truncatedAlerts, now)
     if group.truncatedAlerts:
         await event(
             open_id,
@@ -265,18 +291,20 @@ async def apply_group(
     return ApplyResult(open_id, created=created, events=tuple(events))
 
 
-async def _mark_truncated(conn: Conn, incident_id: int, truncated: int, now: float) -> None:
-    """Keep (or drop) ``data.truncated``: how many alerts Alertmanager left out, and when."""
-    cur = await conn.execute("SELECT data FROM incidents WHERE id = %s", (incident_id,))
+async def _touch(conn: Conn, incident_id: int, truncated: int, now: float) -> int:
+    """Set ``updated_at`` and keep (or drop) ``data.truncated`` (how many alerts
+    Alertmanager left out, and when); return how many of the incident's alerts fire."""
+    cur = await conn.execute(
+        "UPDATE incidents SET updated_at = %(now)s, data = CASE"
+        " WHEN %(truncated)s > 0 THEN (data::jsonb || jsonb_build_object('truncated',"
+        " jsonb_build_object('alerts', %(truncated)s, 'at', %(now)s)))::text"
+        " WHEN data::jsonb ? 'truncated' THEN (data::jsonb - 'truncated')::text"
+        " ELSE data END WHERE id = %(incident)s RETURNING (SELECT COUNT(*) FROM alerts"
+        " WHERE incident_id = %(incident)s AND status = 'firing') AS firing",
+        {"now": now, "truncated": truncated, "incident": incident_id},
+    )
     row = await cur.fetchone()
-    data = json.loads(row["data"]) if row is not None else {}
-    if truncated:
-        data["truncated"] = {"alerts": truncated, "at": now}
-    elif "truncated" in data:
-        del data["truncated"]
-    else:
-        return
-    await conn.execute("UPDATE incidents SET data = %s WHERE id = %s", (dumps(data), incident_id))
+    return int(row["firing"]) if row is not None else 0
 
 
 async def decide_incident(
@@ -312,13 +340,23 @@ async def decide_incident(
             await reprioritise(conn, incident_id)
     events = [
         await add_event(
-            conn, subscribers, incident_id, e.actor, e.kind, e.message, now, e.data, e.notify
+            conn,
+            subscribers,
+            incident_id,
+            e.actor,
+            e.kind,
+            e.message,
+            now,
+            e.data,
+            e.notify,
+            locked=True,
         )
         for e in result.events
     ]
     for prefix in result.cancel:  # before the new jobs: a replanned timer is not hit
         await cancel_jobs(conn, prefix, now)
-    await insert_jobs(conn, subscribers, shared.change_jobs(result, incident_id), now)
+    jobs = shared.change_jobs(result, incident_id)
+    await insert_jobs(conn, subscribers, jobs, now, locked=incident_id)
     return events, decided.result
 
 

@@ -148,7 +148,12 @@ def incident_values(
 
 
 def incident_key(group: AlertGroup, incident_id: int) -> str:
-    return f"alertpilot-{group.group_hash}-{incident_id}"
+    return f"{incident_key_prefix(group)}{incident_id}"
+
+
+def incident_key_prefix(group: AlertGroup) -> str:
+    """An incident's key is this and its id."""
+    return f"alertpilot-{group.group_hash}-"
 
 
 def alert_values(incident_id: int, alerts: Sequence[Alert]) -> list[tuple[Any, ...]]:
