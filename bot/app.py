@@ -151,8 +151,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/v1/incidents", api.list_incidents)
     app.router.add_get("/api/v1/incidents/{incident_id}", api.get_incident)
-    app.cleanup_ctx.append(_http_ctx)
+    # The store first: a store that cannot open (a database out of reach) stops the start
+    # before anything else is opened, and it closes last.
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_http_ctx)
     # Features add their routes, job handlers and resources here, before the workers start.
     pipeline.setup(app)
     remediation.setup(app)

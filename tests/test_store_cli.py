@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -144,3 +146,19 @@ def test_store_copy_checks_its_arguments(
     assert main(["store-copy", "--from", pg_url, "--to", pg_url]) == 2
     assert main(["store-copy", "--from", f"sqlite:///{tmp_path}/none.db", "--to", pg_url]) == 2
     assert "no such SQLite store" in capsys.readouterr().err
+
+
+def test_serve_stops_at_once_when_the_database_is_out_of_reach(tmp_path: Path) -> None:
+    url = f"postgresql://u:hunter2@127.0.0.1:{free_port()}/db"
+    path = config(tmp_path, url)
+    path.write_text(path.read_text() + f"server:\n  listen: 127.0.0.1:{free_port()}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert "store error: cannot connect to PostgreSQL at postgresql://u:***@" in done.stderr
+    assert "hunter2" not in done.stderr and "Unclosed" not in done.stderr
