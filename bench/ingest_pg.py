@@ -13,7 +13,6 @@ synchronous commit, so this measures the durable ack path on PostgreSQL.
 from __future__ import annotations
 
 import itertools
-import shutil
 import statistics
 import sys
 import tempfile
@@ -22,8 +21,8 @@ from typing import Any
 
 from ack_latency import RATE
 from ack_latency import measure as ack_latency
-from common import ROOT, Alertpilot, alertpilot, baseline, wrk_script
-from ingest import new_states_script
+from common import ROOT, alertpilot, baseline, wrk_script
+from ingest import fresh_new_states, new_states_script
 
 sys.path.insert(0, str(ROOT / "tests"))
 from pgkit import PgServer, pg_server
@@ -31,21 +30,7 @@ from pgkit import PgServer, pg_server
 GOAL = 0.5
 P99_GOAL_MS = 10.0
 ROUNDS = 3
-_DATABASES = itertools.count(1)
-
-
-def fresh(tmp: Path, store: dict[str, Any], connections: int, seconds: int) -> float:
-    """Requests per second of new states into a fresh alertpilot on ``store``."""
-    directory = Path(tempfile.mkdtemp(dir=tmp))
-    server = Alertpilot(directory, store=store)
-    server.start()
-    try:
-        target = f"{server.url}/alertmanager"
-        wrk_script(target, new_states_script(tmp), connections=connections, seconds=1)
-        return wrk_script(target, new_states_script(tmp), connections=connections, seconds=seconds)
-    finally:
-        server.kill()
-        shutil.rmtree(directory, ignore_errors=True)
+_ROUNDS = itertools.count(1)
 
 
 def pg_store(server: PgServer) -> dict[str, Any]:
@@ -65,9 +50,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 bases.append(
                     wrk_script(base_target, script, connections=connections, seconds=seconds)
                 )
-                pgs.append(fresh(Path(tmp), pg_store(pg), connections, seconds))
-                sqlite = {"url": f"sqlite:///{tmp}/s{next(_DATABASES)}/alertpilot.db"}
-                sqlites.append(fresh(Path(tmp), sqlite, connections, seconds))
+                n = next(_ROUNDS)
+                store = pg_store(pg)
+                pgs.append(
+                    fresh_new_states(Path(tmp), f"pg-{n}", connections, seconds, store=store)
+                )
+                sqlites.append(fresh_new_states(Path(tmp), f"sqlite-{n}", connections, seconds))
             base_rate, pg_rate = statistics.median(bases), statistics.median(pgs)
             ratio = pg_rate / base_rate
             rows.append(
