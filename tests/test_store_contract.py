@@ -161,6 +161,19 @@ async def test_truncated_deliveries_are_noted(store: Store) -> None:
     assert incident.timeline[-1].kind == EventKind.NOTE
 
 
+async def test_a_nul_in_labels_is_stored(store: Store) -> None:
+    data = payload("captured-firing")
+    data["commonLabels"]["service"] = "check\u0000out"
+    for alert in data["alerts"]:
+        alert["labels"]["note"] = "a\u0000b"
+    incident_id = await deliver(store, json.dumps(data))
+    assert incident_id is not None
+    incident = await store.get_incident(incident_id)
+    assert incident.alerts[0].labels["note"] == "a\u0000b"  # inside JSON: kept
+    await store.kv_set("k", "x\u0000y", now=1.0)
+    assert (await store.kv_get("k", 1.0) or "").startswith("x")
+
+
 # incidents --------------------------------------------------------------------------
 async def test_transition_records_the_event_and_its_jobs(store: Store) -> None:
     incident_id = await deliver(store, body())

@@ -28,7 +28,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
 from bot.core.alerts import AlertGroup
@@ -64,6 +67,25 @@ PRUNE_CHUNK = 2000
 # jobs run at once (the lanes' slots, 28 by default); a holder waits this long for one.
 LOCK_CONNECTIONS = 32
 LOCK_WAIT = 60.0
+
+
+class _TextDumper(StrDumperUnknown):
+    """PostgreSQL's text holds no NUL character, and alert labels may (``\\u0000`` in
+    JSON): it is stored as U+FFFD, where SQLite keeps it. Escaped inside JSON columns,
+    it never gets here."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+
+class _BinaryTextDumper(StrBinaryDumper):
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+
+ADAPTERS = AdaptersMap(psycopg.adapters)
+ADAPTERS.register_dumper(str, _BinaryTextDumper)
+ADAPTERS.register_dumper(str, _TextDumper)  # the last registered is the default
 
 
 def display_url(url: str) -> str:
@@ -118,6 +140,7 @@ class PostgresStore(Store):
             "options": "-c synchronous_commit=on",
             "application_name": "alertpilot",
             "connect_timeout": max(1, round(self._connect_timeout)),
+            "context": ADAPTERS,
         }
 
     async def _connect(self) -> Conn:
