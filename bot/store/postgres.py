@@ -1,9 +1,10 @@
 """PostgreSQL store: the same ``Store`` as SQLite's, shared by several replicas.
 
 psycopg 3 with its async connection pool; every call is one transaction on a pooled
-connection, with ``synchronous_commit=on`` (a webhook is acknowledged only once its
-payload is on the server's disk). What SQLite gets from having one writer, this store
-gets from locks held to the commit:
+connection (a single statement autocommitted), with ``synchronous_commit=on``: a webhook
+is acknowledged only once its payload is on the server's disk, payloads that arrive
+together sharing one commit (``bot.store.postgres_inbox``). What SQLite gets from
+having one writer, this store gets from locks held to the commit:
 
 - the inbox is applied under one transaction-scoped advisory lock, so deliveries are
   folded into incidents one transaction at a time whichever replica received them, and a
@@ -14,7 +15,9 @@ gets from locks held to the commit:
   while this replica runs them: a replica that dies holding jobs gives them up when
   their lease runs out, and only then (``release_running_jobs`` leaves live leases
   alone);
-- rate windows are locked per bucket (``take_rate_slot``).
+- rate windows are locked per bucket (``take_rate_slot``);
+- work over several calls takes a named session lock (``hold``) on a connection of its
+  own, which a dead replica's connection lets go of.
 """
 
 from __future__ import annotations
