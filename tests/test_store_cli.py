@@ -162,3 +162,21 @@ def test_serve_stops_at_once_when_the_database_is_out_of_reach(tmp_path: Path) -
     assert done.returncode == 3
     assert "store error: cannot connect to PostgreSQL at postgresql://u:***@" in done.stderr
     assert "hunter2" not in done.stderr and "Unclosed" not in done.stderr
+
+
+def test_incidents_lists_from_postgresql(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def fill() -> None:
+        store = PostgresStore(pg_url, clock=ManualClock().now)
+        await store.open()
+        try:
+            text = json.dumps(payload("captured-firing"))
+            inbox_id = await store.enqueue_payload("alertmanager", text)
+            await store.apply_group(inbox_id, parse_group(text), Severity.P1, 1.0)
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    assert main(["incidents", "--config", str(config(tmp_path, pg_url))]) == 0
+    assert "HighErrorRate" in capsys.readouterr().out

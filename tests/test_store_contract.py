@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -453,3 +454,25 @@ async def test_hold_on_either_store(store: Store) -> None:
     async with store.hold("x"):
         await store.kv_set("in", "1", now=1.0)
     assert await store.kv_get("in", 1.0) == "1"
+
+
+async def test_a_lease_is_renewed_while_its_job_runs(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url, clock=time.time, lease=0.6) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        runner, other = stores
+        await runner.enqueue_job("k", "long", due_at=0.0)
+        [job] = await runner.claim_jobs(time.time(), 10, ["k"])
+        await asyncio.sleep(1.5)  # more than two leases: renewed every 0.2 s
+        assert await other.claim_jobs(time.time(), 10, ["k"]) == []
+        await runner.finish_job(job.id, time.time())
+        await runner.enqueue_job("k", "dropped", due_at=0.0)
+        [held] = await runner.claim_jobs(time.time(), 10, ["k"])
+        await runner.close()  # dies holding it: nothing renews its lease
+        await asyncio.sleep(0.8)
+        [taken] = await other.claim_jobs(time.time(), 10, ["k"])
+        assert taken.id == held.id
+    finally:
+        for s in stores:
+            await s.close()
