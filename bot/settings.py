@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -565,8 +565,8 @@ class Settings(Strict):
                     walk(item)
 
         walk(self)
-        if password := self.store.url_password:
-            found.append(password)
+        if password := self.store.url_password:  # as written in the URL, and decoded
+            found.extend({password, unquote(password)})
         return found
 
 

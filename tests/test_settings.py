@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError
-from bot.settings import DEFAULT_CONFIG, RemediationMode, Severity, load_settings
+from bot.settings import (
+    DEFAULT_CONFIG,
+    RemediationMode,
+    Settings,
+    Severity,
+    StoreSettings,
+    load_settings,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -270,3 +277,12 @@ def test_every_design_contract_key_exists() -> None:
     assert {"routing_key", "events_url", "api_token", "api_url", "webhook_secret",
             "ca_file"} <= set(PagerDutySettings.model_fields)  # fmt: skip
     assert {"mode", "allowed_urls", "allowed_commands"} <= set(RemediationSettings.model_fields)
+
+
+def test_postgresql_urls_and_their_password() -> None:
+    store = StoreSettings(url="postgresql://bot:s3cr%40t@db.internal:5432/alertpilot")
+    assert store.backend == "postgresql" and store.url_password == "s3cr%40t"
+    assert StoreSettings(url="postgres://db/alertpilot").backend == "postgresql"
+    assert StoreSettings().backend == "sqlite" and StoreSettings().url_password is None
+    settings = Settings.model_validate({"store": {"url": store.url}})
+    assert {"s3cr%40t", "s3cr@t"} <= set(settings.secret_values())
