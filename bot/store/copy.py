@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,105 +22,76 @@ import psycopg
 
 from bot.errors import StoreError, StoreUnavailable
 from bot.store.inbox_writer import unpack
-from bot.store.postgres import PostgresStore, display_url
+from bot.store.postgres import ADAPTERS, PostgresStore, display_url
 from bot.store.sqlite import SqliteStore
 
-# Each table: its columns in PostgreSQL, and the query that reads them from SQLite.
-TABLES: list[tuple[str, tuple[str, ...], str]] = [
-    (
+
+@dataclass(frozen=True)
+class Table:
+    """A table to copy: its columns (PostgreSQL's names, in order) and where SQLite has
+    them: ``source`` (the table, or a join) and ``read``, the SQLite expression of each
+    column not read by its own name."""
+
+    name: str
+    columns: str
+    source: str = ""
+    read: Mapping[str, str] = field(default_factory=dict)
+    order: str = ""
+    sequence: str = ""  # the column a serial sequence numbers, set after the copy
+
+    @property
+    def names(self) -> list[str]:
+        return self.columns.split()
+
+    def query(self) -> str:
+        exprs = ", ".join(self.read.get(name, name) for name in self.names)
+        order = f" ORDER BY {self.order}" if self.order else ""
+        return f"SELECT {exprs} FROM {self.source or self.name}{order}"  # noqa: S608 - fixed
+
+
+TABLES = [
+    Table(
         "incidents",
-        (
-            "id",
-            "key",
-            "group_hash",
-            "receiver",
-            "group_key",
-            "status",
-            "severity",
-            "title",
-            "summary",
-            "group_labels",
-            "common_labels",
-            "common_annotations",
-            "external_url",
-            "opened_at",
-            "updated_at",
-            "acknowledged_at",
-            "acknowledged_by",
-            "resolved_at",
-            "previous_id",
-            "playbook",
-            "data",
-        ),
-        "SELECT id, key, group_hash, receiver, group_key, status, severity, title, summary,"
-        " group_labels, common_labels, common_annotations, external_url, opened_at,"
-        " updated_at, acknowledged_at, acknowledged_by, resolved_at, previous_id, playbook,"
-        " data FROM incidents ORDER BY id",
+        "id key group_hash receiver group_key status severity title summary group_labels"
+        " common_labels common_annotations external_url opened_at updated_at acknowledged_at"
+        " acknowledged_by resolved_at previous_id playbook data",
+        order="id",
+        sequence="id",
     ),
-    (
+    Table(
         "alerts",
-        (
-            "seq",
-            "incident_id",
-            "fingerprint",
-            "status",
-            "labels",
-            "annotations",
-            "starts_at",
-            "ends_at",
-            "generator_url",
-            "links",
-        ),
-        "SELECT rowid, incident_id, fingerprint, status, labels, annotations, starts_at,"
-        " ends_at, generator_url, links FROM alerts ORDER BY rowid",
+        "seq incident_id fingerprint status labels annotations starts_at ends_at"
+        " generator_url links",
+        read={"seq": "rowid"},  # the order an incident's alerts are shown in
+        order="rowid",
+        sequence="seq",
     ),
-    (
-        "alert_states",
-        ("group_hash", "fingerprint", "status", "starts_at", "incident_id", "seen_at"),
-        "SELECT group_hash, fingerprint, status, starts_at, incident_id, seen_at FROM alert_states",
-    ),
-    (
-        "events",
-        ("id", "incident_id", "at", "actor", "kind", "message", "data"),
-        "SELECT id, incident_id, at, actor, kind, message, data FROM events ORDER BY id",
-    ),
-    (
+    Table("alert_states", "group_hash fingerprint status starts_at incident_id seen_at"),
+    Table("events", "id incident_id at actor kind message data", order="id", sequence="id"),
+    Table(
         "jobs",
-        (
-            "id",
-            "kind",
-            "key",
-            "incident_id",
-            "payload",
-            "status",
-            "due_at",
-            "attempts",
-            "last_error",
-            "created_at",
-            "updated_at",
-            "lane",
-            "priority",
-        ),
-        "SELECT id, kind, key, incident_id, payload,"
-        " CASE status WHEN 'running' THEN 'pending' ELSE status END, due_at, attempts,"
-        " last_error, created_at, updated_at, lane, priority FROM jobs ORDER BY id",
+        "id kind key incident_id payload status due_at attempts last_error created_at"
+        " updated_at lane priority",
+        read={"status": "CASE status WHEN 'running' THEN 'pending' ELSE status END"},
+        order="id",
+        sequence="id",
     ),
-    ("kv", ("key", "value", "expires_at"), "SELECT key, value, expires_at FROM kv"),
-    (
-        "seen_events",
-        ("source", "id", "at", "result"),
-        "SELECT source, id, at, result FROM seen_events",
-    ),
-    (
+    Table("kv", "key value expires_at"),
+    Table("seen_events", "source id at result"),
+    Table(
         "inbox",
-        ("id", "source", "body", "received_at", "processed_at", "result"),
-        "SELECT i.id, i.source, i.body, i.received_at,"
-        " COALESCE(i.processed_at, d.processed_at), COALESCE(i.result, d.result)"
-        " FROM received.inbox AS i LEFT JOIN inbox_done AS d ON d.id = i.id ORDER BY i.id",
+        "id source body received_at processed_at result",
+        source="received.inbox AS i LEFT JOIN inbox_done AS d ON d.id = i.id",
+        read={
+            "id": "i.id",
+            "processed_at": "COALESCE(i.processed_at, d.processed_at)",
+            "result": "COALESCE(i.result, d.result)",
+        },
+        order="i.id",
+        sequence="id",
     ),
 ]
-SEQUENCES = [("incidents", "id"), ("alerts", "seq"), ("events", "id"), ("jobs", "id")]
-SEQUENCES.append(("inbox", "id"))
+
 BATCH = 1000
 
 
@@ -160,7 +131,7 @@ async def copy_store(sqlite_path: str, url: str, *, clock: Any) -> CopyReport:
     target = PostgresStore(url, clock=clock)
     await target.migrate()
     try:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, context=ADAPTERS)
     except psycopg.Error as exc:
         raise StoreUnavailable(f"cannot connect to {display_url(url)}: {exc}") from exc
     report = CopyReport()
@@ -168,13 +139,11 @@ async def copy_store(sqlite_path: str, url: str, *, clock: Any) -> CopyReport:
         async with conn.transaction():
             await _refuse_unless_empty(conn)
             with _read_sqlite(sqlite_path) as lite:
-                for table, columns, query in TABLES:
-                    report.rows[table] = await _copy_table(conn, lite, table, columns, query)
-            for table, column in SEQUENCES:
-                await conn.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"  # noqa: S608
-                    f" COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)".encode()
-                )
+                for table in TABLES:
+                    report.rows[table.name] = await _copy_table(conn, lite, table)
+            for table in TABLES:
+                if table.sequence:
+                    await _continue_sequence(conn, table.name, table.sequence)
     except psycopg.Error as exc:
         raise StoreError(f"copying into {display_url(url)}: {exc}") from exc
     finally:
@@ -195,18 +164,23 @@ async def _refuse_unless_empty(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def _copy_table(
-    conn: psycopg.AsyncConnection[Any],
-    lite: sqlite3.Connection,
-    table: str,
-    columns: Sequence[str],
-    query: str,
+    conn: psycopg.AsyncConnection[Any], lite: sqlite3.Connection, table: Table
 ) -> int:
-    body_at = columns.index("body") if "body" in columns else None
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    names = table.names
+    body_at = names.index("body") if "body" in names else None
+    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
     count = 0
     async with conn.cursor() as cur, cur.copy(statement.encode()) as copy:
-        for batch in _batches(lite, query, body_at):
+        for batch in _batches(lite, table.query(), body_at):
             for row in batch:
                 await copy.write_row(row)
             count += len(batch)
     return count
+
+
+async def _continue_sequence(conn: psycopg.AsyncConnection[Any], table: str, column: str) -> None:
+    """New rows are numbered after the copied ones."""
+    await conn.execute(
+        f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"  # noqa: S608 - fixed
+        f" COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)".encode()
+    )
