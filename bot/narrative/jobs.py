@@ -84,9 +84,8 @@ class NarrativeJobs:
         self.clock = narrator.clock
         self.settings = narrator.settings
         self._storm_lock = asyncio.Lock()
-        self._llm_locks = KeyedLocks(
-            self.store.hold, "narrative"
-        )  # the debounced and the fallback job may fall due together
+        # the debounced and the fallback job may fall due together
+        self._llm_locks = KeyedLocks(self.store.hold, "narrative")
 
     # the subscriber ----------------------------------------------------------------
 
