@@ -171,6 +171,12 @@ async def test_a_nul_in_labels_is_stored(store: Store) -> None:
     assert incident_id is not None
     incident = await store.get_incident(incident_id)
     assert incident.alerts[0].labels["note"] == "a\u0000b"  # inside JSON: kept
+    await store.update_incident(incident_id, now=2.0, data={"seen": "a\u0000b"})
+    for alert in data["alerts"]:
+        alert["startsAt"] = "2030-01-01T00:00:00Z"  # new states of the same alerts
+    assert await deliver(store, json.dumps(data | {"truncatedAlerts": 2}), 3.0) == incident_id
+    changed = await store.get_incident(incident_id)
+    assert changed.data["seen"] == "a\u0000b" and changed.data["truncated"]["alerts"] == 2
     await store.kv_set("k", "x\u0000y", now=1.0)
     assert (await store.kv_get("k", 1.0) or "").startswith("x")
 

@@ -293,18 +293,27 @@ async def apply_group(
 
 async def _touch(conn: Conn, incident_id: int, truncated: int, now: float) -> int:
     """Set ``updated_at`` and keep (or drop) ``data.truncated`` (how many alerts
-    Alertmanager left out, and when); return how many of the incident's alerts fire."""
+    Alertmanager left out, and when); return how many of the incident's alerts fire.
+    The data is merged here, not as ``jsonb`` on the server: ``jsonb`` refuses a
+    ``\\u0000`` that an alert's labels may hold."""
     cur = await conn.execute(
-        "UPDATE incidents SET updated_at = %(now)s, data = CASE"
-        " WHEN %(truncated)s > 0 THEN (data::jsonb || jsonb_build_object('truncated',"
-        " jsonb_build_object('alerts', %(truncated)s, 'at', %(now)s)))::text"
-        " WHEN data::jsonb ? 'truncated' THEN (data::jsonb - 'truncated')::text"
-        " ELSE data END WHERE id = %(incident)s RETURNING (SELECT COUNT(*) FROM alerts"
-        " WHERE incident_id = %(incident)s AND status = 'firing') AS firing",
-        {"now": now, "truncated": truncated, "incident": incident_id},
+        "UPDATE incidents SET updated_at = %(now)s WHERE id = %(incident)s RETURNING data,"
+        " (SELECT COUNT(*) FROM alerts WHERE incident_id = %(incident)s"
+        " AND status = 'firing') AS firing",
+        {"now": now, "incident": incident_id},
     )
     row = await cur.fetchone()
-    return int(row["firing"]) if row is not None else 0
+    assert row is not None
+    data = json.loads(row["data"])
+    if truncated or "truncated" in data:
+        if truncated:
+            data["truncated"] = {"alerts": truncated, "at": now}
+        else:
+            del data["truncated"]
+        await conn.execute(
+            "UPDATE incidents SET data = %s WHERE id = %s", (dumps(data), incident_id)
+        )
+    return int(row["firing"])
 
 
 async def decide_incident(
