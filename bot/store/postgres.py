@@ -3,8 +3,8 @@
 psycopg 3 with its async connection pool; every call is one transaction on a pooled
 connection (a single statement autocommitted), with ``synchronous_commit=on``: a webhook
 is acknowledged only once its payload is on the server's disk, payloads that arrive
-together sharing one commit (``bot.store.postgres_inbox``). What SQLite gets from
-having one writer, this store gets from locks held to the commit:
+together sharing one commit (``bot.store.postgres_batch``; jobs' outcomes too). What
+SQLite gets from having one writer, this store gets from locks held to the commit:
 
 - the inbox is applied under one transaction-scoped advisory lock, so deliveries are
   folded into incidents one transaction at a time whichever replica received them, and a
@@ -41,7 +41,6 @@ from bot.core.alerts import AlertGroup
 from bot.core.incidents import Event, Incident, IncidentBrief, Status, check_transition
 from bot.errors import NotFound, StoreError, StoreUnavailable
 from bot.settings import Severity
-from bot.store import postgres_inbox
 from bot.store import postgres_incidents as inc
 from bot.store import rows as shared
 from bot.store.base import (
@@ -55,7 +54,7 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
-from bot.store.postgres_inbox import InboxRow
+from bot.store.postgres_batch import GroupCommit
 from bot.store.postgres_schema import MIGRATIONS, migrate
 from bot.store.rows import dumps
 
@@ -129,7 +128,8 @@ class PostgresStore(Store):
         # Connections that hold a lock for a while (``hold``): apart, so that work
         # holding locks never waits for a connection that another holder keeps.
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        self._inbox = postgres_inbox.InboxBatches(self._insert_payloads)
+        self._inbox = GroupCommit(self._insert_payloads)  # webhook payloads
+        self._outcomes = GroupCommit(self._set_jobs)  # what became of the jobs that ran
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
@@ -276,6 +276,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         await self._inbox.close()
+        await self._outcomes.close()
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
@@ -343,7 +344,7 @@ class PostgresStore(Store):
     async def _insert_payloads(self, rows: Sequence[InboxRow]) -> list[int]:
         """One statement, autocommitted: ``rows``' ids, in their order."""
         columns = [list(column) for column in zip(*rows, strict=True)]
-        found = await self._fetch(postgres_inbox.INSERT, columns)
+        found = await self._fetch(_INSERT_PAYLOADS, columns)
         ids = {row["n"]: row["id"] for row in found}
         return [int(ids[n]) for n in range(1, len(rows) + 1)]
 
@@ -615,12 +616,16 @@ class PostgresStore(Store):
     async def _set_job(
         self, job_id: int, status: str, due_at: float | None, error: str | None, now: float
     ) -> None:
+        """Record a job's outcome, in one statement with the outcomes of the jobs that
+        end meanwhile (group commit, as for the inbox: most jobs end within milliseconds
+        of each other); it returns once its own is committed."""
         self._held.discard(job_id)
-        await self._execute(
-            "UPDATE jobs SET status = %s, due_at = COALESCE(%s, due_at), last_error = %s,"
-            " updated_at = %s, lease_until = NULL WHERE id = %s",
-            (status, due_at, error, now, job_id),
-        )
+        await self._outcomes.add((job_id, status, due_at, error, now))
+
+    async def _set_jobs(self, outcomes: Sequence[JobOutcome]) -> list[None]:
+        columns = [list(column) for column in zip(*outcomes, strict=True)]
+        await self._execute(_SET_JOBS, columns)
+        return [None] * len(outcomes)
 
     async def finish_job(self, job_id: int, now: float) -> None:
         await self._set_job(job_id, "done", None, None, now)
@@ -774,6 +779,30 @@ class PostgresStore(Store):
             "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at < %s", (before,)
         )
         return gone
+
+
+InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, done, result
+JobOutcome = tuple[int, str, float | None, str | None, float]  # id, status, due, error, now
+
+# Arrays go in binary (``%b``): in text, every quote and backslash of every JSON body is
+# escaped by a regular expression, which cost more than all the rest of the ack. The
+# ids are drawn in the CTE, one per row with its position, so each caller gets the id of
+# its own row (an INSERT's RETURNING has no column saying which row was which).
+_INSERT_PAYLOADS = (
+    "WITH t AS (SELECT nextval(pg_get_serial_sequence('inbox', 'id')) AS id, u.*"
+    " FROM unnest(%b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[])"
+    " WITH ORDINALITY AS u(source, body, received_at, processed_at, result, n)),"
+    " ins AS (INSERT INTO inbox (id, source, body, received_at, processed_at, result)"
+    " SELECT id, source, body, received_at, processed_at, result FROM t)"
+    " SELECT n, id FROM t"
+)
+# Each outcome: (job id, status, due_at or None to keep it, last_error, now).
+_SET_JOBS = (
+    "UPDATE jobs SET status = u.status, due_at = COALESCE(u.due_at, jobs.due_at),"
+    " last_error = u.error, updated_at = u.now, lease_until = NULL"
+    " FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::float8[])"
+    " AS u(id, status, due_at, error, now) WHERE jobs.id = u.id"
+)
 
 
 async def _unlock_all(conn: Conn) -> None:
