@@ -41,6 +41,8 @@ BENCHMARKS = (
     "narrative",
     "grounding",
     "hostile",
+    "ingest_pg",
+    "replicas_pg",
 )
 
 

@@ -37,7 +37,7 @@ from bot.settings import Settings
 from bot.silences.service import SilenceService
 from bot.slack import setup as slack_feature
 from bot.store.base import Store
-from bot.store.sqlite import SqliteStore
+from bot.store.factory import build_store
 from bot.targets import ResponseTargets, TargetMetrics
 from bot.upstream.alertmanager import AlertmanagerClient
 from bot.upstream.breaker import Breakers
@@ -106,10 +106,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     metrics = Metrics()
     handlers = JobHandlers()
-    store = SqliteStore(
-        settings.store.sqlite_path,
+    store = build_store(
+        settings.store,
         subscribers=handlers.subscribers,  # features subscribe to events until the start
-        busy_timeout=settings.store.busy_timeout,
         clock=clock.now,
     )
     app[keys.SETTINGS] = settings
@@ -152,8 +151,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/v1/incidents", api.list_incidents)
     app.router.add_get("/api/v1/incidents/{incident_id}", api.get_incident)
-    app.cleanup_ctx.append(_http_ctx)
+    # The store first: a store that cannot open (a database out of reach) stops the start
+    # before anything else is opened, and it closes last.
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_http_ctx)
     # Features add their routes, job handlers and resources here, before the workers start.
     pipeline.setup(app)
     remediation.setup(app)

@@ -1,4 +1,5 @@
-"""The ``alertpilot`` command: serve, check, simulate, incidents, approve, reject."""
+"""The ``alertpilot`` command: serve, check, simulate, incidents, migrate, store-copy,
+approve, reject."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from bot.remediation.cli import add_commands as add_remediation_commands
 from bot.runtime import logs
 from bot.server.exposure import exposure, refusal
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
-from bot.store.sqlite import SqliteStore
+from bot.store.factory import build_store
 
 log = logging.getLogger("bot.cli")
 
@@ -122,6 +123,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"warning: {warning}")
         for need in report.label_needs:  # not a risk: what an alert needs for each step
             print(f"note: {need}")
+        problem, note = _probe_store(report.settings)
+        if problem is not None:
+            report.problems.append(problem)
+        if note is not None:
+            print(f"store: {note}")
     if report.problems:
         for problem in report.problems:
             print(problem, file=sys.stderr)
@@ -131,6 +137,64 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.config}: ok ({report.playbooks} playbook(s) in {report.playbook_files} "
         f"file(s), {report.prompt_files} prompt template(s))"
     )
+    return 0
+
+
+def _probe_store(settings: Settings) -> tuple[str | None, str | None]:
+    """A PostgreSQL store is reached over the network: connect, as serve will, and say
+    what answered (a problem, or a note). A SQLite file is made at start."""
+    if settings.store.backend != "postgresql":
+        return None, None
+    from bot.store.postgres import PostgresStore
+
+    store = PostgresStore(
+        settings.store.url, clock=SystemClock().now, connect_timeout=settings.store.busy_timeout
+    )
+    try:
+        return None, asyncio.run(store.probe())
+    except StoreError as exc:
+        return f"store.url: {exc}", None
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema up to date (serve does it too, at every start)."""
+    from bot.store.postgres import PostgresStore
+
+    settings = _settings(args)
+
+    async def run() -> str:
+        store = build_store(settings.store, clock=SystemClock().now, inbox_writer=False)
+        if isinstance(store, PostgresStore):
+            applied = await store.migrate()
+            if not applied:
+                return "PostgreSQL store: schema already up to date"
+            return f"PostgreSQL store: applied migration(s) {', '.join(map(str, applied))}"
+        await store.open()  # SQLite migrates as it opens
+        await store.close()
+        return f"SQLite store {settings.store.sqlite_path}: schema up to date"
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy a SQLite store into an empty PostgreSQL database (moving to several replicas)."""
+    from bot.settings import StoreSettings
+    from bot.store.copy import copy_store
+
+    try:
+        source = StoreSettings(url=args.source)
+        target = StoreSettings(url=args.target)
+    except ValidationError as exc:
+        problems = [f"{error['msg']}" for error in exc.errors()]
+        raise ConfigError([f"store-copy: {p}" for p in problems]) from None
+    if source.backend != "sqlite" or target.backend != "postgresql":
+        raise ConfigError(["store-copy: --from takes sqlite:///PATH, --to postgresql://..."])
+    if not Path(source.sqlite_path).is_file():
+        raise ConfigError([f"store-copy: {source.sqlite_path}: no such SQLite store"])
+    report = asyncio.run(copy_store(source.sqlite_path, target.url, clock=SystemClock().now))
+    for line in report.lines():
+        print(line)
     return 0
 
 
@@ -200,7 +264,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def read() -> list[dict[str, object]]:
-        store = SqliteStore(settings.store.sqlite_path, clock=SystemClock().now, inbox_writer=False)
+        store = build_store(settings.store, clock=SystemClock().now, inbox_writer=False)
         await store.open()
         try:
             status = Status(args.status) if args.status else None
@@ -259,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_incidents)
+    command("migrate", "bring the store's schema up to date").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("store-copy", help="copy a SQLite store into an empty PostgreSQL database")
+    p.add_argument("--from", dest="source", required=True, metavar="sqlite:///PATH")
+    p.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
+    p.set_defaults(func=cmd_store_copy)
     add_remediation_commands(command)
     add_narrative_commands(command)
     return parser

@@ -128,7 +128,7 @@ class Pipeline:
         self.remediation = remediation
         self.metrics = metrics
         self.deadline = deadline
-        self._lock = KeyedLocks()  # one incident's pipeline work at a time
+        self._lock = KeyedLocks(store.hold, "pipeline")  # one incident's work at a time
 
     async def __call__(self, job: Job) -> None:
         """The ``pipeline`` job (notify lane): on ``incident.opened``, match and record the

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -128,16 +128,43 @@ class LoggingSettings(Strict):
     format: Literal["text", "json"] = "text"
 
 
+StoreBackend = Literal["sqlite", "postgresql"]
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _postgres_url(value: str) -> str:
+    """A libpq connection URI with a host and a database: checked here, so that a typo
+    is a config error naming the key rather than a failure at the first connection."""
+    parts = urlsplit(value)
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number (postgresql://HOST:5432/DB)") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError("needs a host: postgresql://USER:PASSWORD@HOST:5432/DATABASE")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise ValueError("needs a database name: postgresql://USER:PASSWORD@HOST:5432/DATABASE")
+    return value
+
+
 class StoreSettings(Strict):
+    """``url``: ``sqlite:///PATH`` (one process, the embedded default) or
+    ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` (``postgres://`` too), which several
+    replicas share. ``lease``: how long a job claimed by a replica stays its own without
+    being renewed; a replica that dies holding jobs gives them up to the others after it
+    (PostgreSQL only; SQLite has one process). ``pool_size``: connections per replica."""
+
     url: str = "sqlite:///var/alertpilot.db"
     busy_timeout: Duration = 5.0
     # Processed webhook payloads, finished jobs and expired keys older than this are
     # deleted (hourly); incidents and their timelines are kept.
     retention: Duration = 7 * 86400.0
+    lease: Duration = 30.0
+    pool_size: int = Field(default=10, ge=2, le=200)
 
-    @field_validator("retention")
+    @field_validator("retention", "lease")
     @classmethod
-    def _retention(cls, value: float) -> float:
+    def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive (e.g. 7d)")
         return value
@@ -145,13 +172,27 @@ class StoreSettings(Strict):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
+        if value.startswith(_POSTGRES_SCHEMES):
+            return _postgres_url(value)
         if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///PATH is supported (e.g. sqlite:///var/alertpilot.db)")
+            raise ValueError(
+                "expected sqlite:///PATH (e.g. sqlite:///var/alertpilot.db) or"
+                " postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+            )
         return value
+
+    @property
+    def backend(self) -> StoreBackend:
+        return "postgresql" if self.url.startswith(_POSTGRES_SCHEMES) else "sqlite"
 
     @property
     def sqlite_path(self) -> str:
         return self.url.removeprefix("sqlite:///")
+
+    @property
+    def url_password(self) -> str | None:
+        """The password in a PostgreSQL URL, scrubbed from logs like any secret."""
+        return urlsplit(self.url).password if self.backend == "postgresql" else None
 
 
 class PrometheusSettings(Strict):
@@ -590,6 +631,8 @@ class Settings(Strict):
                     walk(item)
 
         walk(self)
+        if password := self.store.url_password:  # as written in the URL, and decoded
+            found.extend({password, unquote(password)})
         return found
 
 

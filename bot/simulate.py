@@ -84,10 +84,11 @@ def _existing(path: str) -> bool:
 
 @contextlib.asynccontextmanager
 async def _read_store(settings: Settings) -> AsyncIterator[SqliteStore]:
-    """The configured store if it exists (rate limits read from it), else a scratch one."""
+    """The configured SQLite store if it exists (rate limits read from it), else a scratch
+    one: a simulation neither connects to nor migrates a PostgreSQL store."""
     path = Path(settings.store.sqlite_path)
     with contextlib.ExitStack() as stack:
-        if not _existing(settings.store.sqlite_path):
+        if settings.store.backend != "sqlite" or not _existing(settings.store.sqlite_path):
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="alertpilot-sim-"))
             path = Path(scratch) / "scratch.db"
         store = SqliteStore(str(path), clock=SystemClock().now, inbox_writer=False)

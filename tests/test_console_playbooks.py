@@ -11,10 +11,20 @@ from typing import Any
 from bot.core.clock import ManualClock
 from bot.remediation.records import StepState
 from bot.store.base import IncidentQuery, PlaybookStats
+import pytest
 from consolekit import act, console_section, said, sign_in
 from remediation_kit import Receiver, playbook, start
 
 DAY = 86400.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_section(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The store's section: SQLite, or a fresh database on the tests' PostgreSQL (the
+    console's queries are written once per backend)."""
+    if request.param == "sqlite":
+        return {"url": f"sqlite:///{tmp_path}/alertpilot.db"}
+    return {"url": request.getfixturevalue("pg_url")}
 
 
 def approval_step(receiver: Receiver) -> dict[str, Any]:
@@ -85,7 +95,7 @@ async def test_playbooks_page_counts_matches_times_and_steps(
 
 
 async def test_playbook_stats_read_remediation_outcomes(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, store_section: dict[str, Any]
 ) -> None:
     clock = ManualClock()
     h = await start(
@@ -102,6 +112,7 @@ async def test_playbook_stats_read_remediation_outcomes(
         ],
         clock=clock,
         background=False,
+        store=store_section,
     )
     ids = [await h.fire({"alertname": "CacheDown", "service": s}) for s in ("a", "b", "c")]
     await h.settle()
@@ -127,23 +138,32 @@ async def test_playbook_stats_read_remediation_outcomes(
     assert await h.store.playbook_stats(since=clock.now() + 1) == []
 
 
-async def test_search_incidents_by_each_filter(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_search_incidents_by_each_filter(
+    aiohttp_client: Any, tmp_path: Path, store_section: dict[str, Any]
+) -> None:
     clock = ManualClock()
-    h = await start(aiohttp_client, tmp_path, [], clock=clock, background=False)
+    h = await start(
+        aiohttp_client, tmp_path, [], clock=clock, background=False, store=store_section
+    )
     first = await h.fire({"alertname": "Disk", "service": "db"}, labels={"volume": "Data-01"})
     clock.advance(3600)
     second = await h.fire({"alertname": "Latency", "service": "api"})
+    hostile = await h.fire(
+        {"alertname": "Odd", "service": 'db",x'}, labels={"note": 'say "hi"\\ \u0000'}
+    )
     store = h.store
 
     async def ids(**query: Any) -> list[int]:
         return [i.id for i in await store.search_incidents(IncidentQuery(**query))]
 
-    assert await ids() == [second, first]
+    assert await ids() == [hostile, second, first]
     assert await ids(service="db") == [first]
+    assert await ids(service='db",x') == [hostile]
+    assert await ids(text='"hi"\\') == [hostile]  # quotes and backslashes as typed
     assert await ids(text="data-01") == [first]  # an alert's label value, any case
     assert await ids(text="VOLUME") == [first]  # a label name
     assert await ids(text="latency") == [second]  # the title
     assert await ids(text="%") == []  # no wildcard
-    assert await ids(since=clock.now() - 60) == [second]
+    assert await ids(since=clock.now() - 60) == [hostile, second]
     assert await ids(until=clock.now() - 60) == [first]
-    assert await ids(limit=1, offset=1) == [first]
+    assert await ids(limit=1, offset=2) == [first]

@@ -239,7 +239,9 @@ async def test_store_that_cannot_commit_answers_503(aiohttp_client: Any, tmp_pat
     assert (await resp.json())["error"] == "store_unavailable"
     ready = await client.get("/readyz")
     assert ready.status == 503
-    assert "failing" in (await ready.json())["checks"]["store"]
+    answer = await ready.json()
+    assert "failing" in answer["checks"]["store"]
+    assert answer["store"] == {"backend": "sqlite", "writable": False}
 
 
 async def test_api_token_protects_incident_api(aiohttp_client: Any, tmp_path: Path) -> None:

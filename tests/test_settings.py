@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError
-from bot.settings import DEFAULT_CONFIG, RemediationMode, Severity, load_settings
+from bot.settings import (
+    DEFAULT_CONFIG,
+    RemediationMode,
+    Settings,
+    Severity,
+    StoreSettings,
+    load_settings,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -71,7 +78,9 @@ def test_missing_env_var_names_file_and_line(tmp_path: Path) -> None:
             "workers:\n  poll_interval: soon\n",
             ":2: workers.poll_interval: Value error, not a duration",
         ),
-        ("store:\n  url: postgres://x\n", ":2: store.url: Value error, only sqlite"),
+        ("store:\n  url: mysql://x\n", ":2: store.url: Value error, expected sqlite"),
+        ("store:\n  url: postgres://x\n", ":2: store.url: Value error, needs a database"),
+        ("store:\n  url: postgresql://h:port/db\n", ":2: store.url: Value error, the port"),
         ("store:\n  retention: 0s\n", ":2: store.retention: Value error, must be positive"),
         (
             "pagerduty:\n  routing_key: x\n  seen_event_retention: 2d\n",
@@ -268,3 +277,12 @@ def test_every_design_contract_key_exists() -> None:
     assert {"routing_key", "events_url", "api_token", "api_url", "webhook_secret",
             "ca_file"} <= set(PagerDutySettings.model_fields)  # fmt: skip
     assert {"mode", "allowed_urls", "allowed_commands"} <= set(RemediationSettings.model_fields)
+
+
+def test_postgresql_urls_and_their_password() -> None:
+    store = StoreSettings(url="postgresql://bot:s3cr%40t@db.internal:5432/alertpilot")
+    assert store.backend == "postgresql" and store.url_password == "s3cr%40t"
+    assert StoreSettings(url="postgres://db/alertpilot").backend == "postgresql"
+    assert StoreSettings().backend == "sqlite" and StoreSettings().url_password is None
+    settings = Settings.model_validate({"store": {"url": store.url}})
+    assert {"s3cr%40t", "s3cr@t"} <= set(settings.secret_values())

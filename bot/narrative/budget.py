@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bot.runtime.locks import both
 from bot.store.base import Store
 
 LEVELS = (80, 90, 100)
@@ -52,7 +53,7 @@ class TokenBudget:
         """Add ``tokens`` to today's count; return the new state and levels newly crossed."""
         day = day_of(now)
         used_key, warned_key = f"narrative:budget:{day}", f"narrative:budget:{day}:warned"
-        async with self._lock:
+        async with both(self._lock, self.store.hold("narrative:budget")):
             used = await self._read(used_key, now) + max(0, tokens)
             await self.store.kv_set(used_key, str(used), now=now, ttl=KEEP)
             state = BudgetState(used, self.limit)

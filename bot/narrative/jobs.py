@@ -35,7 +35,7 @@ from bot.records.narrative import (
     narrative_of,
     storm_summary,
 )
-from bot.runtime.locks import KeyedLocks
+from bot.runtime.locks import KeyedLocks, both
 from bot.store.base import IncidentChange, Job, NewEvent
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ class NarrativeJobs:
         self.clock = narrator.clock
         self.settings = narrator.settings
         self._storm_lock = asyncio.Lock()
-        self._llm_locks = KeyedLocks()  # the debounced and the fallback job may fall due together
+        # the debounced and the fallback job may fall due together
+        self._llm_locks = KeyedLocks(self.store.hold, "narrative")
 
     # the subscriber ----------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class NarrativeJobs:
         """The storm this incident belongs to (starting one if it tips the count), or None."""
         window, threshold = self.settings.storm_window, self.settings.storm_threshold
         now = self.clock.now()
-        async with self._storm_lock:
+        async with both(self._storm_lock, self.store.hold("narrative:storm")):
             storm = await self._active_storm()
             if storm is None:
                 recent = await self.store.list_incidents(limit=threshold + 1)

@@ -10,7 +10,7 @@ from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.narrator import Narrative, Narrator
 from bot.narrative.prompt import Audience
 from bot.settings import Settings
-from bot.store.sqlite import SqliteStore
+from bot.store.factory import build_store
 
 
 async def explain_incident(
@@ -18,12 +18,7 @@ async def explain_incident(
 ) -> Narrative:
     """Open the store (and the LLM client), explain one incident, close both."""
     clock = clock or SystemClock()
-    store = SqliteStore(
-        settings.store.sqlite_path,
-        busy_timeout=settings.store.busy_timeout,
-        clock=clock.now,
-        inbox_writer=False,
-    )
+    store = build_store(settings.store, clock=clock.now, inbox_writer=False)
     llm = LlmClient(settings.llm) if settings.llm.provider == "openai" else None
     public = settings.server.public_url
     await store.open()

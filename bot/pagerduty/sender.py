@@ -53,6 +53,7 @@ from bot.pagerduty.state import (
 from bot.playbook.model import Playbook
 from bot.playbook.registry import PlaybookSet
 from bot.runtime.locks import KeyedLocks
+from bot.runtime.shared_limits import SharedWindow
 from bot.settings import PagerDutySettings
 from bot.store.base import IncidentChange, Job, NewEvent, NewJob, Store
 
@@ -130,7 +131,8 @@ class Pager:
         self.metrics = metrics
         self.playbook_set = playbooks
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
-        self.locks = KeyedLocks()
+        self.shared = SharedWindow(store, clock.now, "pagerduty:events:")  # with replicas
+        self.locks = KeyedLocks(store.hold, "pagerduty")
         # the limiter's bucket: a digest, so the routing key itself is kept nowhere else
         self._bucket = hashlib.sha256(settings.routing_key.get_secret_value().encode()).hexdigest()
 
@@ -338,6 +340,8 @@ class Pager:
         action: Action = event["event_action"]
         intent = action == "trigger" and record is None
         wait = self.limiter.acquire(self._bucket, job.key, self.clock.monotonic())
+        if wait <= 0 and self.shared.active:  # the replicas' events together, per key
+            wait = await self.shared.take(self._bucket, self.settings.rate_limit_per_minute, 60.0)
         if wait > 0:
             self.metrics.events.labels(action, "queued").inc()
             raise RetryLater(

@@ -50,6 +50,7 @@ from bot.pagerduty.levels import repage_map_key
 from bot.pagerduty.payload import clip, dedup_key
 from bot.pagerduty.sender import Pager, PagerDutyMetrics
 from bot.pagerduty.state import PdIncident
+from bot.runtime.locks import both
 from bot.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class PagerDutyWebhooks:
         label = event.event_type if _TYPE.match(event.event_type) else "invalid"
         label = label if label in HANDLED else "other"
         occurred = event.occurred_at.timestamp()
-        async with self._lock:
+        async with both(self._lock, self.store.hold("pagerduty:webhooks")):
             now = self.clock.now()
             horizon = await self._horizon(now)
             if occurred < horizon:

@@ -19,7 +19,6 @@ from bot.errors import NotFound
 from bot.remediation.approvals import ApprovalConflict
 from bot.remediation.records import StepRecord
 from bot.settings import load_settings
-from bot.store.sqlite import SqliteStore
 
 
 def default_actor() -> str:
@@ -34,8 +33,7 @@ async def _decide(args: argparse.Namespace, approve: bool) -> StepRecord:
 
     app = create_app(load_settings(args.config))
     store = app[keys.STORE]
-    if isinstance(store, SqliteStore):
-        store.subscribers = app[keys.HANDLERS].subscribers
+    store.subscribers = app[keys.HANDLERS].subscribers
     await store.open()
     try:
         engine = app[keys.REMEDIATION]

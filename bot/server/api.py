@@ -19,10 +19,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the store takes a write and both workers run. ``store`` says which
+    store this replica uses (``sqlite`` or ``postgresql``) and whether it is writable."""
     app = request.app
     checks: dict[str, str] = {}
+    store = app[keys.STORE]
     try:
-        await app[keys.STORE].ping()
+        await store.ping()
         checks["store"] = "ok"
     except StoreError as exc:
         checks["store"] = f"failing: {exc}"
@@ -31,7 +34,11 @@ async def readyz(request: web.Request) -> web.Response:
     ready = all(value == "ok" for value in checks.values())
     app[keys.METRICS].ready.set(1 if ready else 0)
     return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "store": {"backend": store.backend, "writable": checks["store"] == "ok"},
+        },
         status=200 if ready else 503,
     )
 

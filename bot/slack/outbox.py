@@ -30,6 +30,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import JobError, PermanentFailure, RetryLater
+from bot.runtime.shared_limits import SharedWindow
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,15 @@ class ChannelPacer:
     """Send slots per channel, ``interval`` seconds apart, reserved per (job, channel)."""
 
     def __init__(
-        self, rate: float, *, max_sleep: float | None = None, monotonic: Callable[[], float]
+        self,
+        rate: float,
+        *,
+        max_sleep: float | None = None,
+        monotonic: Callable[[], float],
+        shared: SharedWindow | None = None,
     ) -> None:
         self.interval = 1.0 / rate
+        self.shared = shared  # the channel's window in a store other replicas use too
         self.max_sleep = max_sleep if max_sleep is not None else max(1.0, 1.5 * self.interval)
         self._now = monotonic
         self._next: dict[str, float] = {}
@@ -133,7 +140,25 @@ class ChannelPacer:
             if gap <= 0:
                 break
             await asyncio.sleep(gap)
+        await self._wait_shared(channel, job_id)
         self._sent[channel] = self._now()
+
+    async def _wait_shared(self, channel: str, job_id: int | None) -> None:
+        """With replicas, a slot of the channel's window in the store as well: the
+        replicas' sends to one channel together keep ``interval`` apart."""
+        if self.shared is None or not self.shared.active:
+            return
+        for _ in range(1000):  # bounded: each round another replica's send went first
+            delay = await self.shared.take(channel, 1, self.interval)
+            if delay <= 0:
+                return
+            if delay > self.max_sleep and job_id is not None:
+                raise RetryLater(
+                    f"channel {channel} is busy (another replica sent): next slot in {delay:.2f}s",
+                    delay=delay,
+                    counts=False,
+                )
+            await asyncio.sleep(delay)
 
     def forget(self, job_id: int) -> None:
         for key in [k for k in self._reserved if k[0] == job_id]:

@@ -24,6 +24,7 @@ from bot.core.clock import Clock
 from bot.core.transitions import IncidentActions
 from bot.notify.links import LinkPolicy
 from bot.runtime.jobs import Lane
+from bot.runtime.shared_limits import SharedWindow
 from bot.slack.access import Access
 from bot.slack.approvers import Approvers
 from bot.slack.bolt import build_bolt
@@ -57,7 +58,9 @@ def setup(app: web.Application) -> None:
         raise ValueError("Slack setup needs the slack section of the config")
     store, clock = app[keys.STORE], app[keys.CLOCK]
     client = make_client(slack.bot_token.get_secret_value(), slack.api_url, slack.timeout)
-    outbox = SlackOutbox(client, ChannelPacer(slack.channel_rate, monotonic=time.monotonic))
+    shared = SharedWindow(store, clock.now, "slack:channel:")
+    pacer = ChannelPacer(slack.channel_rate, monotonic=time.monotonic, shared=shared)
+    outbox = SlackOutbox(client, pacer)
     features = AppFeatures(app)
     storms = StormTracker(store, clock, threshold=slack.storm_threshold, window=slack.storm_window)
     notifier = SlackNotifier(

@@ -4,16 +4,18 @@ messages go into its thread instead of the channel.
 
 The storm lasts while new incidents keep arriving within the window of the last one.
 State lives in the store's key-value table, so a restart keeps the storm it was in;
-one lock per channel orders the decisions of concurrent jobs in this process.
+one lock per channel orders the decisions of concurrent jobs (across replicas too).
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from bot.core.clock import Clock
 from bot.records.slack import RollupMembers, StormState
+from bot.runtime.locks import both
 from bot.store.base import Store
 
 TTL = 7 * 86400.0
@@ -33,8 +35,11 @@ class StormTracker:
         self.window = window
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def lock(self, channel: str) -> asyncio.Lock:
-        return self._locks.setdefault(channel, asyncio.Lock())
+    def lock(self, channel: str) -> AbstractAsyncContextManager[None]:
+        """The channel's storm decisions, one at a time in this process and across
+        replicas sharing the store."""
+        local = self._locks.setdefault(channel, asyncio.Lock())
+        return both(local, self.store.hold(f"slack:storm:{channel}"))
 
     @staticmethod
     def _key(channel: str) -> str:

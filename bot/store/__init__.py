@@ -1,4 +1,5 @@
-"""Persistence: the ``Store`` interface and its SQLite implementation."""
+"""Persistence: the ``Store`` interface; SQLite (``SqliteStore``) and PostgreSQL
+(``bot.store.postgres.PostgresStore``, imported where used) implement it."""
 
 from bot.store.base import ApplyResult, InboxItem, Job, Stats, Store
 from bot.store.sqlite import SqliteStore

@@ -1,4 +1,5 @@
-"""The store's interface. ``SqliteStore`` implements it; a PostgreSQL backend can too.
+"""The store's interface, by role. ``SqliteStore`` (one process) and ``PostgresStore``
+(several replicas) implement it, and ``tests/test_store_contract.py`` holds both to it.
 
 Everything that must happen together happens in one store call, in one transaction:
 applying an alert group (incident, alerts, timeline, the jobs it starts, the inbox row
@@ -9,9 +10,12 @@ Jobs are the outbox: every side effect is a job with a unique key, so a repeat i
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from bot.core.alerts import AlertGroup
 from bot.core.incidents import Event, Incident, IncidentBrief, Status
@@ -362,7 +366,9 @@ class JobStore(abc.ABC):
     ) -> list[Job]:
         """Mark up to ``limit`` due jobs of ``kinds`` running and return them, the oldest
         first; with ``lane``, only that lane's jobs, the most severe incidents' first. A
-        job waits while an earlier job of its kind for its incident is pending or running."""
+        job waits while an earlier job of its kind for its incident is pending or running.
+        On a store replicas share, a claimed job is this process's for a lease (renewed
+        while it runs); a running job whose lease ran out can be claimed again."""
 
     @abc.abstractmethod
     async def route_jobs(self) -> int:
@@ -387,7 +393,9 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def release_running_jobs(self) -> int:
-        """After a restart: jobs that were running when the process died run again."""
+        """After a restart: jobs that were running when the process died run again. On a
+        store replicas share, only jobs whose lease ran out: the others are running on a
+        live replica (a job this one held runs again once its lease runs out)."""
 
 
 class SharedState(abc.ABC):
@@ -428,7 +436,27 @@ class SharedState(abc.ABC):
 
 class Store(InboxStore, IncidentStore, JobStore, SharedState):
     """Async persistence for alertpilot, by role (inbox, incidents, jobs, shared state),
-    plus its lifetime and upkeep. Raise StoreUnavailable when a commit is impossible."""
+    plus its lifetime and upkeep. Raise StoreUnavailable when a commit is impossible.
+
+    ``inbox_signal`` and ``job_signal`` are set when this process commits a payload to
+    process or a job to run (the workers wake at once; what another replica commits is
+    found by polling). ``backend`` names the kind of store (``/readyz`` says it)."""
+
+    backend: ClassVar[str]
+    # Other processes (replicas) use this store too: limits kept in memory must also be
+    # taken from the store (``bot.runtime.shared_limits``).
+    shared: ClassVar[bool] = False
+    subscribers: Subscriptions
+    inbox_signal: asyncio.Event
+    job_signal: asyncio.Event
+
+    def hold(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A lock named ``name`` across every process that shares this store, held for
+        the ``async with`` block: work that reads, decides and writes over several store
+        calls (one incident's pipeline, a storm's roll-up) runs in one replica at a time.
+        Callers hold their own in-process lock first (``bot.runtime.locks``). The
+        default holds nothing more: one process uses a SQLite store."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     async def open(self) -> None: ...

@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 from bot.core.alerts import AlertGroup
 from bot.core.incidents import (
     Event,
-    EventKind,
     Incident,
     IncidentBrief,
     Status,
@@ -38,6 +37,7 @@ from bot.core.incidents import (
 )
 from bot.errors import NotFound, StoreError, StoreUnavailable
 from bot.settings import Severity
+from bot.store import rows as shared
 from bot.store import sqlite_changes as changes
 from bot.store import sqlite_incidents as inc
 from bot.store import sqlite_queries as queries
@@ -72,12 +72,6 @@ INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
 SEND_AT = 4  # payloads sent together while an inbox batch is out (see _send_pending)
 FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
 
-_TRANSITION_EVENTS = {
-    Status.ACKNOWLEDGED: EventKind.ACKNOWLEDGED,
-    Status.TRIGGERED: EventKind.UNACKNOWLEDGED,
-    Status.RESOLVED: EventKind.RESOLVED,
-}
-
 
 def _store_error(exc: WriterError) -> StoreError:
     """The inbox writer's failure as the store's: unavailable (locked, full, the writer
@@ -100,6 +94,8 @@ def private_file(path: str) -> None:
 
 
 class SqliteStore(Store):
+    backend = "sqlite"
+
     def __init__(
         self,
         path: str,
@@ -590,13 +586,7 @@ class SqliteStore(Store):
             if row is None:
                 raise NotFound(f"no incident #{incident_id}")
             check_transition(Status(row["status"]), new)
-            sets: dict[str, object] = {"status": new.value, "updated_at": now}
-            if new is Status.ACKNOWLEDGED:
-                sets |= {"acknowledged_at": now, "acknowledged_by": actor}
-            elif new is Status.TRIGGERED:
-                sets |= {"acknowledged_at": None, "acknowledged_by": None}
-            else:
-                sets |= {"resolved_at": now}
+            sets = shared.transition_fields(new, actor, now)
             assignments = ", ".join(f"{name} = ?" for name in sets)
             conn.execute(
                 f"UPDATE incidents SET {assignments} WHERE id = ?",  # noqa: S608 - fixed names
@@ -607,7 +597,7 @@ class SqliteStore(Store):
                 self.subscribers,
                 incident_id,
                 actor,
-                _TRANSITION_EVENTS[new],
+                shared.TRANSITION_EVENTS[new],
                 message,
                 now,
                 data,
@@ -743,18 +733,7 @@ class SqliteStore(Store):
             )
             return [r for r in rows if conn.execute(update, (now, r["id"])).rowcount == 1]
 
-        return [
-            Job(
-                r["id"],
-                r["kind"],
-                r["key"],
-                r["incident_id"],
-                json.loads(r["payload"]),
-                r["attempts"] + 1,
-                r["due_at"],
-            )
-            for r in await self._run(claim)
-        ]
+        return [shared.job_from_row(r) for r in await self._run(claim)]
 
     async def finish_job(self, job_id: int, now: float) -> None:
         await self._set_job_status(job_id, "done", None, None, now)
@@ -975,8 +954,7 @@ _MARK_DONE = "INSERT OR REPLACE INTO inbox_done (id, processed_at, result) VALUE
 def _mark_processed(
     conn: sqlite3.Connection, inbox_id: int, now: float, result: str, incident_id: int | None
 ) -> None:
-    outcome = result if incident_id is None else f"{result} (incident #{incident_id})"
-    conn.execute(_MARK_DONE, (inbox_id, now, outcome))
+    conn.execute(_MARK_DONE, (inbox_id, now, shared.outcome_text(result, incident_id)))
 
 
 def _copy_inbox(conn: sqlite3.Connection) -> None:

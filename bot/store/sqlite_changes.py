@@ -13,10 +13,10 @@ from typing import TypeVar
 
 from bot.core.incidents import Event, Incident
 from bot.errors import NotFound
+from bot.store import rows as shared
 from bot.store import sqlite_incidents as inc
 from bot.store.base import Decided, IncidentChange, RateLimit, Subscriptions
 
-_RATE_PREFIX = "rate:"
 T = TypeVar("T")
 
 
@@ -82,21 +82,7 @@ def decide_incident(
     ]
     for prefix in result.cancel:  # before the new jobs: a replanned timer is not hit
         cancel_jobs(conn, prefix, now)
-    inc.insert_jobs(
-        conn,
-        subscribers,
-        [
-            (
-                job.kind,
-                job.key,
-                incident_id if job.attach else None,
-                inc.dumps(dict(job.payload)),
-                job.due_at,
-            )
-            for job in result.jobs
-        ],
-        now,
-    )
+    inc.insert_jobs(conn, subscribers, shared.change_jobs(result, incident_id), now)
     return events, decided.result
 
 
@@ -115,34 +101,24 @@ def cancel_jobs(conn: sqlite3.Connection, prefix: str, now: float) -> int:
 def _entries(conn: sqlite3.Connection, bucket: str, now: float) -> list[float]:
     row = conn.execute(
         "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-        (_RATE_PREFIX + bucket, now),
+        (shared.RATE_PREFIX + bucket, now),
     ).fetchone()
-    if row is None:
-        return []
-    try:
-        values = json.loads(row[0])
-    except ValueError:
-        return []
-    return sorted(float(v) for v in values if isinstance(v, int | float))
+    return shared.rate_window(None if row is None else row[0])
 
 
 def take_rate_slot(
     conn: sqlite3.Connection, limits: Sequence[RateLimit], now: float
 ) -> RateLimit | None:
     write_lock(conn)
-    kept: list[tuple[RateLimit, list[float]]] = []
-    for limit in limits:
-        recent = [at for at in _entries(conn, limit.bucket, now) if at > now - limit.window]
-        if len(recent) >= limit.limit:
-            return limit
-        kept.append((limit, recent))
-    for limit, recent in kept:
+    windows = {limit.bucket: _entries(conn, limit.bucket, now) for limit in limits}
+    full, writes = shared.rate_decision(limits, windows, now)
+    for limit, value in writes:
         conn.execute(
             "INSERT INTO kv (key, value, expires_at) VALUES (?,?,?) ON CONFLICT (key) "
             "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-            (_RATE_PREFIX + limit.bucket, json.dumps([*recent, now]), now + limit.window),
+            (shared.RATE_PREFIX + limit.bucket, value, now + limit.window),
         )
-    return None
+    return full
 
 
 def rate_entries(conn: sqlite3.Connection, bucket: str, since: float, now: float) -> list[float]:

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bot.core.alerts import AlertGroup
 from bot.core.incidents import (
-    AlertRecord,
     Event,
     EventKind,
     Incident,
     Status,
-    alert_line,
-    summary_of,
-    title_of,
 )
 from bot.records.incident import Truncated
 from bot.settings import Severity
+from bot.store import rows as shared
 from bot.store.base import ApplyResult, Subscriptions
+from bot.store.rows import JobRow, dumps
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+__all__ = ["JobRow", "add_event", "apply_group", "dumps", "insert_jobs", "read_incident"]
 
 
 # A job's priority is its incident's severity (P0 -> 0 ... P3 -> 3), 2 without one.
@@ -33,8 +28,6 @@ _INSERT_JOB = (
     "INSERT OR IGNORE INTO jobs (kind, key, incident_id, payload, due_at, created_at,"  # noqa: S608
     f" updated_at, lane, priority) VALUES (?,?,?,?,?,?,?,?,{_PRIORITY})"
 )
-
-JobRow = tuple[str, str, int | None, str, float]  # kind, key, incident_id, payload, due_at
 
 
 def insert_jobs(
@@ -75,79 +68,26 @@ def add_event(
     )
     event_id = int(cur.lastrowid or 0)
     if notify:
-        payload = dumps({"event_id": event_id, "kind": kind})
         insert_jobs(
             conn,
             subscribers,
-            [
-                (s, f"{s}:event:{event_id}", incident_id, payload, now)
-                for s in subscribers.for_event(kind)
-            ],
+            shared.subscriber_jobs(subscribers, incident_id, event_id, kind, now),
             now,
         )
     return Event(event_id, incident_id, now, actor, kind, message, dict(data or {}))
-
-
-def _event(row: sqlite3.Row) -> Event:
-    return Event(
-        row["id"],
-        row["incident_id"],
-        row["at"],
-        row["actor"],
-        row["kind"],
-        row["message"],
-        json.loads(row["data"]),
-    )
 
 
 def read_events(conn: sqlite3.Connection, incident_id: int, after: int = 0) -> list[Event]:
     rows = conn.execute(
         "SELECT * FROM events WHERE incident_id = ? AND id > ? ORDER BY id", (incident_id, after)
     )
-    return [_event(row) for row in rows]
+    return [shared.event_from_row(row) for row in rows]
 
 
 def read_incident(conn: sqlite3.Connection, row: sqlite3.Row, timeline: bool) -> Incident:
-    alerts = tuple(
-        AlertRecord(
-            a["fingerprint"],
-            a["status"],
-            json.loads(a["labels"]),
-            json.loads(a["annotations"]),
-            a["starts_at"],
-            a["ends_at"],
-            a["generator_url"],
-            json.loads(a["links"]),
-        )
-        for a in conn.execute(
-            "SELECT * FROM alerts WHERE incident_id = ? ORDER BY rowid", (row["id"],)
-        )
-    )
-    return Incident(
-        id=row["id"],
-        key=row["key"],
-        group_hash=row["group_hash"],
-        receiver=row["receiver"],
-        group_key=row["group_key"],
-        status=Status(row["status"]),
-        severity=Severity(row["severity"]),
-        title=row["title"],
-        summary=row["summary"],
-        group_labels=json.loads(row["group_labels"]),
-        common_labels=json.loads(row["common_labels"]),
-        common_annotations=json.loads(row["common_annotations"]),
-        external_url=row["external_url"],
-        opened_at=row["opened_at"],
-        updated_at=row["updated_at"],
-        acknowledged_at=row["acknowledged_at"],
-        acknowledged_by=row["acknowledged_by"],
-        resolved_at=row["resolved_at"],
-        previous_id=row["previous_id"],
-        playbook=row["playbook"],
-        data=json.loads(row["data"]),
-        alerts=alerts,
-        timeline=tuple(read_events(conn, row["id"])) if timeline else (),
-    )
+    alerts = conn.execute("SELECT * FROM alerts WHERE incident_id = ? ORDER BY rowid", (row["id"],))
+    events = read_events(conn, row["id"]) if timeline else ()
+    return shared.incident_from_row(row, map(shared.alert_from_row, alerts), events)
 
 
 def _create(
@@ -161,27 +101,12 @@ def _create(
         "INSERT INTO incidents (key, group_hash, receiver, group_key, status, severity, title,"
         " summary, group_labels, common_labels, common_annotations, external_url, opened_at,"
         " updated_at, previous_id) VALUES ('',?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            group.group_hash,
-            group.receiver,
-            group.groupKey,
-            Status.TRIGGERED.value,
-            severity.value,
-            title_of(group),
-            summary_of(group),
-            dumps(group.groupLabels),
-            dumps(group.commonLabels),
-            dumps(group.commonAnnotations),
-            group.externalURL,
-            now,
-            now,
-            previous_id,
-        ),
+        shared.incident_values(group, severity, now, previous_id),
     )
     incident_id = int(cur.lastrowid or 0)
     conn.execute(
         "UPDATE incidents SET key = ? WHERE id = ?",
-        (f"alertpilot-{group.group_hash}-{incident_id}", incident_id),
+        (shared.incident_key(group, incident_id), incident_id),
     )
     return incident_id
 
@@ -201,9 +126,9 @@ def apply_group(
             (group.group_hash,),
         )
     }
-    new = [alert for alert in group.alerts if alert.state_key not in seen]
+    new = shared.new_alerts(group, seen)
     if not new:
-        return ApplyResult(None, duplicate=True, note="repeat delivery: no new alert state")
+        return ApplyResult(None, duplicate=True, note=shared.REPEAT_NOTE)
 
     latest = conn.execute(
         "SELECT id, status, severity FROM incidents WHERE group_hash = ? ORDER BY id DESC LIMIT 1",
@@ -220,7 +145,7 @@ def apply_group(
     created = False
     if open_id is None:
         if not any(alert.status == "firing" for alert in new):
-            note = "resolved alerts of a group with no open incident: recorded, nothing to resolve"
+            note = shared.NOTHING_TO_RESOLVE
             if latest is not None:
                 _upsert_alerts(conn, latest["id"], new)
             _remember(conn, group, new, latest["id"] if latest is not None else None, now)
@@ -229,11 +154,10 @@ def apply_group(
         open_id = _create(conn, group, severity, now, previous_id)
         created = True
         _upsert_alerts(conn, open_id, group.alerts)
-        firing = [a for a in group.alerts if a.status == "firing"]
         event(
             open_id,
             EventKind.OPENED,
-            f"{len(firing)} alert(s) firing: " + "; ".join(alert_line(a) for a in firing[:5]),
+            shared.opened_message(group),
             severity=severity.value,
             previous_id=previous_id,
         )
@@ -247,10 +171,8 @@ def apply_group(
     else:
         _upsert_alerts(conn, open_id, new)
         for alert in new:
-            kind = EventKind.ALERT_FIRING if alert.status == "firing" else EventKind.ALERT_RESOLVED
-            event(
-                open_id, kind, f"{alert.status}: {alert_line(alert)}", fingerprint=alert.fingerprint
-            )
+            kind, message = shared.alert_event(alert)
+            event(open_id, kind, message, fingerprint=alert.fingerprint)
         if Severity(latest["severity"]) > severity:
             conn.execute(
                 "UPDATE incidents SET severity = ? WHERE id = ?", (severity.value, open_id)
@@ -281,17 +203,10 @@ def apply_group(
     ).fetchone()[0]
     conn.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, open_id))
     if group.truncatedAlerts:
-        waits = (
-            "; the sent alerts resolved, but the incident stays open until a delivery that"
-            " leaves none out says all are resolved"
-            if still_firing == 0
-            else ""
-        )
         event(
             open_id,
             EventKind.NOTE,
-            f"Alertmanager left out {group.truncatedAlerts} alert(s) of this group"
-            f" (max_alerts){waits}",
+            shared.truncated_message(group.truncatedAlerts, still_firing),
             truncated=group.truncatedAlerts,
         )
     if still_firing == 0 and not group.truncatedAlerts:
@@ -313,20 +228,7 @@ def _upsert_alerts(conn: sqlite3.Connection, incident_id: int, alerts: Sequence[
         " annotations = excluded.annotations, starts_at = excluded.starts_at,"
         " ends_at = excluded.ends_at, generator_url = excluded.generator_url,"
         " links = excluded.links",
-        [
-            (
-                incident_id,
-                a.fingerprint,
-                a.status,
-                dumps(a.labels),
-                dumps(a.annotations),
-                a.startsAt.isoformat(),
-                a.endsAt.isoformat(),
-                a.generatorURL,
-                dumps(a.links),
-            )
-            for a in alerts
-        ],
+        shared.alert_values(incident_id, alerts),
     )
 
 
@@ -340,5 +242,5 @@ def _remember(
     conn.executemany(
         "INSERT OR IGNORE INTO alert_states (group_hash, fingerprint, status, starts_at,"
         " incident_id, seen_at) VALUES (?,?,?,?,?,?)",
-        [(group.group_hash, *a.state_key, incident_id, now) for a in alerts],
+        shared.state_values(group, alerts, incident_id, now),
     )

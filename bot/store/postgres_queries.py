@@ -1,0 +1,140 @@
+"""Read-only queries for the console on PostgreSQL: incidents by filter, and what each
+playbook's incidents became (``bot.store.sqlite_queries`` on SQLite).
+
+Labels and incident data are stored as JSON text, not ``jsonb``: ``jsonb`` refuses the
+``\\u0000`` an alert's labels may bring. So nothing here casts them: the text search
+looks for the JSON-escaped text in the stored JSON (as it is written: compact, sorted
+keys, non-ASCII as is), and the playbook figures are summed up here from each
+incident's data, read as Python reads it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bot.core.incidents import Incident
+from bot.records.base import parsed
+from bot.records.incident import PipelineState
+from bot.store import postgres_incidents as inc
+from bot.store.base import IncidentQuery, PlaybookStats
+from bot.store.postgres_incidents import Conn
+
+_LABEL_TEXT = (
+    "(strpos(lower(title), %(text)s) > 0"
+    " OR strpos(lower(common_labels), %(json_text)s) > 0"
+    " OR strpos(lower(group_labels), %(json_text)s) > 0"
+    " OR EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = incidents.id"
+    " AND strpos(lower(a.labels), %(json_text)s) > 0))"
+)
+# The service label as the store writes it: after ``{`` or ``,``, before ``,`` or ``}``.
+_SERVICE = " OR ".join(
+    f"strpos(common_labels, '{before}' || %(service)s || '{after}') > 0"
+    for before in "{,"
+    for after in ",}"
+)
+
+
+def _escaped(text: str) -> str:
+    """``text`` as it appears inside a JSON string the store wrote."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+async def search_incidents(conn: Conn, query: IncidentQuery) -> list[Incident]:
+    conditions: list[str] = []
+    args: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
+    if query.status is not None:
+        conditions.append("status = %(status)s")
+        args["status"] = query.status.value
+    if query.severity is not None:
+        conditions.append("severity = %(severity)s")
+        args["severity"] = query.severity.value
+    if query.service:
+        conditions.append(f"({_SERVICE})")
+        args["service"] = f'"service":{json.dumps(query.service, ensure_ascii=False)}'
+    if query.since is not None:
+        conditions.append("opened_at >= %(since)s")
+        args["since"] = query.since
+    if query.until is not None:
+        conditions.append("opened_at < %(until)s")
+        args["until"] = query.until
+    text = query.text.strip().lower()
+    if text:
+        conditions.append(_LABEL_TEXT)
+        args["text"], args["json_text"] = text, _escaped(text)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    cur = await conn.execute(
+        f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s",  # noqa: S608
+        args,
+    )
+    return [await inc.read_incident(conn, row, False) for row in await cur.fetchall()]
+
+
+@dataclass
+class _Tally:
+    matched: int = 0
+    acknowledged: int = 0
+    ack_total: float = 0.0
+    resolved: int = 0
+    resolve_total: float = 0.0
+
+
+async def playbook_stats(conn: Conn, since: float | None) -> list[PlaybookStats]:
+    cur = await conn.execute(
+        "SELECT id, data, opened_at, acknowledged_at, resolved_at FROM incidents"
+        " WHERE opened_at >= %s",
+        (float("-inf") if since is None else since,),
+    )
+    return stats_of(await cur.fetchall())
+
+
+def stats_of(rows: Iterable[Any]) -> list[PlaybookStats]:
+    """The figures of ``PlaybookStats`` from incident rows (id, data as stored, opened_at,
+    acknowledged_at, resolved_at): an incident counts for each playbook it matched, and a
+    remediation step for its own playbook when that playbook matched in the window."""
+    tallies: dict[str, _Tally] = {}
+    steps: list[dict[str, Any]] = []
+    for row in rows:
+        data = json.loads(row["data"])
+        what = f'incident #{row["id"]} data["pipeline"]'
+        state = parsed(data.get("pipeline", {}), PipelineState, what=what)
+        for name in (state.playbooks or []) if state is not None else []:
+            tally = tallies.setdefault(name, _Tally())
+            tally.matched += 1
+            if row["acknowledged_at"] is not None:
+                tally.acknowledged += 1
+                tally.ack_total += row["acknowledged_at"] - row["opened_at"]
+            if row["resolved_at"] is not None:
+                tally.resolved += 1
+                tally.resolve_total += row["resolved_at"] - row["opened_at"]
+        held = data.get("remediations")
+        entries = (
+            held.values() if isinstance(held, dict) else held if isinstance(held, list) else []
+        )
+        steps.extend(entry for entry in entries if isinstance(entry, dict))
+    found = {
+        name: PlaybookStats(
+            playbook=name,
+            matched=t.matched,
+            acknowledged=t.acknowledged,
+            mean_ack=t.ack_total / t.acknowledged if t.acknowledged else None,
+            resolved=t.resolved,
+            mean_resolve=t.resolve_total / t.resolved if t.resolved else None,
+        )
+        for name, t in tallies.items()
+    }
+    for step in steps:
+        owner = step.get("playbook")
+        if not isinstance(owner, str) or owner not in found:
+            continue  # a step of a playbook that did not match here: an older record
+        rollback = step.get("rollback")
+        found[owner] = replace(
+            found[owner],
+            ran=found[owner].ran + isinstance(step.get("result"), dict),
+            verified=found[owner].verified + (step.get("state") == "verified"),
+            failed=found[owner].failed + (step.get("state") == "failed"),
+            rolled_back=found[owner].rolled_back
+            + (isinstance(rollback, dict) and rollback.get("state") == "succeeded"),
+        )
+    return [found[name] for name in sorted(found)]
