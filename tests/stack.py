@@ -173,7 +173,14 @@ class _Process(_Service):
 
 
 class Alertmanager(_Process):
-    """``prometheus-alertmanager`` routing every alert to one webhook receiver named "bot"."""
+    """``prometheus-alertmanager`` routing every alert to one webhook receiver named "bot"
+    (with one webhook per URL when given several, as for two alertpilot replicas).
+
+    ``cluster_port`` and ``peers`` make it one member of an HA pair: it gossips with the
+    Alertmanagers listening on ``peers``. ``peer_timeout`` is how long the second member
+    waits to see the first one's notification before sending its own; Alertmanager's
+    default is 15 s, and at ``0s`` both members send every group, as a pair does whose
+    gossip is slow or cut."""
 
     name = "alertmanager"
     binary = ALERTMANAGER_BIN
@@ -181,7 +188,7 @@ class Alertmanager(_Process):
     def __init__(
         self,
         tmp_dir: Path,
-        webhook_url: str,
+        webhook_url: str | Sequence[str],
         *,
         group_by: Sequence[str] = ("alertname", "service"),
         group_wait: str = "0s",
@@ -190,11 +197,19 @@ class Alertmanager(_Process):
         send_resolved: bool = True,
         http_config: Mapping[str, Any] | None = None,
         external_url: str | None = None,
+        cluster_port: int | None = None,
+        peers: Sequence[int] = (),
+        peer_timeout: str = "15s",
     ) -> None:
         super().__init__(tmp_dir, external_url)
-        webhook: Json = {"url": webhook_url, "send_resolved": send_resolved, "max_alerts": 0}
-        if http_config:
-            webhook["http_config"] = dict(http_config)
+        urls = [webhook_url] if isinstance(webhook_url, str) else list(webhook_url)
+        webhooks: list[Json] = []
+        for url in urls:
+            webhook: Json = {"url": url, "send_resolved": send_resolved, "max_alerts": 0}
+            if http_config:
+                webhook["http_config"] = dict(http_config)
+            webhooks.append(webhook)
+        self.cluster_port, self.peers, self.peer_timeout = cluster_port, peers, peer_timeout
         self.config = {
             "route": {
                 "receiver": "bot",
@@ -203,11 +218,22 @@ class Alertmanager(_Process):
                 "group_interval": group_interval,
                 "repeat_interval": repeat_interval,
             },
-            "receivers": [{"name": "bot", "webhook_configs": [webhook]}],
+            "receivers": [{"name": "bot", "webhook_configs": webhooks}],
         }
 
     def _args(self) -> list[str]:
-        return [f"--storage.path={self.work_dir / 'data'}", "--cluster.listen-address="]
+        args = [f"--storage.path={self.work_dir / 'data'}"]
+        if self.cluster_port is None:
+            return [*args, "--cluster.listen-address="]
+        address = f"127.0.0.1:{self.cluster_port}"
+        return [
+            *args,
+            f"--cluster.listen-address={address}",
+            f"--cluster.advertise-address={address}",
+            f"--cluster.peer-timeout={self.peer_timeout}",
+            "--cluster.settle-timeout=2s",
+            *(f"--cluster.peer=127.0.0.1:{port}" for port in self.peers),
+        ]
 
     async def post_alerts(self, alerts: Iterable[Mapping[str, Any]], **overrides: Any) -> None:
         """POST /api/v2/alerts. Alert keys: labels, annotations, startsAt, endsAt, generatorURL
