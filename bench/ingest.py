@@ -92,11 +92,14 @@ def new_states_script(directory: Path) -> Path:
     return script
 
 
-def fresh_new_states(tmp: Path, name: str, connections: int, seconds: int) -> float:
-    """Requests per second of new states into a fresh alertpilot, killed afterwards."""
+def fresh_new_states(
+    tmp: Path, name: str, connections: int, seconds: int, **sections: Any
+) -> float:
+    """Requests per second of new states into a fresh alertpilot (an empty store: SQLite
+    in its directory unless ``sections`` give a ``store``), killed afterwards."""
     directory = tmp / name
     directory.mkdir()
-    server = Alertpilot(directory)
+    server = Alertpilot(directory, **sections)
     server.start()
     try:
         target = f"{server.url}/alertmanager"

@@ -31,6 +31,7 @@ OUT = ROOT / "docs" / "benchmarks.md"
 NARRATIVE_OUT = ROOT / "docs" / "benchmarks-narrative.md"
 BENCHMARKS = (
     "ingest",
+    "postgres",
     "ack_latency",
     "storm",
     "pages",
@@ -41,6 +42,7 @@ BENCHMARKS = (
     "narrative",
     "grounding",
     "hostile",
+    "replicas",
 )
 
 
