@@ -26,6 +26,7 @@ import common  # noqa: F401  (puts tests/ on sys.path)
 from aiohttp import web
 
 from fakes import FakeOpenAI, FakePagerDuty, FakeSlack
+from fakes._base import record_of
 
 T = TypeVar("T")
 JsonDict = dict[str, Any]
@@ -91,8 +92,24 @@ class TrippingPagerDuty(FakePagerDuty):
     def __init__(self, tripwire: Tripwire) -> None:
         super().__init__()
         self.tripwire = tripwire
+        self.open = asyncio.Event()  # cleared: every event waits, unanswered (``hold``)
+        self.open.set()
+        self.holding: dict[str, int] = {}  # dedup_key -> events waiting now
 
     async def _enqueue(self, request: web.Request) -> web.Response:
+        if not self.open.is_set():
+            body = record_of(request).body
+            key = str(body.get("dedup_key")) if isinstance(body, dict) else ""
+            self.holding[key] = self.holding.get(key, 0) + 1
+            try:
+                await self.open.wait()
+            finally:
+                self.holding[key] -= 1
+                if not self.holding[key]:
+                    del self.holding[key]
+            if request.transport is None or request.transport.is_closing():
+                # The sender is gone (killed while it waited): PagerDuty never took it.
+                return web.Response(status=503)
         response = await super()._enqueue(request)
         if response.status == 202 and self.events[-1].get("event_action") == "trigger":
             self.tripwire.spring("pagerduty")
@@ -255,6 +272,14 @@ class Fakes:
         return Counter(
             str(e.get("dedup_key")) for e in self.pd_events() if e.get("event_action") == "trigger"
         )
+
+    def pagerduty_hold(self, hold: bool) -> None:
+        """Hold every Events API request unanswered (True) or let them through (False)."""
+        self.call(self.pagerduty.open.clear if hold else self.pagerduty.open.set)
+
+    def pagerduty_held(self) -> set[str]:
+        """The dedup keys of the Events API requests waiting on ``pagerduty_hold``."""
+        return self.call(lambda: set(self.pagerduty.holding))
 
     def pd_trigger_arrivals(self) -> list[tuple[float, JsonDict]]:
         """(arrival, event) of every trigger PagerDuty accepted, in order of arrival; the

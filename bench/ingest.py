@@ -95,8 +95,8 @@ def new_states_script(directory: Path) -> Path:
 def fresh_new_states(
     tmp: Path, name: str, connections: int, seconds: int, **sections: Any
 ) -> float:
-    """Requests per second of new states into a fresh alertpilot (config ``sections``
-    besides the defaults), killed afterwards."""
+    """Requests per second of new states into a fresh alertpilot (an empty store: SQLite
+    in its directory unless ``sections`` give a ``store``), killed afterwards."""
     directory = tmp / name
     directory.mkdir()
     server = Alertpilot(directory, **sections)

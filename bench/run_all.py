@@ -31,6 +31,7 @@ OUT = ROOT / "docs" / "benchmarks.md"
 NARRATIVE_OUT = ROOT / "docs" / "benchmarks-narrative.md"
 BENCHMARKS = (
     "ingest",
+    "ingest_pg",
     "ack_latency",
     "storm",
     "pages",
@@ -41,8 +42,7 @@ BENCHMARKS = (
     "narrative",
     "grounding",
     "hostile",
-    "ingest_pg",
-    "replicas_pg",
+    "replicas",
 )
 
 

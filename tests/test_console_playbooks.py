@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.core.clock import ManualClock
 from bot.remediation.records import StepState
 from bot.store.base import IncidentQuery, PlaybookStats
-import pytest
 from consolekit import act, console_section, said, sign_in
 from remediation_kit import Receiver, playbook, start
 
