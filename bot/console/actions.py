@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from bot.core.clock import Clock
 from bot.core.durations import format_duration
-from bot.core.incidents import EventKind, Status, TransitionError
+from bot.core.incidents import Status, TransitionError
 from bot.core.transitions import IncidentActions
 from bot.errors import PayloadError
+from bot.remediation.approvals import note_refused
 from bot.remediation.engine import RemediationEngine
 from bot.settings import ConsoleSettings
 from bot.silences.scope import SilenceRefused
@@ -107,14 +108,16 @@ class ConsoleActions:
                 if not self.settings.approvers
                 else "you are not an approver for remediations (console.approvers)"
             )
-            await self.store.append_event(
+            await note_refused(
+                self.store,
                 incident_id,
                 actor=actor,
-                kind=EventKind.NOTE,
-                message=f"{actor} tried to {verb} {step!r} in the console: refused ({why})",
+                verb=verb,
+                step=step,
+                source="console",
+                where="the console",
+                why=why,
                 now=self.clock.now(),
-                data={"source": "console", "refused": verb, "step": step},
-                notify=False,
             )
             return f"You cannot {verb} remediations: {why}."
         if approve:

@@ -78,7 +78,11 @@ async def signin(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def signout(request: web.Request) -> web.StreamResponse:
+async def signed_form(
+    request: web.Request,
+) -> tuple[Console, Viewer, dict[str, str]] | web.StreamResponse:
+    """The form a signed-in person sent, its CSRF token checked; or, when there is no
+    such person or the token is not theirs, the answer to give instead."""
     console = request.app[CONSOLE]
     viewer = await console.gate.viewer(request)
     if viewer is None:
@@ -86,19 +90,24 @@ async def signout(request: web.Request) -> web.StreamResponse:
     fields = await form(request)
     if not same(fields.get("csrf", ""), viewer.csrf):
         return forged(console)
+    return console, viewer, fields
+
+
+async def signout(request: web.Request) -> web.StreamResponse:
+    checked = await signed_form(request)
+    if isinstance(checked, web.StreamResponse):
+        return checked
+    console, _, _ = checked
     response = see_other("/ui/signin" if console.settings.users else "/ui/")
     await console.gate.close_session(request, response)
     return response
 
 
 async def action(request: web.Request) -> web.StreamResponse:
-    console = request.app[CONSOLE]
-    viewer = await console.gate.viewer(request)
-    if viewer is None:
-        return outsider(request, console)
-    fields = await form(request)
-    if not same(fields.get("csrf", ""), viewer.csrf):
-        return forged(console)
+    checked = await signed_form(request)
+    if isinstance(checked, web.StreamResponse):
+        return checked
+    console, viewer, fields = checked
     try:
         number = incident_id(fields.get("incident", ""))
         told = await _act(console, viewer, number, fields)

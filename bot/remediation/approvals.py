@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.core.incidents import Incident, Status, TransitionError
+from bot.core.incidents import EventKind, Incident, Status, TransitionError
 from bot.core.transitions import Source
 from bot.errors import NotFound, RetryLater
 from bot.remediation.deps import Deps, run_job
@@ -29,9 +29,34 @@ from bot.remediation.records import (
     step_event,
     steps_of,
 )
-from bot.store.base import Decided, IncidentChange, Job, NewEvent, NewJob
+from bot.store.base import Decided, IncidentChange, IncidentStore, Job, NewEvent, NewJob
 
 log = logging.getLogger(__name__)
+
+
+async def note_refused(
+    store: IncidentStore,
+    incident_id: int,
+    *,
+    actor: str,
+    verb: str,
+    step: str,
+    source: Source,
+    where: str,
+    why: str,
+    now: float,
+) -> None:
+    """On the timeline, without notifying anyone: ``actor`` tried to approve or reject
+    ``step`` from ``where`` ("Slack", "the console") and was refused, and why."""
+    await store.append_event(
+        incident_id,
+        actor=actor,
+        kind=EventKind.NOTE,
+        message=f"{actor} tried to {verb} {step!r} in {where}: refused ({why})",
+        now=now,
+        data={"source": source, "refused": verb, "step": step},
+        notify=False,
+    )
 
 
 class ApprovalConflict(TransitionError):

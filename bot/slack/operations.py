@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from bot.core.incidents import EventKind, Status
+from bot.core.incidents import Status
 from bot.pagerduty.sender import TriggerOutcome
 from bot.pagerduty.state import already_paged, state_of
+from bot.remediation.approvals import note_refused
 from bot.slack import mrkdwn
 from bot.slack.access import Caller, Refused, log_refusal
 from bot.slack.mrkdwn import escape
@@ -109,14 +110,16 @@ async def decide(
         return "Remediation is not configured here: there is nothing to approve or reject."
     allowed, why = await state.approvers.check(user_id)
     if not allowed:
-        await state.store.append_event(
+        await note_refused(
+            state.store,
             incident_id,
             actor=actor,
-            kind=EventKind.NOTE,
-            message=f"{actor} tried to {verb} {step!r} in Slack: refused ({why})",
+            verb=verb,
+            step=step,
+            source="slack",
+            where="Slack",
+            why=why,
             now=state.clock.now(),
-            data={"source": "slack", "refused": verb, "step": step},
-            notify=False,
         )
         return f":no_entry: You cannot {verb} remediations: {why}."
     await state.store.get_incident(incident_id, timeline=False)  # NotFound for a wrong id
