@@ -128,7 +128,7 @@ class PostgresStore(Store):
         # Connections that hold a lock for a while (``hold``): apart, so that work
         # holding locks never waits for a connection that another holder keeps.
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        self._inbox = GroupCommit(self._insert_payloads)  # webhook payloads
+        self._inbox = GroupCommit(self._insert_payloads, in_flight=2)  # webhook payloads
         self._outcomes = GroupCommit(self._set_jobs)  # what became of the jobs that ran
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
