@@ -171,6 +171,12 @@ class PostgresStore(Store):
             cur = await conn.execute(query.encode(), params)
             return await cur.fetchall()
 
+    async def _fetch_bytes(self, query: bytes, params: Sequence[Any] = ()) -> list[DictRow]:
+        """``_fetch`` for a query composed here (``postgres_incidents.select_incidents``)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
     async def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
         """``_fetch`` for a statement whose row count is the answer."""
         async with self._connection() as conn:
@@ -414,22 +420,15 @@ class PostgresStore(Store):
 
     # incidents --------------------------------------------------------------
     async def get_incident(self, incident_id: int, *, timeline: bool = True) -> Incident:
-        async def read(conn: Conn) -> Incident:
-            cur = await conn.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
-            row = await cur.fetchone()
-            if row is None:
-                raise NotFound(f"no incident #{incident_id}")
-            return await inc.read_incident(conn, row, timeline)
-
-        return await self._tx(read)
+        query = inc.select_incidents("i.id = %s", timeline=timeline)
+        rows = await self._fetch_bytes(query, (incident_id,))
+        if not rows:
+            raise NotFound(f"no incident #{incident_id}")
+        return inc.incident_of(rows[0])
 
     async def find_incident(self, key: str) -> Incident | None:
-        async def read(conn: Conn) -> Incident | None:
-            cur = await conn.execute("SELECT * FROM incidents WHERE key = %s", (key,))
-            row = await cur.fetchone()
-            return None if row is None else await inc.read_incident(conn, row, True)
-
-        return await self._tx(read)
+        rows = await self._fetch_bytes(inc.select_incidents("i.key = %s", timeline=True), (key,))
+        return inc.incident_of(rows[0]) if rows else None
 
     async def incident_briefs(self, ids: Sequence[int]) -> list[IncidentBrief]:
         if not ids:
@@ -453,16 +452,16 @@ class PostgresStore(Store):
         offset: int = 0,
         before: int | None = None,
     ) -> list[Incident]:
-        async def read(conn: Conn) -> list[Incident]:
-            cur = await conn.execute(
-                "SELECT * FROM incidents WHERE (%s::text IS NULL OR status = %s)"
-                " AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s OFFSET %s",
-                (wanted, wanted, before, before, limit, offset),
-            )
-            return [await inc.read_incident(conn, row, False) for row in await cur.fetchall()]
-
         wanted = None if status is None else status.value
-        return await self._tx(read)
+        where = (
+            "(%s::text IS NULL OR i.status = %s) AND (%s::bigint IS NULL OR i.id < %s)"
+            " ORDER BY i.id DESC LIMIT %s OFFSET %s"
+        )
+        rows = await self._fetch_bytes(
+            inc.select_incidents(where, timeline=False),
+            (wanted, wanted, before, before, limit, offset),
+        )
+        return [inc.incident_of(row) for row in rows]
 
     async def transition(
         self,
@@ -475,7 +474,7 @@ class PostgresStore(Store):
         data: Mapping[str, Any] | None = None,
     ) -> Incident:
         async def change(conn: Conn) -> Incident:
-            row = await inc.lock_incident(conn, incident_id)  # the check sees what it changes
+            row = await inc.locked_incident(conn, incident_id)  # the check sees what it changes
             check_transition(Status(row["status"]), new)
             sets = shared.transition_fields(new, actor, now)
             assignments = sql.SQL(", ").join(
@@ -489,7 +488,7 @@ class PostgresStore(Store):
             await inc.add_event(
                 conn, self.subscribers, incident_id, actor, kind, message, now, data, locked=True
             )
-            return await inc.read_incident(conn, await inc.lock_incident(conn, incident_id), True)
+            return inc.incident_of(await inc.locked_incident(conn, incident_id, timeline=True))
 
         result = await self._tx(change)
         self.job_signal.set()
@@ -505,7 +504,7 @@ class PostgresStore(Store):
         data: Mapping[str, Any] | None = None,
     ) -> Incident:
         async def change(conn: Conn) -> Incident:
-            row = await inc.lock_incident(conn, incident_id)  # the merge reads what it overwrites
+            row = await inc.locked_incident(conn, incident_id)  # the merge reads what it overwrites
             merged = shared.json_merge(row["data"], data or {})
             await conn.execute(
                 "UPDATE incidents SET severity = %s, playbook = %s, data = %s, updated_at = %s"
@@ -520,7 +519,7 @@ class PostgresStore(Store):
             )
             if severity is not None and severity.value != row["severity"]:
                 await inc.reprioritise(conn, incident_id)
-            return await inc.read_incident(conn, await inc.lock_incident(conn, incident_id), False)
+            return inc.incident_of(await inc.locked_incident(conn, incident_id))
 
         return await self._tx(change)
 
