@@ -69,6 +69,7 @@ PRUNE_CHUNK = 2000
 # jobs run at once (the lanes' slots, 28 by default); a holder waits this long for one.
 LOCK_CONNECTIONS = 32
 LOCK_WAIT = 60.0
+ACK_CONNECTIONS = 2  # webhook commits out at once, each with the payloads waiting for it
 
 
 class _TextDumper(StrDumperUnknown):
@@ -128,7 +129,10 @@ class PostgresStore(Store):
         # Connections that hold a lock for a while (``hold``): apart, so that work
         # holding locks never waits for a connection that another holder keeps.
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        self._inbox = GroupCommit(self._insert_payloads, in_flight=2)  # webhook payloads
+        # Connections of the webhooks' commits alone, as many as their batches out: an
+        # ack never waits for a connection that the jobs keep busy.
+        self._ack_pool: AsyncConnectionPool[Conn] | None = None
+        self._inbox = GroupCommit(self._insert_payloads, in_flight=ACK_CONNECTIONS)
         self._outcomes = GroupCommit(self._set_jobs)  # what became of the jobs that ran
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
@@ -183,9 +187,11 @@ class PostgresStore(Store):
             return max((await conn.execute(query.encode(), params)).rowcount, 0)
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Conn]:
-        """A pooled connection, with psycopg's errors as the store's."""
-        pool = self._pool
+    async def _connection(
+        self, pool: AsyncConnectionPool[Conn] | None = None
+    ) -> AsyncIterator[Conn]:
+        """A connection of ``pool`` (the store's), with psycopg's errors as the store's."""
+        pool = pool or self._pool
         if pool is None:
             raise StoreUnavailable("store is closed")
         try:
@@ -207,12 +213,23 @@ class PostgresStore(Store):
             await conn.close()
         self._pool = AsyncConnectionPool(
             self.url,
-            min_size=min(2, self._pool_size),
+            # All open from the start: a pool that grows under load makes the requests
+            # that wait for a new connection wait for a server process to start.
+            min_size=self._pool_size,
             max_size=self._pool_size,
             kwargs=self._connection_kwargs(),
             timeout=max(self._connect_timeout, 5.0),
             open=False,
             name="alertpilot",
+        )
+        self._ack_pool = AsyncConnectionPool(
+            self.url,
+            min_size=ACK_CONNECTIONS,
+            max_size=ACK_CONNECTIONS,
+            kwargs=self._connection_kwargs(),
+            timeout=max(self._connect_timeout, 5.0),
+            open=False,
+            name="alertpilot-acks",
         )
         self._lock_pool = AsyncConnectionPool(
             self.url,
@@ -225,7 +242,7 @@ class PostgresStore(Store):
             name="alertpilot-locks",
         )
         try:
-            for pool in (self._pool, self._lock_pool):
+            for pool in (self._pool, self._ack_pool, self._lock_pool):
                 await pool.open(wait=True, timeout=self._connect_timeout * 2)
         except psycopg.Error as exc:
             await self.close()
@@ -287,10 +304,10 @@ class PostgresStore(Store):
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        for pool in (self._pool, self._lock_pool):
+        for pool in (self._pool, self._ack_pool, self._lock_pool):
             if pool is not None:
                 await pool.close()
-        self._pool = self._lock_pool = None
+        self._pool = self._ack_pool = self._lock_pool = None
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
@@ -350,7 +367,10 @@ class PostgresStore(Store):
     async def _insert_payloads(self, rows: Sequence[InboxRow]) -> list[int]:
         """One statement, autocommitted: ``rows``' ids, in their order."""
         columns = [list(column) for column in zip(*rows, strict=True)]
-        found = await self._fetch(_INSERT_PAYLOADS, columns)
+        if self._ack_pool is None:
+            raise StoreUnavailable("store is closed")
+        async with self._connection(self._ack_pool) as conn:
+            found = await (await conn.execute(_INSERT_PAYLOADS.encode(), columns)).fetchall()
         ids = {row["n"]: row["id"] for row in found}
         return [int(ids[n]) for n in range(1, len(rows) + 1)]
 
