@@ -43,6 +43,22 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, pg_server() as pg, baseline(Path(tmp)) as (base, _):
         base_target = f"{base}/alertmanager"
+        # First, on a quiet server: the throughput rounds leave it checkpointing their
+        # writes for a while, which is not what 200 requests/s does.
+        (Path(tmp) / "latency").mkdir()
+        with alertpilot(Path(tmp) / "latency", store=pg_store(pg)) as (url, _):
+            latency = ack_latency(url, 3.0 if quick else 10.0)
+        rows.append(
+            {
+                "benchmark": f"ack latency on PostgreSQL, open loop at {RATE} requests/s",
+                "measured": f"p99 {latency['p99']:.1f} ms (p50 {latency['p50']:.1f} ms,"
+                f" max {latency['max']:.1f} ms)",
+                "baseline": "",
+                "ratio": f"{latency['p99'] / P99_GOAL_MS:.2f} of goal",
+                "goal": f"p99 <= {P99_GOAL_MS:.0f} ms",
+                "met": latency["p99"] <= P99_GOAL_MS,
+            }
+        )
         for connections in (16, 64):
             bases, pgs, sqlites = [], [], []
             for _ in range(ROUNDS):
@@ -71,20 +87,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     "note": f"median of {ROUNDS} alternating {seconds} s rounds",
                 }
             )
-        (Path(tmp) / "latency").mkdir()
-        with alertpilot(Path(tmp) / "latency", store=pg_store(pg)) as (url, _):
-            latency = ack_latency(url, 3.0 if quick else 10.0)
-        rows.append(
-            {
-                "benchmark": f"ack latency on PostgreSQL, open loop at {RATE} requests/s",
-                "measured": f"p99 {latency['p99']:.1f} ms (p50 {latency['p50']:.1f} ms,"
-                f" max {latency['max']:.1f} ms)",
-                "baseline": "",
-                "ratio": f"{latency['p99'] / P99_GOAL_MS:.2f} of goal",
-                "goal": f"p99 <= {P99_GOAL_MS:.0f} ms",
-                "met": latency["p99"] <= P99_GOAL_MS,
-            }
-        )
     return rows
 
 

@@ -113,7 +113,7 @@ def pg_server() -> Iterator[PgServer]:
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root}"
                 " -c fsync=on -c synchronous_commit=on -c max_connections=200"
-                " -c shared_buffers=32MB"
+                " -c shared_buffers=128MB"
             )
             try:
                 _run(

@@ -72,6 +72,7 @@ PRUNE_CHUNK = 2000
 # jobs run at once (the lanes' slots, 28 by default); a holder waits this long for one.
 LOCK_CONNECTIONS = 32
 LOCK_WAIT = 60.0
+ACK_CONNECTIONS = 2  # webhook commits out at once, each with the payloads waiting for it
 
 
 class _TextDumper(StrDumperUnknown):
@@ -131,7 +132,10 @@ class PostgresStore(Store):
         # Connections that hold a lock for a while (``hold``): apart, so that work
         # holding locks never waits for a connection that another holder keeps.
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        self._inbox = GroupCommit(self._insert_payloads)  # webhook payloads
+        # Connections of the webhooks' commits alone, as many as their batches out: an
+        # ack never waits for a connection that the jobs keep busy.
+        self._ack_pool: AsyncConnectionPool[Conn] | None = None
+        self._inbox = GroupCommit(self._insert_payloads, in_flight=ACK_CONNECTIONS)
         self._outcomes = GroupCommit(self._set_jobs)  # what became of the jobs that ran
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
@@ -174,15 +178,23 @@ class PostgresStore(Store):
             cur = await conn.execute(query.encode(), params)
             return await cur.fetchall()
 
+    async def _fetch_bytes(self, query: bytes, params: Sequence[Any] = ()) -> list[DictRow]:
+        """``_fetch`` for a query composed here (``postgres_incidents.select_incidents``)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
     async def _execute(self, query: str, params: Sequence[Any] = ()) -> int:
         """``_fetch`` for a statement whose row count is the answer."""
         async with self._connection() as conn:
             return max((await conn.execute(query.encode(), params)).rowcount, 0)
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Conn]:
-        """A pooled connection, with psycopg's errors as the store's."""
-        pool = self._pool
+    async def _connection(
+        self, pool: AsyncConnectionPool[Conn] | None = None
+    ) -> AsyncIterator[Conn]:
+        """A connection of ``pool`` (the store's), with psycopg's errors as the store's."""
+        pool = pool or self._pool
         if pool is None:
             raise StoreUnavailable("store is closed")
         try:
@@ -204,12 +216,23 @@ class PostgresStore(Store):
             await conn.close()
         self._pool = AsyncConnectionPool(
             self.url,
-            min_size=min(2, self._pool_size),
+            # All open from the start: a pool that grows under load makes the requests
+            # that wait for a new connection wait for a server process to start.
+            min_size=self._pool_size,
             max_size=self._pool_size,
             kwargs=self._connection_kwargs(),
             timeout=max(self._connect_timeout, 5.0),
             open=False,
             name="alertpilot",
+        )
+        self._ack_pool = AsyncConnectionPool(
+            self.url,
+            min_size=ACK_CONNECTIONS,
+            max_size=ACK_CONNECTIONS,
+            kwargs=self._connection_kwargs(),
+            timeout=max(self._connect_timeout, 5.0),
+            open=False,
+            name="alertpilot-acks",
         )
         self._lock_pool = AsyncConnectionPool(
             self.url,
@@ -222,7 +245,7 @@ class PostgresStore(Store):
             name="alertpilot-locks",
         )
         try:
-            for pool in (self._pool, self._lock_pool):
+            for pool in (self._pool, self._ack_pool, self._lock_pool):
                 await pool.open(wait=True, timeout=self._connect_timeout * 2)
         except psycopg.Error as exc:
             await self.close()
@@ -284,10 +307,10 @@ class PostgresStore(Store):
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        for pool in (self._pool, self._lock_pool):
+        for pool in (self._pool, self._ack_pool, self._lock_pool):
             if pool is not None:
                 await pool.close()
-        self._pool = self._lock_pool = None
+        self._pool = self._ack_pool = self._lock_pool = None
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
@@ -347,7 +370,10 @@ class PostgresStore(Store):
     async def _insert_payloads(self, rows: Sequence[InboxRow]) -> list[int]:
         """One statement, autocommitted: ``rows``' ids, in their order."""
         columns = [list(column) for column in zip(*rows, strict=True)]
-        found = await self._fetch(_INSERT_PAYLOADS, columns)
+        if self._ack_pool is None:
+            raise StoreUnavailable("store is closed")
+        async with self._connection(self._ack_pool) as conn:
+            found = await (await conn.execute(_INSERT_PAYLOADS.encode(), columns)).fetchall()
         ids = {row["n"]: row["id"] for row in found}
         return [int(ids[n]) for n in range(1, len(rows) + 1)]
 
@@ -417,22 +443,15 @@ class PostgresStore(Store):
 
     # incidents --------------------------------------------------------------
     async def get_incident(self, incident_id: int, *, timeline: bool = True) -> Incident:
-        async def read(conn: Conn) -> Incident:
-            cur = await conn.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
-            row = await cur.fetchone()
-            if row is None:
-                raise NotFound(f"no incident #{incident_id}")
-            return await inc.read_incident(conn, row, timeline)
-
-        return await self._tx(read)
+        query = inc.select_incidents("i.id = %s", timeline=timeline)
+        rows = await self._fetch_bytes(query, (incident_id,))
+        if not rows:
+            raise NotFound(f"no incident #{incident_id}")
+        return inc.incident_of(rows[0])
 
     async def find_incident(self, key: str) -> Incident | None:
-        async def read(conn: Conn) -> Incident | None:
-            cur = await conn.execute("SELECT * FROM incidents WHERE key = %s", (key,))
-            row = await cur.fetchone()
-            return None if row is None else await inc.read_incident(conn, row, True)
-
-        return await self._tx(read)
+        rows = await self._fetch_bytes(inc.select_incidents("i.key = %s", timeline=True), (key,))
+        return inc.incident_of(rows[0]) if rows else None
 
     async def incident_briefs(self, ids: Sequence[int]) -> list[IncidentBrief]:
         if not ids:
@@ -456,16 +475,16 @@ class PostgresStore(Store):
         offset: int = 0,
         before: int | None = None,
     ) -> list[Incident]:
-        async def read(conn: Conn) -> list[Incident]:
-            cur = await conn.execute(
-                "SELECT * FROM incidents WHERE (%s::text IS NULL OR status = %s)"
-                " AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s OFFSET %s",
-                (wanted, wanted, before, before, limit, offset),
-            )
-            return [await inc.read_incident(conn, row, False) for row in await cur.fetchall()]
-
         wanted = None if status is None else status.value
-        return await self._tx(read)
+        where = (
+            "(%s::text IS NULL OR i.status = %s) AND (%s::bigint IS NULL OR i.id < %s)"
+            " ORDER BY i.id DESC LIMIT %s OFFSET %s"
+        )
+        rows = await self._fetch_bytes(
+            inc.select_incidents(where, timeline=False),
+            (wanted, wanted, before, before, limit, offset),
+        )
+        return [inc.incident_of(row) for row in rows]
 
     async def search_incidents(self, query: IncidentQuery) -> list[Incident]:
         return await self._tx(queries.search_incidents, query)
@@ -484,7 +503,7 @@ class PostgresStore(Store):
         data: Mapping[str, Any] | None = None,
     ) -> Incident:
         async def change(conn: Conn) -> Incident:
-            row = await inc.lock_incident(conn, incident_id)  # the check sees what it changes
+            row = await inc.locked_incident(conn, incident_id)  # the check sees what it changes
             check_transition(Status(row["status"]), new)
             sets = shared.transition_fields(new, actor, now)
             assignments = sql.SQL(", ").join(
@@ -498,7 +517,7 @@ class PostgresStore(Store):
             await inc.add_event(
                 conn, self.subscribers, incident_id, actor, kind, message, now, data, locked=True
             )
-            return await inc.read_incident(conn, await inc.lock_incident(conn, incident_id), True)
+            return inc.incident_of(await inc.locked_incident(conn, incident_id, timeline=True))
 
         result = await self._tx(change)
         self.job_signal.set()
@@ -514,7 +533,7 @@ class PostgresStore(Store):
         data: Mapping[str, Any] | None = None,
     ) -> Incident:
         async def change(conn: Conn) -> Incident:
-            row = await inc.lock_incident(conn, incident_id)  # the merge reads what it overwrites
+            row = await inc.locked_incident(conn, incident_id)  # the merge reads what it overwrites
             merged = shared.json_merge(row["data"], data or {})
             await conn.execute(
                 "UPDATE incidents SET severity = %s, playbook = %s, data = %s, updated_at = %s"
@@ -529,7 +548,7 @@ class PostgresStore(Store):
             )
             if severity is not None and severity.value != row["severity"]:
                 await inc.reprioritise(conn, incident_id)
-            return await inc.read_incident(conn, await inc.lock_incident(conn, incident_id), False)
+            return inc.incident_of(await inc.locked_incident(conn, incident_id))
 
         return await self._tx(change)
 

@@ -41,9 +41,47 @@ _INSERT_JOBS = (
 )
 
 
-async def lock_incident(conn: Conn, incident_id: int) -> DictRow:
-    """The incident's row, locked until the commit; NotFound if there is none."""
-    cur = await conn.execute("SELECT * FROM incidents WHERE id = %s FOR UPDATE", (incident_id,))
+# An incident with its alerts (and its timeline) in one query, each as a JSON array of
+# its rows: one round trip where three were (an incident is read by nearly every job).
+_ALERTS = (
+    "(SELECT COALESCE(json_agg(a ORDER BY a.seq), '[]') FROM alerts a"
+    " WHERE a.incident_id = i.id)::text AS alerts_json"
+)
+_EVENTS = (
+    "(SELECT COALESCE(json_agg(e ORDER BY e.id), '[]') FROM events e"
+    " WHERE e.incident_id = i.id)::text AS events_json"
+)
+
+
+def select_incidents(where: str, *, timeline: bool, lock: bool = False) -> bytes:
+    """``SELECT`` incidents ``where`` (a condition on ``i``), for ``incident_of``."""
+    events = f", {_EVENTS}" if timeline else ""
+    locked = " FOR UPDATE OF i" if lock else ""
+    query = f"SELECT i.*, {_ALERTS}{events} FROM incidents i WHERE {where}{locked}"  # noqa: S608
+    return query.encode()
+
+
+def incident_of(row: DictRow) -> Incident:
+    """A row of ``select_incidents`` as an incident (with its timeline if it was read)."""
+    alerts = [shared.alert_from_row(a) for a in json.loads(row["alerts_json"])]
+    raw = row.get("events_json")
+    events = [] if raw is None else [shared.event_from_row(e) for e in json.loads(raw)]
+    return shared.incident_from_row(row, alerts, events)
+
+
+async def lock_incident(conn: Conn, incident_id: int) -> None:
+    """Lock the incident's row until the commit; NotFound if there is none."""
+    cur = await conn.execute("SELECT id FROM incidents WHERE id = %s FOR UPDATE", (incident_id,))
+    if await cur.fetchone() is None:
+        raise NotFound(f"no incident #{incident_id}")
+
+
+async def locked_incident(conn: Conn, incident_id: int, *, timeline: bool = False) -> DictRow:
+    """The incident's row (for ``incident_of``), locked until the commit; NotFound if
+    there is none."""
+    cur = await conn.execute(
+        select_incidents("i.id = %s", timeline=timeline, lock=True), (incident_id,)
+    )
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"no incident #{incident_id}")
@@ -141,15 +179,6 @@ async def read_events(conn: Conn, incident_id: int, after: int = 0) -> list[Even
         "SELECT * FROM events WHERE incident_id = %s AND id > %s ORDER BY id", (incident_id, after)
     )
     return [shared.event_from_row(row) for row in await cur.fetchall()]
-
-
-async def read_incident(conn: Conn, row: DictRow, timeline: bool) -> Incident:
-    cur = await conn.execute(
-        "SELECT * FROM alerts WHERE incident_id = %s ORDER BY seq", (row["id"],)
-    )
-    alerts = [shared.alert_from_row(a) for a in await cur.fetchall()]
-    events = await read_events(conn, row["id"]) if timeline else ()
-    return shared.incident_from_row(row, alerts, events)
 
 
 async def _create(
@@ -325,8 +354,8 @@ async def decide_incident(
 ) -> tuple[list[Event], T]:
     """Write what ``decide`` decided on the incident as it is now (its row locked: no other
     replica changes it meanwhile); its events and what it decided for the caller."""
-    row = await lock_incident(conn, incident_id)
-    decided = decide(await read_incident(conn, row, False))
+    row = await locked_incident(conn, incident_id)
+    decided = decide(incident_of(row))
     result = decided.change
     if result.data:
         merged = json.loads(row["data"]) | dict(result.data)
