@@ -22,15 +22,15 @@ from bot.store.base import IncidentQuery, PlaybookStats
 from bot.store.postgres_incidents import Conn
 
 _LABEL_TEXT = (
-    "(strpos(lower(title), %(text)s) > 0"
-    " OR strpos(lower(common_labels), %(json_text)s) > 0"
-    " OR strpos(lower(group_labels), %(json_text)s) > 0"
-    " OR EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = incidents.id"
+    "(strpos(lower(i.title), %(text)s) > 0"
+    " OR strpos(lower(i.common_labels), %(json_text)s) > 0"
+    " OR strpos(lower(i.group_labels), %(json_text)s) > 0"
+    " OR EXISTS (SELECT 1 FROM alerts a WHERE a.incident_id = i.id"
     " AND strpos(lower(a.labels), %(json_text)s) > 0))"
 )
 # The service label as the store writes it: after ``{`` or ``,``, before ``,`` or ``}``.
 _SERVICE = " OR ".join(
-    f"strpos(common_labels, '{before}' || %(service)s || '{after}') > 0"
+    f"strpos(i.common_labels, '{before}' || %(service)s || '{after}') > 0"
     for before in "{,"
     for after in ",}"
 )
@@ -45,30 +45,32 @@ async def search_incidents(conn: Conn, query: IncidentQuery) -> list[Incident]:
     conditions: list[str] = []
     args: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
     if query.status is not None:
-        conditions.append("status = %(status)s")
+        conditions.append("i.status = %(status)s")
         args["status"] = query.status.value
     if query.severity is not None:
-        conditions.append("severity = %(severity)s")
+        conditions.append("i.severity = %(severity)s")
         args["severity"] = query.severity.value
     if query.service:
         conditions.append(f"({_SERVICE})")
         args["service"] = f'"service":{json.dumps(query.service, ensure_ascii=False)}'
     if query.since is not None:
-        conditions.append("opened_at >= %(since)s")
+        conditions.append("i.opened_at >= %(since)s")
         args["since"] = query.since
     if query.until is not None:
-        conditions.append("opened_at < %(until)s")
+        conditions.append("i.opened_at < %(until)s")
         args["until"] = query.until
     text = query.text.strip().lower()
     if text:
         conditions.append(_LABEL_TEXT)
         args["text"], args["json_text"] = text, _escaped(text)
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    where = " AND ".join(conditions) or "TRUE"
     cur = await conn.execute(
-        f"SELECT * FROM incidents {where} ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s",  # noqa: S608
+        inc.select_incidents(
+            f"{where} ORDER BY i.id DESC LIMIT %(limit)s OFFSET %(offset)s", timeline=False
+        ),
         args,
     )
-    return [await inc.read_incident(conn, row, False) for row in await cur.fetchall()]
+    return [inc.incident_of(row) for row in await cur.fetchall()]
 
 
 @dataclass
