@@ -57,6 +57,7 @@ def test_the_invented_answer_of_a_bad_night_is_dropped_whole() -> None:
         "The 5xx share is at 12% (expected under 5%), on pod-a.",  # 0.123 as a rounded %
         "The 5xx share is 12.3% on service=checkout since 04:10.",
         "p95 latency is 800 ms, which is fine.",  # 0.8 s in another unit
+        "The expectation for the 5xx share is under 5% and 50 ms.",  # 0.05 as % and as ms
         "Next: consider rolling back the deploy with `rollback_deploy` once approved.",
         "HighErrorRate fired for 3 instances.",  # a small count is not a claim
     ],
@@ -71,6 +72,8 @@ def test_sentences_the_facts_support_are_kept(sentence: str) -> None:
     ("sentence", "kind"),
     [
         ("The 5xx share reached 47% on checkout.", "number"),
+        # 0.05 (the expectation) is 5% or 50 ms, never 50%
+        ("The error budget burned 50% of the month in an hour.", "number"),
         ("Latency peaked at 9.4 s.", "number"),
         ("It started at 03:55 UTC.", "time"),
         ("The cause is release v2.8.1 of checkout.", "version"),

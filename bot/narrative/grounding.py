@@ -110,6 +110,12 @@ _WORD = re.compile(r"\S+")
 _FACT_NUMBER = re.compile(r"(?<![\w:.\-/])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w:\-/]|\.\d)")
 
 _SCALES = (1.0, 100.0, 0.01, 1000.0, 0.001)  # as is, ratio <-> %, s <-> ms
+# The scales a number written with a unit may be read in: a percentage is a ratio of the
+# facts or a percentage there, never a duration (0.05 s is 50 ms, not 50%); a duration
+# is seconds or milliseconds.
+_PERCENT_SCALES = (1.0, 100.0)
+_TIME_SCALES = (1.0, 1000.0, 0.001)
+_TIME_UNITS = frozenset({"ms", "s", "sec", "second", "seconds"})
 
 
 @dataclass(frozen=True)
@@ -179,12 +185,14 @@ class Facts:
         pattern = rf"(?<![\w.]){re.escape(text.lower())}(?![\w])"
         return re.search(pattern, self._lower) is not None
 
-    def has_number(self, value: float, precision: float) -> bool:
-        """A value of the facts, in one of the usual scales, that rounds to ``value`` at
-        the precision it is written with (12% is 0.115 to 0.125; 3.2 s is 3.15 to 3.25)."""
+    def has_number(
+        self, value: float, precision: float, scales: tuple[float, ...] = _SCALES
+    ) -> bool:
+        """A value of the facts, in one of ``scales``, that rounds to ``value`` at the
+        precision it is written with (12% is 0.115 to 0.125; 3.2 s is 3.15 to 3.25)."""
         tolerance = precision / 2 + abs(value) * 1e-9
         return any(
-            abs(fact * scale - value) <= tolerance for fact in self._numbers for scale in _SCALES
+            abs(fact * scale - value) <= tolerance for fact in self._numbers for scale in scales
         )
 
     def has_action(self, family: str) -> bool:
@@ -286,8 +294,18 @@ def supported(claim: Claim, facts: Facts) -> bool:
             return facts.has_text(claim.text)
         number = match.group("num")
         value = float(number.replace(",", ""))
-        return facts.has_number(value, _precision(number)) or facts.has_token(claim.text)
+        scales = _scales_for((match.group("unit") or "").strip().lower())
+        return facts.has_number(value, _precision(number), scales) or facts.has_token(claim.text)
     return facts.has_text(claim.text)
+
+
+def _scales_for(unit: str) -> tuple[float, ...]:
+    """How a number written with ``unit`` may be found among the facts' values."""
+    if unit in ("%", "percent"):
+        return _PERCENT_SCALES
+    if unit in _TIME_UNITS:
+        return _TIME_SCALES
+    return _SCALES
 
 
 def _sentences(line: str) -> list[str]:
