@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from bot.core.alerts import Alert, AlertGroup
@@ -23,8 +24,17 @@ from bot.core.incidents import (
     summary_of,
     title_of,
 )
+from bot.records.base import parsed
+from bot.records.incident import PipelineState
 from bot.settings import Severity
-from bot.store.base import ApplyResult, IncidentChange, Job, RateLimit, Subscriptions
+from bot.store.base import (
+    ApplyResult,
+    IncidentChange,
+    Job,
+    PlaybookStats,
+    RateLimit,
+    Subscriptions,
+)
 
 
 class Row(Protocol):
@@ -293,3 +303,63 @@ def rate_decision(
             return limit, []
         kept.append((limit, json.dumps([*recent, now])))
     return None, kept
+
+
+@dataclass
+class _Tally:
+    matched: int = 0
+    acknowledged: int = 0
+    ack_total: float = 0.0
+    resolved: int = 0
+    resolve_total: float = 0.0
+
+
+def stats_of(rows: Iterable[Any]) -> list[PlaybookStats]:
+    """The figures of ``PlaybookStats`` from incident rows (id, data as stored, opened_at,
+    acknowledged_at, resolved_at): an incident counts for each playbook it matched, and a
+    remediation step for its own playbook when that playbook matched in the window."""
+    tallies: dict[str, _Tally] = {}
+    steps: list[dict[str, Any]] = []
+    for row in rows:
+        data = json.loads(row["data"])
+        what = f'incident #{row["id"]} data["pipeline"]'
+        state = parsed(data.get("pipeline", {}), PipelineState, what=what)
+        for name in (state.playbooks or []) if state is not None else []:
+            tally = tallies.setdefault(name, _Tally())
+            tally.matched += 1
+            if row["acknowledged_at"] is not None:
+                tally.acknowledged += 1
+                tally.ack_total += row["acknowledged_at"] - row["opened_at"]
+            if row["resolved_at"] is not None:
+                tally.resolved += 1
+                tally.resolve_total += row["resolved_at"] - row["opened_at"]
+        held = data.get("remediations")
+        entries = (
+            held.values() if isinstance(held, dict) else held if isinstance(held, list) else []
+        )
+        steps.extend(entry for entry in entries if isinstance(entry, dict))
+    found = {
+        name: PlaybookStats(
+            playbook=name,
+            matched=t.matched,
+            acknowledged=t.acknowledged,
+            mean_ack=t.ack_total / t.acknowledged if t.acknowledged else None,
+            resolved=t.resolved,
+            mean_resolve=t.resolve_total / t.resolved if t.resolved else None,
+        )
+        for name, t in tallies.items()
+    }
+    for step in steps:
+        owner = step.get("playbook")
+        if not isinstance(owner, str) or owner not in found:
+            continue  # a step of a playbook that did not match here: an older record
+        rollback = step.get("rollback")
+        found[owner] = replace(
+            found[owner],
+            ran=found[owner].ran + isinstance(step.get("result"), dict),
+            verified=found[owner].verified + (step.get("state") == "verified"),
+            failed=found[owner].failed + (step.get("state") == "failed"),
+            rolled_back=found[owner].rolled_back
+            + (isinstance(rollback, dict) and rollback.get("state") == "succeeded"),
+        )
+    return [found[name] for name in sorted(found)]
