@@ -23,7 +23,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
@@ -416,7 +416,15 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
     return False
 
 
-def settle(view: StoreView, *, timeout: float, quiet: int = 3, interval: float = 1.0) -> bool:
+class Backlog(Protocol):
+    """What ``settle`` asks of a store: ``StoreView`` (SQLite), ``replicas.PgStoreView``."""
+
+    def inbox_pending(self) -> int: ...
+
+    def jobs_due(self, within: float = 5.0) -> int: ...
+
+
+def settle(view: Backlog, *, timeout: float, quiet: int = 3, interval: float = 1.0) -> bool:
     """Wait until the inbox is empty and no job is due soon for ``quiet`` polls in a row."""
     calm = 0
 

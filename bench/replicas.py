@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import Alertpilot, Json, Row, wait_until
+from common import Alertpilot, Json, Row, settle, wait_until
 from crash import P0_CONFIG, PD_FAST, dedup_key
 from fakes_runner import Fakes, running_fakes
 
@@ -74,24 +74,17 @@ class PgStoreView:
     def fingerprints(self) -> set[str]:
         return {str(r[0]) for r in self._query("SELECT fingerprint FROM alerts")}
 
-    def busy(self) -> int:
-        """Payloads not yet applied, and jobs pending or running due within 5 s."""
-        [(inbox,)] = self._query("SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL")
-        [(jobs,)] = self._query(
-            "SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running')"
-            " AND due_at <= EXTRACT(EPOCH FROM now()) + 5"
+    def inbox_pending(self) -> int:
+        [(count,)] = self._query("SELECT COUNT(*) FROM inbox WHERE processed_at IS NULL")
+        return int(count)
+
+    def jobs_due(self, within: float = 5.0) -> int:
+        """Jobs pending or running that are due within ``within`` seconds."""
+        [(count,)] = self._query(
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running') AND due_at <= %s",
+            time.time() + within,
         )
-        return int(inbox) + int(jobs)
-
-    def settle(self, *, timeout: float, quiet: int = 5) -> bool:
-        calm = 0
-
-        def calm_now() -> bool:
-            nonlocal calm
-            calm = calm + 1 if self.busy() == 0 else 0
-            return calm >= quiet
-
-        return wait_until(calm_now, timeout=timeout, interval=1.0)
+        return int(count)
 
 
 def alert(group: int, n: int) -> Json:
@@ -178,7 +171,7 @@ async def storm_with_crashes(tmp: Path, pg: PgServer, fakes: Fakes, kills: int) 
             sent = await sending
             # Alertmanager retries a delivery that failed while A was down; every firing
             # alert is in each later notification of its group too.
-            settled = await asyncio.to_thread(view.settle, timeout=180.0)
+            settled = await asyncio.to_thread(settle, view, timeout=180.0, quiet=5)
         finally:
             for am in ams:
                 await am.stop()
@@ -223,7 +216,7 @@ async def jobs_of_a_dead_replica(tmp: Path, pg: PgServer, fakes: Fakes) -> Row:
         first: dict[str, float] = {}
         for at, event in fakes.pd_trigger_arrivals():
             first.setdefault(str(event.get("dedup_key")), at - killed)
-        await asyncio.to_thread(view.settle, timeout=60.0)
+        await asyncio.to_thread(settle, view, timeout=60.0, quiet=5)
     triggers = fakes.pd_triggers()
     taken_over = sorted(first[key] for key in held if key in first)
     return {
