@@ -616,7 +616,7 @@ class Settings(Strict):
     console: ConsoleSettings | None = None
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for scrubbing logs."""
+        """Every configured secret, scrubbed from logs and kept from the LLM's prompts."""
         found: list[str] = []
 
         def walk(value: Any) -> None:

@@ -225,6 +225,16 @@ def test_secrets_in_many_shapes_never_reach_the_model(text: str, secret: str) ->
     assert "[secret]" in out or "[email]" in out
 
 
+def test_configured_secrets_are_replaced_in_any_shape() -> None:
+    redactor = Redactor(secrets=["plain-Secret-42", "multi line\n  secret", "ab"])
+    assert redactor.text("use plain-Secret-42 now") == "use [secret] now"
+    assert redactor.text("ｐｌａｉｎ－Ｓｅｃｒｅｔ－４２") == "[secret]"  # noqa: RUF001
+    assert redactor.text("a multi line secret b") == "a [secret] b"  # as facts collapse it
+    assert redactor.text("cut at plain-Se…") == "cut at [secret]..."
+    assert redactor.text("cut at pla…") == "cut at pla..."  # too little to be one
+    assert redactor.text("ab stays") == "ab stays"  # too short to be told from words
+
+
 def test_ordinary_words_about_tokens_are_kept() -> None:
     text = "the token budget is 50% used; password rotation is due next week"
     assert Redactor().text(text) == text

@@ -356,3 +356,57 @@ async def test_the_store_and_inbox_files_are_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     finally:
         await store.close()
+
+
+async def test_configured_secrets_an_alert_quotes_never_reach_the_model(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A runbook line or a copied command in an alert can hold a configured secret in a
+    shape no built-in pattern knows; it is replaced anyway: as written, full width, and
+    when the fact's clip cuts it in half."""
+    from bot.core.clock import SystemClock
+    from bot.narrative.facts import MAX_TEXT
+    from narrative_support import app_settings, group, narrative_of, running_app
+
+    fake_openai.reply = "HighErrorRate is firing on checkout."
+    settings = app_settings(
+        tmp_path,
+        fake_openai,
+        llm={"settle": 0.05, "llm_fallback_delay": 0.1},
+        server={
+            "webhook_token": WEBHOOK_TOKEN,
+            "webhook_basic_auth": {"username": "am", "password": BASIC_PASSWORD},
+            "api_token": API_TOKEN,
+        },
+    )
+    wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in API_TOKEN)
+    said = f"api {wide} then retry "
+    cut = "x" * (MAX_TEXT - 1 - 10 - len(said) - 1)  # the clip keeps 10 of the password
+    annotations = {
+        "summary": f"replay with: curl -H 'X-Token {WEBHOOK_TOKEN}' http://svc/replay",
+        "description": f"{said}{cut} {BASIC_PASSWORD} and more",
+    }
+    body = group(annotations=annotations)
+    async with running_app(settings, SystemClock()) as client:
+        resp = await client.post(
+            "/alertmanager",
+            json=body,
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        )
+        assert resp.status == 200, await resp.text()
+        store = client.app[keys.STORE]
+
+        async def narrated() -> object:
+            found = await store.list_incidents(limit=1)
+            if not found:
+                return None
+            incident = await store.get_incident(found[0].id)
+            return incident if narrative_of(incident).get("source") == "llm" else None
+
+        await eventually(narrated, what="the LLM narrative")
+    sent = json.dumps(fake_openai.completions, ensure_ascii=False)
+    assert "curl -H 'X-Token [secret]' http://svc/replay" in sent  # the rest is kept
+    assert "api [secret] then retry" in sent
+    assert "xx [secret]..." in sent  # the clip's "…", folded like the rest
+    assert find_secrets("the model's requests", sent) == []
+    assert BASIC_PASSWORD[:6] not in sent and wide not in sent

@@ -124,7 +124,10 @@ class Narrator:
         llm: LlmClient | None = None,
         counter: TokenCounter | None = None,
         allowed_url_prefixes: Sequence[str] = (),
+        secrets: Sequence[str] = (),
     ) -> None:
+        """``secrets``: the configured secret values (``Settings.secret_values``), kept
+        from the model whatever their shape."""
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -132,7 +135,7 @@ class Narrator:
         self.llm = llm
         self.book = PromptBook(settings.prompts_dir)
         self.counter = counter or default_counter()
-        self.redactor = Redactor(settings.redact_patterns)
+        self.redactor = Redactor(settings.redact_patterns, secrets)
         self.builder = PromptBuilder(
             self.book, self.counter, self.redactor, settings.max_prompt_tokens
         )

@@ -10,6 +10,13 @@ that pass the Luhn check). Configured regexes (``llm.redact_patterns``) run afte
 their whole match is replaced. Text is NFKC-normalised first, so full-width look-alikes
 of ``password=`` or an address are caught as what they fold to. Redaction is applied to every
 string of the facts (not to keys), before encoding.
+
+The configured secrets themselves (``Settings.secret_values``: API tokens, the Slack and
+PagerDuty credentials, the LLM key, the store's password) are replaced wherever they
+appear, whatever their shape, before any pattern runs: an alert that quotes one (a
+runbook command, a copied ``curl`` line) does not hand it to the model. Facts are clipped
+before they are redacted, so a value cut in the middle of a secret ends in its first
+characters: those are replaced too.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from bot.core import regex
 # The longest string redacted whole; beyond it a value is cut first. Facts are clipped
 # far shorter before they get here: this bounds the work whatever reaches it.
 MAX_CHARS = 8192
+CLIPPED = "…"  # what ends a value cut short, here and in the facts
+CLIP_MARKS = (CLIPPED, unicodedata.normalize("NFKC", CLIPPED))
+MIN_SECRET = 4  # shorter configured values are words, not secrets (as in the log scrubber)
 
 # Linear on any input: a local part starts where a run of its characters starts, and is
 # at most 64 long (RFC 5321), so no start is tried twice over a long run without "@".
@@ -89,11 +99,35 @@ def _card(match: re.Match[str]) -> str:
     return "[card]" if 13 <= len(digits) <= 19 and luhn_ok(digits) else match.group(0)
 
 
-class Redactor:
-    """Replaces secrets and personal data in text; ``patterns`` are extra regexes."""
+def _forms(secret: str) -> set[str]:
+    """``secret`` as it may appear in redacted text: as written, NFKC-folded (the text is),
+    and with its runs of white space made one space (as clipped facts are)."""
+    forms = {secret, unicodedata.normalize("NFKC", secret)}
+    forms |= {" ".join(form.split()) for form in forms}
+    return {form for form in forms if len(form) >= MIN_SECRET}
 
-    def __init__(self, patterns: Iterable[str] = ()) -> None:
+
+def _cut_start(text: str, secret: str) -> int | None:
+    """Where ``text`` ends in the first characters of ``secret`` (at least MIN_SECRET of
+    them), the earliest such start; None if it does not."""
+    head = secret[:MIN_SECRET]
+    at = text.find(head, max(0, len(text) - len(secret) + 1))
+    while at != -1:
+        if secret.startswith(text[at:]):
+            return at
+        at = text.find(head, at + 1)
+    return None
+
+
+class Redactor:
+    """Replaces secrets and personal data in text; ``patterns`` are extra regexes,
+    ``secrets`` the configured secret values."""
+
+    def __init__(self, patterns: Iterable[str] = (), secrets: Iterable[str] = ()) -> None:
         self.extra = [regex.compile(p) for p in patterns]  # operators' own: RE2, linear
+        # longest first: a secret that holds another is replaced whole
+        forms = {form for secret in secrets for form in _forms(secret)}
+        self.secrets = sorted(forms, key=len, reverse=True)
         self._steps: list[Callable[[str], str]] = [
             lambda s: _PEM.sub("[secret]", s),
             lambda s: _URL_CREDENTIALS.sub(r"\1[secret]@", s),
@@ -108,12 +142,27 @@ class Redactor:
 
     def text(self, value: str) -> str:
         if len(value) > MAX_CHARS:  # bounded before any pattern runs
-            value = value[:MAX_CHARS] + "…"
+            value = value[:MAX_CHARS] + CLIPPED
         value = unicodedata.normalize("NFKC", value)  # look-alikes, before the patterns
+        if self.secrets:
+            value = self._configured(value)
         for step in self._steps:
             value = step(value)
         for pattern in self.extra:
             value = pattern.sub("[redacted]", value)
+        return value
+
+    def _configured(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, "[secret]")
+        # Cut short (the mark is "..." once folded): maybe in the middle of a secret.
+        mark = next((m for m in CLIP_MARKS if value.endswith(m)), None)
+        if mark is not None:
+            kept = value[: -len(mark)]
+            for secret in self.secrets:
+                start = _cut_start(kept, secret)
+                if start is not None:
+                    return kept[:start] + "[secret]" + mark
         return value
 
     def data(self, value: Any) -> Any:

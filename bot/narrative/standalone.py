@@ -32,6 +32,7 @@ async def explain_incident(
             NarrativeMetrics(CollectorRegistry()),
             llm=llm,
             allowed_url_prefixes=[public] if public else [],
+            secrets=settings.secret_values(),
         )
         return await narrator.explain(incident_id, audience)
     finally:

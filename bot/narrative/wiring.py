@@ -34,6 +34,7 @@ def setup(app: web.Application) -> None:
         NarrativeMetrics(app[keys.METRICS].registry),
         llm=llm,
         allowed_url_prefixes=[public] if public else [],
+        secrets=settings.secret_values(),
     )
     app[keys.NARRATIVES] = narrator
     app[keys.NARRATIVE_LIMITER] = RateLimiter(
