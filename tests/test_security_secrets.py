@@ -410,3 +410,32 @@ async def test_configured_secrets_an_alert_quotes_never_reach_the_model(
     assert "xx [secret]..." in sent  # the clip's "…", folded like the rest
     assert find_secrets("the model's requests", sent) == []
     assert BASIC_PASSWORD[:6] not in sent and wide not in sent
+
+
+def readable_by_others(folder: Path) -> list[str]:
+    return [f"{p.name} {p.stat().st_mode:o}" for p in folder.iterdir() if p.stat().st_mode & 0o077]
+
+
+async def test_store_files_an_earlier_version_left_readable_are_made_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.core.clock import ManualClock
+    from bot.store.sqlite import SqliteStore
+
+    path = tmp_path / "alertpilot.db"
+    store = SqliteStore(str(path), clock=ManualClock().now)
+    await store.open()
+    await store.close()
+    for file in (path, tmp_path / "alertpilot.db-inbox"):  # as earlier versions left them
+        file.chmod(0o644)
+    caplog.set_level(logging.WARNING, logger="bot.store")
+    store = SqliteStore(str(path), clock=ManualClock().now)
+    await store.open()
+    try:
+        await store.enqueue_payload("alertmanager", '{"a": 1}')
+        assert readable_by_others(tmp_path) == []
+    finally:
+        await store.close()
+    said = " ".join(r.getMessage() for r in caplog.records if r.name == "bot.store.sqlite")
+    assert f"{path} was mode 644, now 600" in said
+    assert f"{path}-inbox was mode 644, now 600" in said

@@ -8,7 +8,6 @@ request and reply.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import marshal
 import os
@@ -166,10 +165,33 @@ def _wait(deadline: float) -> None:
     time.sleep(WriteLock.POLL)
 
 
+def private_file(path: str) -> str | None:
+    """Create ``path`` readable and writable by this user only. If it exists (made by an
+    earlier version, 0644) and others may read it or its ``-wal`` and ``-shm``, those are
+    made private; what was changed, or could not be, is returned for the log."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    else:
+        return None
+    said = []
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = os.stat(name).st_mode & 0o7777
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                said.append(f"{name} was mode {mode:o}, now {mode & 0o700:o}")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # another user's file: say so, and go on
+            said.append(f"{name} is readable by others and cannot be changed: {exc.strerror}")
+    return "; ".join(said) or None
+
+
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     if path != ":memory:":  # private to this user, as the store's own file
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        private_file(path)
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA cache_size=-512")  # KiB: it only appends

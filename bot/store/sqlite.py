@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
@@ -54,7 +53,7 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
-from bot.store.inbox_child import WriteLock
+from bot.store.inbox_child import WriteLock, private_file
 from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows, pack, unpack
 from bot.store.migrations import INBOX_MIGRATIONS, INBOX_MOVED, MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
@@ -85,12 +84,6 @@ def _fail(batch: list[PendingPayload], error: StoreError) -> None:
     for *_, future in batch:
         if not future.done():
             future.set_exception(error)
-
-
-def private_file(path: str) -> None:
-    """Create ``path`` readable and writable by this user only, unless it exists."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class SqliteStore(Store):
@@ -184,10 +177,13 @@ class SqliteStore(Store):
         if self.path != ":memory:":
             # Payloads and incidents hold whatever alerts carry: private to this user. A
             # folder made here is 0700; the files are made 0600 before SQLite opens them,
-            # and SQLite gives their -wal and -shm the same mode.
+            # and SQLite gives their -wal and -shm the same mode. Files an earlier version
+            # left readable by others are made private.
             Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             for path in (self.path, self.inbox_path):
-                private_file(path)
+                changed = private_file(path)
+                if changed is not None:
+                    log.warning("store files: %s", changed)
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
