@@ -24,7 +24,7 @@ from bot.errors import ConfigError, PayloadError, StoreError
 from bot.narrative.cli import add_commands as add_narrative_commands
 from bot.remediation.cli import add_commands as add_remediation_commands
 from bot.runtime import logs
-from bot.server.exposure import exposure, refusal
+from bot.server.exposure import exposure, host_warnings, refusal
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
 from bot.store.factory import build_store
 
@@ -235,6 +235,7 @@ def risky(settings: Settings) -> list[str]:
     from bot.check import risky_remediation
     from bot.console.advice import console_warnings
 
+    out.extend(host_warnings(settings))
     out.extend(risky_remediation(settings))
     out.extend(console_warnings(settings))
     return out

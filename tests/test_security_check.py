@@ -147,6 +147,11 @@ RISKY: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str]] = {
         [playbook(r"[a-z0-9./=-]+")],
         "accepts values like options, paths or spaces",
     ),
+    "a listen on every address that answers loopback names only": (
+        {"server": {**SAFE_SERVER, "listen": "0.0.0.0:8080"}},
+        [],
+        "server.listen is 0.0.0.0:8080 but only loopback names are answered",
+    ),
     "Slack approvals by nobody": (
         {"slack": SLACK},
         [],
@@ -163,6 +168,21 @@ def test_each_risky_setting_warns(
     found = warnings(capsys, write(tmp_path, playbooks, **sections))
     assert len(found) == 1, found
     assert expected in found[0], found
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        {"listen": "0.0.0.0:8080", "allowed_hosts": ["alertpilot.monitoring.svc"]},
+        {"listen": "[::]:8080", "public_url": "https://alertpilot.example.com"},
+        {"listen": "0.0.0.0:8080", "allowed_hosts": ["*"]},
+        {"listen": "10.0.0.5:8080"},  # the address it listens on is a name it answers to
+    ],
+)
+def test_a_listen_off_loopback_with_the_names_clients_use_is_not_a_warning(
+    server: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert warnings(capsys, write(tmp_path, server={**SAFE_SERVER, **server})) == []
 
 
 @pytest.mark.parametrize("mode", ["approval", "suggest"])

@@ -35,6 +35,7 @@ from bot.settings import Settings
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 ANY_HOST = "*"
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - addresses to listen on, not hosts
 # POSTs that are not JSON: Slack signs its form-encoded requests, and a browser cannot.
 NOT_JSON = frozenset({"/slack/events"})
 
@@ -75,6 +76,10 @@ def not_json(request: web.Request) -> str | None:
     return f"expected Content-Type: application/json, got {kind or 'none'!r}"
 
 
+def listens_everywhere(settings: Settings) -> bool:
+    return settings.server.host in WILDCARDS
+
+
 class Guard:
     """The Host, Origin and Content-Type checks, with what they accept worked out once."""
 
@@ -82,7 +87,7 @@ class Guard:
         server = settings.server
         self.any_host = ANY_HOST in server.allowed_hosts
         names = {hostname(name) for name in server.allowed_hosts if name != ANY_HOST}
-        if server.host not in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard names no host
+        if not listens_everywhere(settings):  # a wildcard names no host
             names.add(hostname(server.host))
         self.public_origin = _origin(server.public_url) if server.public_url else None
         if server.public_url:
@@ -205,6 +210,21 @@ def _console(settings: Settings) -> str:
     if console.trusted_proxies:
         ways.append(f"{console.user_header} from trusted_proxies")
     return " or ".join(ways)
+
+
+def host_warnings(settings: Settings) -> list[str]:
+    """A server listening on every address but answering loopback names only: whoever
+    reaches it from elsewhere (Alertmanager on another machine, a proxy) gets 421."""
+    server = settings.server
+    if not listens_everywhere(settings) or ANY_HOST in server.allowed_hosts:
+        return []
+    if server.allowed_hosts or server.public_url:
+        return []
+    return [
+        f"server.listen is {server.listen} but only loopback names are answered: a client "
+        "that addresses this server by any other name or address gets 421 (list them in "
+        "server.allowed_hosts, or set server.public_url)"
+    ]
 
 
 def refusal(settings: Settings) -> str | None:
