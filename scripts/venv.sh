@@ -17,5 +17,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 extras=""
 if [[ $# -gt 0 ]]; then extras="[$(IFS=,; echo "$*")]"; fi
-.venv/bin/python -m pip install --quiet --upgrade pip setuptools  # the venv's setuptools is old (known CVEs)
+# venv seeds setuptools 65.5 on Python 3.11: CVE-2024-6345 (fixed in 70.0) and CVE-2025-47273
+# (fixed in 78.1.1)
+.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"
 .venv/bin/python -m pip install --quiet -e ".${extras}"

@@ -3,11 +3,14 @@ default config, prompt templates and playbooks, and ``explain`` writes a narrati
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "tests" / "fixtures" / "alertmanager" / "captured-firing.json"
@@ -82,3 +85,16 @@ def test_an_installed_wheel_checks_its_defaults_and_writes_narratives(tmp_path: 
     assert explain.returncode == 0, explain.stderr
     assert "*[P1] HighErrorRate (service=checkout)*" in explain.stdout
     assert "(template, provider)" in explain.stderr
+
+
+def test_the_projects_venv_has_no_setuptools_with_known_flaws() -> None:
+    """``scripts/venv.sh`` upgrades the setuptools that ``python -m venv`` seeds (65.5 on
+    Python 3.11: CVE-2024-6345, CVE-2025-47273)."""
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip("not run from the venv scripts/venv.sh makes")
+    try:
+        version = importlib.metadata.version("setuptools")
+    except importlib.metadata.PackageNotFoundError:
+        return  # none at all is none with flaws
+    release = tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+    assert release >= (78, 1, 1), version
