@@ -252,6 +252,43 @@ def test_check_says_what_is_open(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "serve would refuse to start: server.listen is 0.0.0.0:8080" in capsys.readouterr().err
 
 
+def test_check_says_who_may_act_from_slack_and_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "alertpilot.yaml"
+    base = f"store:\n  url: sqlite:///{tmp_path}/a.db\nplaybooks:\n  paths: []\n"
+    slack = "slack:\n  bot_token: xoxb-1\n  signing_secret: s\n  default_channel: '#ops'\n"
+    console = "console:\n  users: [{name: ana, token: ana-token-0123456789abcdef}]\n"
+    config.write_text(base + slack + console)
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "endpoint: POST /slack/events: Slack request signature; an incident is acted on "
+        "from its own channel; query off; approvals by nobody; silences up to 1d\n"
+    ) in out
+    assert (
+        "endpoint: /ui (console): sign-in with a token per person (1 person); approvals by nobody\n"
+    ) in out
+    slack += (
+        "  app_token: xapp-1\n  responders: [U0RESP, S0ONCALL]\n  query_users: [U0RESP]\n"
+        "  query_channels: [C0OPS, C0SRE]\n  approvers: [U0LEAD]\n  max_silence: 4h\n"
+    )
+    console += "  trusted_proxies: [127.0.0.1/32]\n  approvers: [ana]\n"
+    config.write_text(base + slack + console)
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "endpoint: POST /slack/events: Slack request signature (and Socket Mode: "
+        "slack.app_token); an incident is acted on from its own channel; slack.responders "
+        "(2 users or groups) from anywhere; query for 1 user and in 2 channels; approvals by 1 "
+        "approver; silences up to 4h\n"
+    ) in out
+    assert (
+        "endpoint: /ui (console): sign-in with a token per person (1 person) or "
+        "X-Forwarded-User from trusted_proxies; approvals by 1 approver\n"
+    ) in out
+
+
 async def test_serve_refuses_a_non_loopback_listen_without_a_webhook_token(
     tmp_path: Path,
 ) -> None:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bot.core.durations import format_duration
 from bot.errors import RequestRefused
 from bot.settings import Settings
 
@@ -175,10 +176,7 @@ def exposure(settings: Settings) -> list[Endpoint]:
             api,
         ),
     ]
-    if settings.slack is None:
-        out.append(Endpoint("POST /slack/events", "off (no slack section)"))
-    else:
-        out.append(Endpoint("POST /slack/events", "Slack request signature"))
+    out.append(Endpoint("POST /slack/events", _slack(settings)))
     pagerduty = settings.pagerduty
     if pagerduty is None:
         out.append(Endpoint("POST /pagerduty", "off (no pagerduty section)"))
@@ -197,6 +195,36 @@ def exposure(settings: Settings) -> list[Endpoint]:
     return out
 
 
+def _people(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+def _slack(settings: Settings) -> str:
+    """The signature, then who may do what once it is checked (``bot.slack.access``)."""
+    slack = settings.slack
+    if slack is None:
+        return "off (no slack section)"
+    socket = " (and Socket Mode: slack.app_token)" if slack.app_token is not None else ""
+    responders = _people(len(slack.responders), "user or group", "users or groups")
+    anywhere = f"; slack.responders ({responders}) from anywhere" if slack.responders else ""
+    if slack.query_users or slack.query_channels:
+        query = (
+            f"query for {_people(len(slack.query_users), 'user')} and in "
+            f"{_people(len(slack.query_channels), 'channel')}"
+        )
+    else:
+        query = "query off"
+    approvers = (
+        f"approvals by {_people(len(slack.approvers), 'approver')}"
+        if slack.approvers
+        else "approvals by nobody"
+    )
+    return (
+        f"Slack request signature{socket}; an incident is acted on from its own channel"
+        f"{anywhere}; {query}; {approvers}; silences up to {format_duration(slack.max_silence)}"
+    )
+
+
 def _console(settings: Settings) -> str:
     console = settings.console
     if console is None:
@@ -209,7 +237,12 @@ def _console(settings: Settings) -> str:
         )
     if console.trusted_proxies:
         ways.append(f"{console.user_header} from trusted_proxies")
-    return " or ".join(ways)
+    approvers = (
+        f"approvals by {_people(len(console.approvers), 'approver')}"
+        if console.approvers
+        else "approvals by nobody"
+    )
+    return f"{' or '.join(ways)}; {approvers}"
 
 
 def host_warnings(settings: Settings) -> list[str]:
