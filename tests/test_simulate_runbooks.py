@@ -1,5 +1,5 @@
-"""``alertpilot simulate`` on the alerts of the outage, error, LLM provider, latency, SLO
-and quality runbooks.
+"""``alertpilot simulate`` on the alerts of the outage, error, LLM provider, latency, SLO,
+quality and cost budget runbooks.
 
 Each alert carries the labels its rule really produces (the label sets the promtool unit
 tests in tests/rules/ expect, which promtool checks against rules/): it reaches the
@@ -77,6 +77,12 @@ CASES = [
         (("rollback_deploy", "approval"), ("enable_degraded_mode", "suggest")),
     ),
     Case(
+        "HighErrorRate", "critical", "high-error-rate", "P1",
+        ("error_ratio", "errors_by_reason", "versions_last_hour", "llm_failure_ratio",
+         "db_pool_utilization"),
+        (("rollback_deploy", "approval"), ("enable_degraded_mode", "suggest")),
+    ),
+    Case(
         "ErrorRateOutage", "critical", "error-rate-outage", "P0",
         ("error_ratio", "errors_by_reason", "versions_last_hour", "llm_failure_ratio"),
         (("rollback_deploy", "approval"), ("fail_over_llm", "approval"),
@@ -104,6 +110,12 @@ CASES = [
         ("model_not_found_per_second", "other_models_failure_ratio", "versions_last_day"),
         (("switch_to_fallback_model", "approval"),),
         {"switch_to_fallback_model": "POST http://127.0.0.1:8081/v1/llm/model"},
+    ),
+    Case(
+        "LLMProviderErrors", "critical", "llm-provider-failures", "P1",
+        ("provider_failures_per_second", "provider_5xx_ratio", "failures_by_model_and_status",
+         "other_providers_failure_ratio"),
+        (("fail_over_provider", "approval"), ("switch_to_fallback_model", "suggest")),
     ),
     Case(
         "LLMProviderRateLimitSpike", "warning", "llm-provider-rate-limit-spike", "P2",
@@ -162,6 +174,30 @@ CASES = [
         "RAGRetrievalSlow", "warning", "rag-retrieval-latency", "P2",
         ("retrieval_latency_p95", "other_indexes_p95", "retrievals_vs_yesterday"),
         (("enable_degraded_mode", "suggest"),),
+    ),
+    # the cost budget at 50/75/90/100% (the token budget's 80/90/100% is in
+    # tests/test_operations_playbooks.py): a heads-up, then the page at 90% with batch
+    # work paused by a person, then at 100% the scheduler held before the next run
+    Case(
+        "LLMBudgetBurn", "info", "llm-budget-burn", "P3",
+        ("budget_used_ratio", "projected_ratio_in_24h", "spend_by_model"),
+    ),
+    Case(
+        "LLMBudgetBurn", "warning", "llm-budget-burn", "P2",
+        ("budget_used_ratio", "projected_ratio_in_24h", "spend_by_model"),
+    ),
+    Case(
+        "LLMBudgetCritical", "critical", "llm-budget-critical", "P1",
+        ("budget_used_ratio", "projected_ratio_in_24h", "spend_per_hour", "spend_by_model"),
+        (("pause_batch_jobs", "suggest"),),
+        {"pause_batch_jobs": "POST http://127.0.0.1:8081/v1/batch/pause"},
+    ),
+    Case(
+        "LLMBudgetExhausted", "critical", "llm-budget-exhausted", "P1",
+        ("budget_used_ratio", "batch_runs_in_progress", "batch_scheduler_paused"),
+        (("pause_batch_scheduler", "approval"), ("pause_batch_jobs", "approval"),
+         ("silence_paused_batch_alerts", "approval")),
+        {"pause_batch_scheduler": "POST http://127.0.0.1:8081/v1/batch/scheduler/pause"},
     ),
     # the narrative service's own runbook
     Case(
@@ -246,6 +282,18 @@ def settings_for(tmp_path: Path) -> Settings:
 
 def by_name(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
     return {item[key]: item for item in items}
+
+
+def test_the_cases_cover_every_alert_of_the_outage_provider_and_objective_rules() -> None:
+    """Every alert (name and severity) of the rule files these runbooks added; those of
+    rules/operations.yml are covered by tests/test_operations_playbooks.py."""
+    raised = set()
+    for name in ("outages.yml", "llm-provider.yml", "slo.yml"):
+        for group in yaml.safe_load((ROOT / "rules" / name).read_text())["groups"]:
+            raised |= {
+                (r["alert"], r["labels"]["severity"]) for r in group["rules"] if "alert" in r
+            }
+    assert raised - {(c.alertname, c.severity) for c in CASES} == set()
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.alertname}-{c.severity}")

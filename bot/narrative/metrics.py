@@ -30,7 +30,7 @@ class NarrativeMetrics:
         self.seconds = Histogram(
             "alertpilot_narrative_generation_seconds",
             "Time to produce a narrative from a provider (all attempts).",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 10, 15, 30, 60, 120),
             registry=r,
         )
         self.errors = Counter(
