@@ -141,7 +141,7 @@ async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
         posts = [asyncio.create_task(client.post("/alertmanager", json=group(i))) for i in range(5)]
         store = client.app[keys.STORE]
         deadline = time.monotonic() + 10
-        while store._pending or len(store._batches) < 2:  # the first alone, then four
+        while store._inbox._pending or len(store._inbox._batches) < 2:  # the first alone, then four
             assert time.monotonic() < deadline, "the webhooks never reached the writer"
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)

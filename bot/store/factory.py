@@ -28,6 +28,7 @@ def build_store(
             lease=settings.lease,
             pool_size=settings.pool_size,
             connect_timeout=settings.busy_timeout,
+            inbox_writer=inbox_writer,
         )
     from bot.store.sqlite import SqliteStore
 

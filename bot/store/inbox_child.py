@@ -282,7 +282,7 @@ class Checkpoints:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _write_frames(stream: Any, messages: list[Any]) -> None:
+def write_frames(stream: Any, messages: list[Any]) -> None:
     """One write for all of them: the parent reads them in one go."""
     data = [marshal.dumps(message) for message in messages]
     stream.write(b"".join(HEADER.pack(len(part)) + part for part in data))
@@ -336,13 +336,13 @@ def main(argv: list[str]) -> int:
         conn = connect(path, busy_timeout)
         lock = WriteLock(path, busy_timeout, urgent=True)
     except (sqlite3.Error, OSError) as exc:
-        _write_frames(stdout, [("error", type(exc).__name__, 0, str(exc))])
+        write_frames(stdout, [("error", type(exc).__name__, 0, str(exc))])
         return 1
-    _write_frames(stdout, [("ok", "ready")])  # signals are set up and the database is open
+    write_frames(stdout, [("ok", "ready")])  # signals are set up and the database is open
     requests, checkpoints = Requests(sys.stdin.fileno()), Checkpoints()
     while (request := requests.next()) is not None:
         if request[0] != "insert":
-            _write_frames(stdout, [_answer(conn, lock, request)])
+            write_frames(stdout, [_answer(conn, lock, request)])
             continue
         # The batches the parent sent while the last commit ran share this one: a
         # webhook that arrived meanwhile waits for one commit, not for the one queued
@@ -351,7 +351,7 @@ def main(argv: list[str]) -> int:
         batches += requests.inserts_waiting(MERGE_BYTES - payload_bytes(request[1]))
         stored = [pack(rows) for rows in batches]
         replies = _insert(conn, lock, stored)
-        _write_frames(stdout, replies)
+        write_frames(stdout, replies)
         if replies[0][0] == "ok":
             try:
                 checkpoints.after_insert(conn, stored, requests)

@@ -20,26 +20,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import logging
 import marshal
 import sqlite3
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bot.errors import StoreError, StoreUnavailable
 from bot.store import inbox_child
 from bot.store.inbox_child import HEADER, InboxRow, insert_rows, pack, unpack
 
-__all__ = ["InboxRow", "InboxWriter", "WriterError", "insert_rows", "pack", "unpack"]
+__all__ = [
+    "InboxBatches",
+    "InboxRow",
+    "InboxWriter",
+    "PostgresInboxWriter",
+    "WriterError",
+    "insert_rows",
+    "pack",
+    "store_error",
+    "unpack",
+]
+
+log = logging.getLogger(__name__)
 
 PIPE_SIZE = 1 << 20  # Linux's default limit for an unprivileged process
 CHILD = str(Path(inbox_child.__file__).resolve())
+PG_CHILD = str(Path(CHILD).with_name("inbox_child_pg.py"))
+INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
+SEND_AT = 4  # payloads sent together while an inbox batch is out (see InboxBatches)
+# A payload waiting for its commit: source, body, received at, result, its request's future.
+PendingPayload = tuple[str, str, float, str | None, "asyncio.Future[int]"]
 
 
 class WriterError(Exception):
-    """The child could not do what was asked: an SQLite error (``error`` is rebuilt
-    from the child's, with its extended code) or the child is gone (``error`` None)."""
+    """The child could not do what was asked: a database error (``error`` is rebuilt
+    from the child's as ``sqlite3``'s class of that name, with SQLite's extended code;
+    PostgreSQL's child says OperationalError for a lost or refused connection) or the
+    child is gone (``error`` None)."""
 
     def __init__(self, message: str, error: sqlite3.Error | None = None) -> None:
         super().__init__(message)
@@ -90,6 +112,15 @@ class _Child(asyncio.SubprocessProtocol):
         stdin.writelines((HEADER.pack(len(data)), data))
         return future
 
+    def write(self, request: tuple[Any, ...]) -> None:
+        """A frame that gets no reply of its own (the PostgreSQL child's settings, which
+        its ready frame answers)."""
+        assert self.transport is not None
+        data = marshal.dumps(request)
+        stdin = self.transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.writelines((HEADER.pack(len(data)), data))
+
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         buffer = self._buffer
         buffer += data if isinstance(data, bytes) else data.encode()
@@ -130,13 +161,22 @@ class _Child(asyncio.SubprocessProtocol):
 
 class InboxWriter:
     """Parent side: one child at a time. Requests are written as they come and answered
-    in order, so the next batch can wait in the pipe while the child commits this one."""
+    in order, so the next batch can wait in the pipe while the child commits this one.
+    This one commits to SQLite's inbox file at ``path``; ``PostgresInboxWriter`` to a
+    PostgreSQL database."""
 
     def __init__(self, path: str, busy_timeout: float) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self._child: _Child | None = None
         self._spawning = asyncio.Lock()
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, CHILD, self.path, str(self.busy_timeout)]
+
+    def _hello(self) -> tuple[Any, ...] | None:
+        """A first frame for a new child, before it says it is ready (None: none)."""
+        return None
 
     @property
     def pid(self) -> int | None:
@@ -196,16 +236,16 @@ class InboxWriter:
                     child.transport.close()
                 _, child = await asyncio.get_running_loop().subprocess_exec(
                     _Child,
-                    sys.executable,
-                    CHILD,
-                    self.path,
-                    str(self.busy_timeout),
+                    *self._argv(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=None,
                     start_new_session=True,  # signals to the terminal's group do not reach it
                 )
                 self._child = child
+                hello = self._hello()
+                if hello is not None:
+                    child.write(hello)
                 await self._reply(child.ready)
             return child
 
@@ -226,3 +266,165 @@ class InboxWriter:
         error: sqlite3.Error = getattr(sqlite3, kind, sqlite3.DatabaseError)(message)
         error.sqlite_errorcode = code
         raise WriterError(message, error)
+
+
+class PostgresInboxWriter(InboxWriter):
+    """The inbox's writer for PostgreSQL: a child (``bot.store.inbox_child_pg``) with one
+    connection of its own, committing batches of payloads as the SQLite one does.
+
+    On the serving process's event loop, a commit through the async driver waited for
+    several turns of that loop (the statement out, the answer in, the pooled connection
+    back), and under a steady stream of alerts each turn also ran the jobs' store calls:
+    acks waited milliseconds on work that was not theirs. The child's answer is one read
+    on the loop. The database's address goes to the child on its stdin, never on its
+    command line, where every user of the machine could read its password."""
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        super().__init__(url, connect_timeout)
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, PG_CHILD]
+
+    def _hello(self) -> tuple[Any, ...]:
+        return ("connect", self.path, self.busy_timeout)
+
+
+class InboxBatches:
+    """Group commit of webhook payloads through a writer child (``InboxWriter``), for
+    either store: a payload goes to the writer at once when no batch is out; while one
+    is, they go ``SEND_AT`` at a time, and the rest as soon as one comes back. The
+    writer commits every batch waiting for it in one transaction.
+
+    Nothing waits for a timer or a turn of the event loop: under load each turn parses
+    every request that came in, and a commit that waited for the next turn waited for
+    all of them, with the loop idle meanwhile. Sent a few at a time, most of a turn's
+    payloads are on disk by the time it ends.
+
+    ``fallback`` commits rows when there is no writer (SQLite in memory); ``signal`` is
+    set when rows to process are committed; ``outcome`` hears of each batch's result
+    (None: committed)."""
+
+    def __init__(
+        self,
+        writer: Callable[[], InboxWriter | None],
+        fallback: Callable[[list[InboxRow]], Awaitable[list[int]]],
+        *,
+        signal: asyncio.Event,
+        outcome: Callable[[StoreError | None], None] = lambda error: None,
+    ) -> None:
+        self._writer = writer
+        self._fallback = fallback
+        self._signal = signal
+        self._outcome = outcome
+        self._pending: list[PendingPayload] = []
+        self._batches: set[asyncio.Future[Any]] = set()  # batches out
+
+    async def add(self, source: str, body: str, at: float, result: str | None) -> int:
+        """Commit one payload (processed at once if it has a ``result``); its row id."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((source, body, at, result, future))
+        if not self._batches or len(self._pending) >= SEND_AT:
+            self._send_pending()
+        return await future
+
+    async def close(self) -> None:
+        """Wait for the batches out (each settles its requests); cancel none."""
+        while self._batches:
+            await asyncio.wait(set(self._batches))
+
+    def _send_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:INBOX_CHUNK], self._pending[INBOX_CHUNK:]
+            rows = [
+                (source, body, at, None if result is None else at, result)
+                for source, body, at, result, _ in batch
+            ]
+            # With the writer running, the batch goes down its pipe now and the reply
+            # settles it as soon as it is read: no task, no coroutine and no callback
+            # scheduled per batch. Otherwise the slow path starts the writer first.
+            writer = self._writer()
+            try:
+                sent = (
+                    None
+                    if writer is None
+                    else writer.send_insert(
+                        rows, functools.partial(self._committed, batch, rows, True)
+                    )
+                )
+            except Exception as exc:  # a bug in sending: these requests fail, not hang
+                log.exception("store: an inbox batch could not be sent to the writer")
+                _fail(batch, StoreUnavailable(f"store cannot commit: {exc}"))
+                continue
+            if sent is None:
+                sent = asyncio.ensure_future(self._commit(writer, rows))
+                sent.add_done_callback(functools.partial(self._committed, batch, rows, False))
+            self._batches.add(sent)
+
+    async def _commit(self, writer: InboxWriter | None, rows: list[InboxRow]) -> list[int]:
+        if writer is None:
+            return await self._fallback(rows)
+        try:
+            return await writer.insert(rows)
+        except WriterError as exc:
+            raise store_error(exc) from exc.error
+
+    def _committed(
+        self,
+        batch: list[PendingPayload],
+        rows: list[InboxRow],
+        raw: bool,
+        sent: asyncio.Future[Any],
+    ) -> None:
+        """Settle a batch's requests from the writer's answer, and send what is pending.
+        Whatever went wrong, each request gets an answer: a webhook waiting on its
+        commit never hangs."""
+        self._batches.discard(sent)
+        try:
+            ids = self._ids(batch, raw, sent)
+            if ids is None:
+                return
+            for (*_, future), row_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(row_id)
+            if any(row[4] is None for row in rows):
+                self._signal.set()
+        finally:
+            if self._pending:
+                self._send_pending()
+
+    def _ids(
+        self, batch: list[PendingPayload], raw: bool, sent: asyncio.Future[Any]
+    ) -> list[int] | None:
+        """The ids the writer answered for ``batch``; or None, its requests failed."""
+        try:
+            try:
+                ids: list[int] = InboxWriter.result(sent.result()) if raw else sent.result()
+            except WriterError as exc:
+                raise store_error(exc) from exc.error
+            if len(ids) != len(batch):
+                raise StoreError(f"the writer answered {len(ids)} ids for {len(batch)} rows")
+        except StoreError as exc:
+            self._outcome(exc)
+            _fail(batch, StoreUnavailable(str(exc)))
+            return None
+        except BaseException as exc:  # cancelled at shutdown, or a bug
+            _fail(batch, StoreUnavailable(f"store cannot commit: {exc!r}"))
+            if not isinstance(exc, Exception | asyncio.CancelledError):
+                raise
+            return None
+        self._outcome(None)
+        return ids
+
+
+def store_error(exc: WriterError) -> StoreError:
+    """The inbox writer's failure as the store's: unavailable (locked, full, the
+    connection lost, the writer gone) or an error."""
+    if exc.error is None or isinstance(exc.error, sqlite3.OperationalError):
+        return StoreUnavailable(f"store cannot commit: {exc}")
+    return StoreError(f"store error: {exc}")
+
+
+def _fail(batch: Sequence[PendingPayload], error: StoreError) -> None:
+    for *_, future in batch:
+        if not future.done():
+            future.set_exception(error)

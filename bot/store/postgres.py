@@ -1,10 +1,12 @@
 """PostgreSQL store: the same ``Store`` as SQLite's, shared by several replicas.
 
 psycopg 3 with its async connection pool; every call is one transaction on a pooled
-connection (a single statement autocommitted), with ``synchronous_commit=on``: a webhook
-is acknowledged only once its payload is on the server's disk, payloads that arrive
-together sharing one commit (``bot.store.postgres_batch``; jobs' outcomes too). What
-SQLite gets from having one writer, this store gets from locks held to the commit:
+connection (a single statement autocommitted), with ``synchronous_commit=on``. A webhook
+is acknowledged only once its payload is on the server's disk: payloads are committed by
+a child process with a connection of its own, those that arrive together sharing one
+commit, as on SQLite (``bot.store.inbox_writer``); jobs' outcomes are grouped the same
+way on the pool (``bot.store.postgres_batch``). What SQLite gets from having one writer,
+this store gets from locks held to the commit:
 
 - the inbox is applied under one transaction-scoped advisory lock, so deliveries are
   folded into incidents one transaction at a time whichever replica received them, and a
@@ -57,6 +59,14 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
+from bot.store.inbox_child_pg import INSERT_PAYLOADS
+from bot.store.inbox_writer import (
+    InboxBatches,
+    InboxRow,
+    PostgresInboxWriter,
+    WriterError,
+    store_error,
+)
 from bot.store.postgres_batch import GroupCommit
 from bot.store.postgres_schema import MIGRATIONS, migrate
 from bot.store.rows import dumps
@@ -72,7 +82,6 @@ PRUNE_CHUNK = 2000
 # jobs run at once (the lanes' slots, 28 by default); a holder waits this long for one.
 LOCK_CONNECTIONS = 32
 LOCK_WAIT = 60.0
-ACK_CONNECTIONS = 2  # webhook commits out at once, each with the payloads waiting for it
 
 
 class _TextDumper(StrDumperUnknown):
@@ -121,8 +130,10 @@ class PostgresStore(Store):
         lease: float = 30.0,
         pool_size: int = 10,
         connect_timeout: float = 5.0,
+        inbox_writer: bool = True,
     ) -> None:
         self.url = url
+        self._wants_writer = inbox_writer  # the CLI's commands take no webhooks
         self.subscribers = subscribers or Subscriptions()
         self.lease = lease
         self._clock = clock
@@ -132,15 +143,16 @@ class PostgresStore(Store):
         # Connections that hold a lock for a while (``hold``): apart, so that work
         # holding locks never waits for a connection that another holder keeps.
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        # Connections of the webhooks' commits alone, as many as their batches out: an
-        # ack never waits for a connection that the jobs keep busy.
-        self._ack_pool: AsyncConnectionPool[Conn] | None = None
-        self._inbox = GroupCommit(self._insert_payloads, in_flight=ACK_CONNECTIONS)
+        # Webhook payloads are committed by a child process with a connection of its
+        # own (``bot.store.inbox_writer``): an ack waits neither for a connection that
+        # the jobs keep busy nor for the jobs' turns of the event loop.
+        self._writer: PostgresInboxWriter | None = None
         self._outcomes = GroupCommit(self._set_jobs)  # what became of the jobs that ran
         self._held: set[int] = set()  # jobs this replica runs: their leases are renewed
         self._renewer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
         self.job_signal = asyncio.Event()
+        self._inbox = InboxBatches(lambda: self._writer, self._no_writer, signal=self.inbox_signal)
 
     # plumbing ---------------------------------------------------------------
     def _connection_kwargs(self) -> dict[str, Any]:
@@ -225,15 +237,6 @@ class PostgresStore(Store):
             open=False,
             name="alertpilot",
         )
-        self._ack_pool = AsyncConnectionPool(
-            self.url,
-            min_size=ACK_CONNECTIONS,
-            max_size=ACK_CONNECTIONS,
-            kwargs=self._connection_kwargs(),
-            timeout=max(self._connect_timeout, 5.0),
-            open=False,
-            name="alertpilot-acks",
-        )
         self._lock_pool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -245,11 +248,18 @@ class PostgresStore(Store):
             name="alertpilot-locks",
         )
         try:
-            for pool in (self._pool, self._ack_pool, self._lock_pool):
+            for pool in (self._pool, self._lock_pool):
                 await pool.open(wait=True, timeout=self._connect_timeout * 2)
         except psycopg.Error as exc:
             await self.close()
             raise StoreUnavailable(f"cannot open a pool to {where}: {_first_line(exc)}") from exc
+        if self._wants_writer:
+            self._writer = PostgresInboxWriter(self.url, self._connect_timeout)
+            try:
+                await self._writer.start()
+            except WriterError as exc:
+                await self.close()
+                raise StoreUnavailable(f"cannot start the inbox writer for {where}: {exc}") from exc
         self._renewer = asyncio.create_task(self._renew_leases(), name="store-leases")
 
     async def migrate_with(self, conn: Conn) -> list[int]:
@@ -302,15 +312,18 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         await self._inbox.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
         await self._outcomes.close()
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        for pool in (self._pool, self._ack_pool, self._lock_pool):
+        for pool in (self._pool, self._lock_pool):
             if pool is not None:
                 await pool.close()
-        self._pool = self._ack_pool = self._lock_pool = None
+        self._pool = self._lock_pool = None
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
@@ -350,30 +363,32 @@ class PostgresStore(Store):
                 log.warning("store: renewing job leases failed: %s", exc)
 
     async def ping(self) -> None:
-        """A write: a replica on a read-only standby, or cut off, is not ready."""
+        """A write: a replica on a read-only standby, or cut off, is not ready; nor is
+        one whose inbox writer cannot reach the database."""
         await self._execute(
             "INSERT INTO kv (key, value) VALUES ('ping', %s)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (str(self._clock()),),
         )
+        if self._writer is not None:
+            try:
+                await self._writer.ping()
+            except WriterError as exc:
+                raise store_error(exc) from exc.error
 
     # inbox ------------------------------------------------------------------
     async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
-        now = self._clock()
-        inbox_id = await self._inbox.add(
-            (source, body, now, None if result is None else now, result)
-        )
-        if result is None:
-            self.inbox_signal.set()
-        return inbox_id
+        return await self._inbox.add(source, body, self._clock(), result)
 
-    async def _insert_payloads(self, rows: Sequence[InboxRow]) -> list[int]:
-        """One statement, autocommitted: ``rows``' ids, in their order."""
+    @property
+    def inbox_writer_pid(self) -> int | None:
+        """The process committing webhook payloads (None for a command's store)."""
+        return None if self._writer is None else self._writer.pid
+
+    async def _no_writer(self, rows: list[InboxRow]) -> list[int]:
+        """A command's store has no writer: one statement on a pooled connection."""
         columns = [list(column) for column in zip(*rows, strict=True)]
-        if self._ack_pool is None:
-            raise StoreUnavailable("store is closed")
-        async with self._connection(self._ack_pool) as conn:
-            found = await (await conn.execute(_INSERT_PAYLOADS.encode(), columns)).fetchall()
+        found = await self._fetch(INSERT_PAYLOADS, columns)
         ids = {row["n"]: row["id"] for row in found}
         return [int(ids[n]) for n in range(1, len(rows) + 1)]
 
@@ -809,21 +824,10 @@ class PostgresStore(Store):
         return gone
 
 
-InboxRow = tuple[str, str, float, float | None, str | None]  # source, body, at, done, result
 JobOutcome = tuple[int, str, float | None, str | None, float]  # id, status, due, error, now
 
 # Arrays go in binary (``%b``): in text, every quote and backslash of every JSON body is
 # escaped by a regular expression, which cost more than all the rest of the ack. The
-# ids are drawn in the CTE, one per row with its position, so each caller gets the id of
-# its own row (an INSERT's RETURNING has no column saying which row was which).
-_INSERT_PAYLOADS = (
-    "WITH t AS (SELECT nextval(pg_get_serial_sequence('inbox', 'id')) AS id, u.*"
-    " FROM unnest(%b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[])"
-    " WITH ORDINALITY AS u(source, body, received_at, processed_at, result, n)),"
-    " ins AS (INSERT INTO inbox (id, source, body, received_at, processed_at, result)"
-    " SELECT id, source, body, received_at, processed_at, result FROM t)"
-    " SELECT n, id FROM t"
-)
 # Each outcome: (job id, status, due_at or None to keep it, last_error, now).
 _SET_JOBS = (
     "UPDATE jobs SET status = u.status, due_at = COALESCE(u.due_at, jobs.due_at),"

@@ -1,9 +1,9 @@
 """Group commit on PostgreSQL: writes that arrive together share one statement and one
 commit.
 
-Every acknowledged webhook waits for a commit on the server's disk, and every job that
-ends writes its outcome. One statement and one commit each made every caller pay a round
-trip and a WAL flush of its own. Here a write goes out at once while fewer than
+Every job that ends writes its outcome (webhook payloads have a writer process of their
+own: ``bot.store.inbox_writer``). One statement and one commit each made every caller
+pay a round trip and a WAL flush of its own. Here a write goes out at once while fewer than
 ``in_flight`` batches are out; otherwise it waits for one to come back and goes with
 every write that arrived meanwhile, in one statement (autocommitted). Each caller still
 returns only once its own write is committed, with its own result.

@@ -54,36 +54,28 @@ from bot.store.base import (
     Subscriptions,
 )
 from bot.store.inbox_child import WriteLock, private_file
-from bot.store.inbox_writer import InboxRow, InboxWriter, WriterError, insert_rows, pack, unpack
+from bot.store.inbox_writer import (
+    InboxBatches,
+    InboxRow,
+    InboxWriter,
+    WriterError,
+    insert_rows,
+    pack,
+    store_error,
+    unpack,
+)
 from bot.store.migrations import INBOX_MIGRATIONS, INBOX_MOVED, MIGRATIONS
 from bot.store.thread import NORMAL, URGENT, StoreThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PendingPayload = tuple[str, str, float, str | None, "asyncio.Future[int]"]
 # A job's outcome waiting for its commit: status, due_at, last_error, now, job id, future.
 JobUpdate = tuple[str, float | None, str | None, float, int, "asyncio.Future[None]"]
 PAGE_SIZE = 1024  # bytes, for a new store file
 CHECKPOINT_EVERY = 0.2  # s
 PRUNE_CHUNK = 2000  # inbox rows deleted per transaction
-INBOX_CHUNK = 500  # rows per INSERT: 2,500 parameters, far below SQLite's limit
-SEND_AT = 4  # payloads sent together while an inbox batch is out (see _send_pending)
 FULL_MEMORY = 60.0  # s: a webhook commit refused for want of space keeps ping() failing
-
-
-def _store_error(exc: WriterError) -> StoreError:
-    """The inbox writer's failure as the store's: unavailable (locked, full, the writer
-    gone) or an error."""
-    if exc.error is None or isinstance(exc.error, sqlite3.OperationalError):
-        return StoreUnavailable(f"store cannot commit: {exc}")
-    return StoreError(f"store error: {exc}")
-
-
-def _fail(batch: list[PendingPayload], error: StoreError) -> None:
-    for *_, future in batch:
-        if not future.done():
-            future.set_exception(error)
 
 
 class SqliteStore(Store):
@@ -114,12 +106,16 @@ class SqliteStore(Store):
         # Every inbox row up to this id is done (ids only grow): the scan for pending
         # payloads starts after it. Found again by one full scan after a restart.
         self._inbox_floor = 0
-        self._pending: list[PendingPayload] = []
         self._job_updates: list[JobUpdate] = []  # see _set_job_status
         self._job_writer: asyncio.Task[None] | None = None
-        self._batches: set[asyncio.Future[Any]] = set()  # inbox batches in flight
         self._checkpointer: asyncio.Task[None] | None = None
         self.inbox_signal = asyncio.Event()
+        self._inbox = InboxBatches(
+            lambda: self._writer,
+            self._commit_inbox,
+            signal=self.inbox_signal,
+            outcome=self._full_or_not,
+        )
         self.job_signal = asyncio.Event()
         self._full: tuple[float, str] | None = None  # when a webhook commit found no space
 
@@ -271,8 +267,7 @@ class SqliteStore(Store):
             self._checkpointer = None
         if self._job_writer is not None:
             await asyncio.shield(self._job_writer)
-        while self._batches:  # wait for them (each settles its requests); cancel none
-            await asyncio.wait(set(self._batches))
+        await self._inbox.close()
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer.close()
@@ -302,115 +297,31 @@ class SqliteStore(Store):
             try:
                 await self._writer.ping()
             except WriterError as exc:
-                raise _store_error(exc) from exc.error
+                raise store_error(exc) from exc.error
         full = self._full
         if full is not None and now - full[0] < FULL_MEMORY:
             raise StoreUnavailable(f"a webhook commit failed {now - full[0]:.0f}s ago: {full[1]}")
 
     # inbox ------------------------------------------------------------------
     async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((source, body, self._clock(), result, future))
-        if not self._batches or len(self._pending) >= SEND_AT:
-            self._send_pending()
-        return await future
+        return await self._inbox.add(source, body, self._clock(), result)
 
-    def _send_pending(self) -> None:
-        """Group commit: a payload goes to the writer at once when no batch is out;
-        while one is, they go ``SEND_AT`` at a time, and the rest as soon as one comes
-        back. The writer commits every batch waiting for it in one transaction.
-
-        Nothing waits for a timer or a turn of the event loop: under load each turn
-        parses every request that came in, and a commit that waited for the next turn
-        waited for all of them, with the loop idle meanwhile. Sent a few at a time, most
-        of a turn's payloads are on disk by the time it ends."""
-        while self._pending:
-            batch, self._pending = self._pending[:INBOX_CHUNK], self._pending[INBOX_CHUNK:]
-            rows = [
-                (source, body, at, None if result is None else at, result)
-                for source, body, at, result, _ in batch
-            ]
-            # With the writer running, the batch goes down its pipe now and the reply
-            # settles it as soon as it is read: no task, no coroutine and no callback
-            # scheduled per batch. Otherwise the slow path starts the writer first.
-            try:
-                sent = (
-                    None
-                    if self._writer is None
-                    else self._writer.send_insert(
-                        rows, functools.partial(self._committed, batch, rows, True)
-                    )
-                )
-            except Exception as exc:  # a bug in sending: these requests fail, not hang
-                log.exception("store: an inbox batch could not be sent to the writer")
-                _fail(batch, StoreUnavailable(f"store cannot commit: {exc}"))
-                continue
-            if sent is None:
-                sent = asyncio.ensure_future(self._commit_inbox(rows))
-                sent.add_done_callback(functools.partial(self._committed, batch, rows, False))
-            self._batches.add(sent)
-
-    def _committed(
-        self,
-        batch: list[PendingPayload],
-        rows: list[InboxRow],
-        raw: bool,
-        sent: asyncio.Future[Any],
-    ) -> None:
-        """Settle a batch's requests from the writer's answer, and send what is pending.
-        Whatever went wrong, each request gets an answer: a webhook waiting on its
-        commit never hangs."""
-        self._batches.discard(sent)
-        try:
-            ids = self._inbox_ids(batch, raw, sent)
-            if ids is None:
-                return
-            for (*_, future), row_id in zip(batch, ids, strict=True):
-                if not future.done():
-                    future.set_result(row_id)
-            if any(row[4] is None for row in rows):
-                self.inbox_signal.set()
-        finally:
-            if self._pending:
-                self._send_pending()
-
-    def _inbox_ids(
-        self, batch: list[PendingPayload], raw: bool, sent: asyncio.Future[Any]
-    ) -> list[int] | None:
-        """The ids the writer answered for ``batch``; or None, its requests failed."""
-        try:
-            try:
-                ids: list[int] = InboxWriter.result(sent.result()) if raw else sent.result()
-            except WriterError as exc:
-                raise _store_error(exc) from exc.error
-            if len(ids) != len(batch):
-                raise StoreError(f"the writer answered {len(ids)} ids for {len(batch)} rows")
-        except StoreError as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, sqlite3.Error)
-                and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
-            ):
-                self._full = (self._clock(), str(exc))
-            _fail(batch, StoreUnavailable(str(exc)))
-            return None
-        except BaseException as exc:  # cancelled at shutdown, or a bug
-            _fail(batch, StoreUnavailable(f"store cannot commit: {exc!r}"))
-            if not isinstance(exc, Exception | asyncio.CancelledError):
-                raise
-            return None
-        self._full = None
-        return ids
+    def _full_or_not(self, error: StoreError | None) -> None:
+        """A webhook's commit refused for want of space keeps ``ping`` failing a while."""
+        if error is None:
+            self._full = None
+            return
+        cause = error.__cause__
+        if (
+            isinstance(cause, sqlite3.Error)
+            and cause.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+        ):
+            self._full = (self._clock(), str(error))
 
     async def _commit_inbox(self, rows: list[InboxRow]) -> list[int]:
-        writer = self._writer
-        if writer is None:  # in memory, or a command's store: the store thread commits
-            work = functools.partial(self._call, insert_rows, (pack(rows),), inbox=True)
-            return await self._submit(URGENT, work)
-        try:
-            return await writer.insert(rows)
-        except WriterError as exc:
-            raise _store_error(exc) from exc.error
+        """In memory, or a command's store: the store thread commits."""
+        work = functools.partial(self._call, insert_rows, (pack(rows),), inbox=True)
+        return await self._submit(URGENT, work)
 
     @property
     def inbox_writer_pid(self) -> int | None:

@@ -1,0 +1,152 @@
+"""The inbox writer's child process for PostgreSQL (see ``bot.store.inbox_writer``).
+
+The same frames as SQLite's (``bot.store.inbox_child``), the same order of replies and
+the same merging of the batches waiting in the pipe into one commit. Its first frame
+from the parent is ``("connect", url, connect_timeout)``: the database's address, with
+its password, is never on the command line. It connects, answers ready, and then
+commits each batch in one statement, autocommitted, with ``synchronous_commit=on``: a
+reply means the rows are on the server's disk.
+
+A lost connection fails the batches it held (the parent answers 503, so Alertmanager
+retries) and is opened again for the next one.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":
+    # Run by path, its own folder comes first on sys.path, where the store's copy.py
+    # hides the standard library's copy (which psycopg imports): it goes last, where
+    # only the SQLite child's framing is looked for.
+    sys.path.append(sys.path.pop(0))
+
+import signal
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+if TYPE_CHECKING or __name__ != "__main__":
+    from bot.store.inbox_child import MERGE_BYTES, Requests, payload_bytes, write_frames
+else:  # run by path, as SQLite's: its framing is the module next to this one
+    from inbox_child import MERGE_BYTES, Requests, payload_bytes, write_frames
+
+# Ids are drawn in the CTE, one per row with its position, so each caller gets the id of
+# its own row (an INSERT's RETURNING has no column saying which row was which).
+INSERT_PAYLOADS = (
+    "WITH t AS (SELECT nextval(pg_get_serial_sequence('inbox', 'id')) AS id, u.*"
+    " FROM unnest(%b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[])"
+    " WITH ORDINALITY AS u(source, body, received_at, processed_at, result, n)),"
+    " ins AS (INSERT INTO inbox (id, source, body, received_at, processed_at, result)"
+    " SELECT id, source, body, received_at, processed_at, result FROM t)"
+    " SELECT n, id FROM t"
+)
+
+InboxRow = tuple[str, str, float, "float | None", "str | None"]
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL's text holds no NUL: stored as U+FFFD, as the store's own writes do."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+class Writer:
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.url = url
+        self.connect_timeout = max(1, round(connect_timeout))
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                options="-c synchronous_commit=on",
+                application_name="alertpilot-inbox",
+                connect_timeout=self.connect_timeout,
+            )
+        return self.conn
+
+    def insert(self, batches: list[list[InboxRow]]) -> list[tuple[Any, ...]]:
+        """All ``batches`` in one statement, one commit: one reply per batch, in order."""
+        rows = [row for batch in batches for row in batch]
+        columns = [
+            [_text(row[0]) for row in rows],
+            [_text(row[1]) for row in rows],
+            [row[2] for row in rows],
+            [row[3] for row in rows],
+            [_text(row[4]) for row in rows],
+        ]
+        try:
+            cursor = self.connection().execute(INSERT_PAYLOADS, columns)
+            found = dict(cursor.fetchall())
+            ids = [int(found[n]) for n in range(1, len(rows) + 1)]
+        except psycopg.Error as exc:
+            self.drop(exc)
+            return [_error(exc)] * len(batches)
+        replies: list[tuple[Any, ...]] = []
+        start = 0
+        for batch in batches:
+            replies.append(("ok", ids[start : start + len(batch)]))
+            start += len(batch)
+        return replies
+
+    def ping(self) -> tuple[Any, ...]:
+        try:
+            self.connection().execute("SELECT 1")
+        except psycopg.Error as exc:
+            self.drop(exc)
+            return _error(exc)
+        return ("ok", None)
+
+    def drop(self, exc: Exception) -> None:
+        """After a failed statement: a connection that is no longer good goes, and the
+        next request opens a new one."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if isinstance(exc, psycopg.OperationalError) or conn.broken:
+            conn.close()
+        else:
+            self.conn = conn  # a refused statement: the connection is still good
+
+
+def _error(exc: Exception) -> tuple[Any, ...]:
+    # The store's errors: a lost or refused connection is "unavailable" (retry later).
+    kind = "OperationalError" if isinstance(exc, psycopg.OperationalError) else "DatabaseError"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ("error", kind, 0, message)
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stdout = sys.stdout.buffer
+    requests = Requests(sys.stdin.fileno())
+    hello = requests.next()
+    if hello is None or hello[0] != "connect":
+        write_frames(stdout, [("error", "ProgrammingError", 0, "expected the connect frame")])
+        return 1
+    writer = Writer(hello[1], float(hello[2]))
+    try:
+        writer.connection()
+    except psycopg.Error as exc:  # told to the parent, which decides
+        write_frames(stdout, [_error(exc)])
+        return 1
+    write_frames(stdout, [("ok", "ready")])
+    while (request := requests.next()) is not None:
+        if request[0] == "insert":
+            batches = [request[1]]
+            batches += requests.inserts_waiting(MERGE_BYTES - payload_bytes(request[1]))
+            write_frames(stdout, writer.insert(batches))
+        elif request[0] == "ping":
+            write_frames(stdout, [writer.ping()])
+        else:
+            write_frames(stdout, [("error", "ProgrammingError", 0, f"unknown {request[0]!r}")])
+    if writer.conn is not None:
+        writer.conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
