@@ -27,6 +27,7 @@ from bot.notify.log import LogNotifier
 from bot.pagerduty import setup as paging
 from bot.runtime.jobs import JobHandlers, Lane
 from bot.runtime.load import IngestLoad
+from bot.runtime.loop import background
 from bot.runtime.metrics import Metrics
 from bot.runtime.worker import InboxProcessor, JobRunner
 from bot.server import api
@@ -247,7 +248,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     inbox.start()
     runner.start()
     retention = app[keys.SETTINGS].store.retention
-    pruner = asyncio.create_task(_prune(app[keys.STORE], app[keys.CLOCK], retention))
+    pruner = background(_prune(app[keys.STORE], app[keys.CLOCK], retention), name="prune")
     yield
     log.info("draining workers")
     pruner.cancel()

@@ -24,6 +24,7 @@ from bot.errors import ConfigError, PayloadError, StoreError
 from bot.narrative.cli import add_commands as add_narrative_commands
 from bot.remediation.cli import add_commands as add_remediation_commands
 from bot.runtime import logs
+from bot.runtime.loop import AckFirstLoop
 from bot.server.exposure import exposure, host_warnings, refusal
 from bot.settings import DEFAULT_CONFIG, Settings, load_settings
 from bot.store.factory import build_store
@@ -98,7 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     try:
-        asyncio.run(_serve(app, settings))
+        with asyncio.Runner(loop_factory=AckFirstLoop) as runner:
+            runner.run(_serve(app, settings))
     except OSError as exc:  # the address is taken, or not this host's
         print(
             f"cannot listen on {settings.server.listen}: {exc.strerror or exc}"

@@ -22,6 +22,7 @@ from bot.core.incidents import EventKind, severity_of
 from bot.errors import PayloadError, PermanentFailure, RetryLater, StoreError, StoreUnavailable
 from bot.runtime.jobs import JobHandlers, Lane
 from bot.runtime.load import IngestLoad
+from bot.runtime.loop import background
 from bot.runtime.metrics import Metrics
 from bot.settings import IncidentSettings, LaneSettings, Severity, WorkerSettings
 from bot.store.base import ApplyResult, InboxItem, Job, Store
@@ -107,7 +108,7 @@ class InboxProcessor:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name="alertpilot-inbox")
+        self.task = background(self._loop(), name="alertpilot-inbox")
 
     @property
     def alive(self) -> bool:
@@ -270,7 +271,7 @@ class JobRunner:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._loop(), name="alertpilot-jobs")
+        self.task = background(self._loop(), name="alertpilot-jobs")
 
     @property
     def alive(self) -> bool:
