@@ -83,9 +83,16 @@ async def call(fn: Callable[..., T], *args: Any) -> T:
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """``check()``'s answer once it is true. An element the page swapped out while it
+    was read (it refreshes itself) is not an answer yet: the next round reads it again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = await check()
+        try:
+            found = await check()
+        except StaleElementReferenceException:
+            found = None
         if found:
             return found
         await asyncio.sleep(0.05)
@@ -201,13 +208,12 @@ async def test_sign_in_filter_open_and_acknowledge_in_chromium(
         await until(lambda: _async(driver.find_elements, By.ID, "acknowledge"), "incident page")
         assert driver.find_element(By.ID, "status").text == "triggered"
         await call(driver.find_element(By.ID, "acknowledge").click)
-        await until(
-            lambda: _async(lambda: driver.find_element(By.ID, "status").text == "acknowledged"),
-            "the page to say acknowledged",
+        page = await until(
+            lambda: _async(lambda: acknowledged_page(driver)), "the page to say acknowledged"
         )
-        assert driver.find_element(By.ID, "said").text == f"You acknowledged #{checkout.id}."
-        assert driver.find_element(By.ID, "acknowledged-by").text.startswith("alice")
-        assert "acknowledged by alice in the console" in driver.find_element(By.ID, "timeline").text
+        assert page["said"] == f"You acknowledged #{checkout.id}."
+        assert page["by"].startswith("alice")
+        assert "acknowledged by alice in the console" in page["timeline"]
 
         stored = await client.app[keys.STORE].get_incident(checkout.id)
         assert stored.status is Status.ACKNOWLEDGED
@@ -248,6 +254,18 @@ async def test_sign_in_filter_open_and_acknowledge_in_chromium(
         cells = [td.text for td in driver.find_elements(By.CSS_SELECTOR, f"{row} td")]
         assert cells[1:4] == ["7 days", "1", "1"], cells  # matched once, acknowledged once
         await call(shot, driver, "console-playbooks.png", tmp_path)
+
+
+def acknowledged_page(driver: Any) -> dict[str, str] | None:
+    """What the incident page says, read in one script (the page swaps its content in
+    every few seconds: elements found one call apart may be gone), once it says
+    acknowledged."""
+    page: dict[str, str] = driver.execute_script(
+        "const text = (id) => (document.getElementById(id) || {}).textContent || '';"
+        "return {status: text('status').trim(), said: text('said').trim(),"
+        " by: text('acknowledged-by').trim(), timeline: text('timeline')};"
+    )
+    return page if page["status"] == "acknowledged" else None
 
 
 async def _async(fn: Callable[..., T], *args: Any) -> T:

@@ -31,6 +31,7 @@ from bot import keys
 from bot.app import create_app
 from bot.store.inbox_child import WriteLock
 from bot.store.inbox_writer import InboxWriter, WriterError, unpack
+from bot.store.postgres import PostgresStore
 from bot.store.sqlite import SqliteStore
 from conftest import API, make_settings, payload
 from serving import ServeProcess
@@ -57,14 +58,15 @@ async def until_urgent_waiting(db: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def start(aiohttp_client: Any, tmp_path: Path) -> TestClient:
-    client: TestClient = await aiohttp_client(create_app(make_settings(tmp_path)))
+async def start(aiohttp_client: Any, tmp_path: Path, **sections: Any) -> TestClient:
+    client: TestClient = await aiohttp_client(create_app(make_settings(tmp_path, **sections)))
     return client
 
 
 def writer_pid(client: TestClient) -> int:
+    """The server's inbox writer, on either store."""
     store = client.app[keys.STORE]
-    assert isinstance(store, SqliteStore)
+    assert isinstance(store, SqliteStore | PostgresStore)
     pid = store.inbox_writer_pid
     assert pid is not None and pid != os.getpid()
     return pid
@@ -131,17 +133,26 @@ async def test_a_killed_writer_is_replaced_and_nothing_is_lost(
     assert len(incidents) == 2
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Config sections for a store of each backend (PostgreSQL: a fresh database)."""
+    if request.param == "sqlite":
+        return {}
+    return {"store": {"url": request.getfixturevalue("pg_url")}}
+
+
 async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, backend: dict[str, Any]
 ) -> None:
-    client = await start(aiohttp_client, tmp_path)
+    client = await start(aiohttp_client, tmp_path, **backend)
     pid = writer_pid(client)
     os.kill(pid, signal.SIGSTOP)  # the writer hangs: webhooks queue up behind it
     try:
         posts = [asyncio.create_task(client.post("/alertmanager", json=group(i))) for i in range(5)]
         store = client.app[keys.STORE]
+        assert isinstance(store, SqliteStore | PostgresStore)
         deadline = time.monotonic() + 10
-        while store._inbox._pending or len(store._inbox._batches) < 2:  # the first alone, then four
+        while store._inbox._pending or len(store._inbox._batches) < 2:  # one, then four
             assert time.monotonic() < deadline, "the webhooks never reached the writer"
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)
@@ -152,8 +163,10 @@ async def test_requests_held_by_a_dying_writer_get_503_and_a_retry_succeeds(
     for resp in answers:
         assert resp.status == 503
         assert (await resp.json())["error"] == "store_unavailable"
-    for i in range(5):  # Alertmanager's retries
+    assert await gone(pid)
+    for i in range(5):  # Alertmanager's retries, served by a new writer
         assert (await client.post("/alertmanager", json=group(i))).status == 200
+    assert writer_pid(client) != pid
     await client.app[keys.INBOX].drain()
     incidents = (await (await client.get("/api/v1/incidents", headers=API)).json())["incidents"]
     assert len(incidents) == 5

@@ -2,18 +2,14 @@
 the server with a connection of its own, as on SQLite.
 
 What a user relies on: an acknowledged payload is committed; the database's address and
-password are not on any command line; a writer that hangs or dies costs the requests it
-held a 503 (Alertmanager retries them) and the next webhook is served; a connection the
-server dropped is opened again by the same writer.
+password are not on any command line; a connection the server dropped is opened again by
+the same writer. A writer that hangs or dies is tested on both stores in
+``test_inbox_writer.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +17,14 @@ import psycopg
 from aiohttp.test_utils import TestClient
 
 from bot import keys
-from bot.app import create_app
-from bot.store.postgres import PostgresStore
-from conftest import API, make_settings, payload
+from conftest import payload
 from test_crash import group
-from test_inbox_writer import gone
+from test_inbox_writer import start as start_with
+from test_inbox_writer import writer_pid
 
 
 async def start(aiohttp_client: Any, tmp_path: Path, pg_url: str) -> TestClient:
-    settings = make_settings(tmp_path, store={"url": pg_url})
-    client: TestClient = await aiohttp_client(create_app(settings))
-    return client
-
-
-def writer_pid(client: TestClient) -> int:
-    store = client.app[keys.STORE]
-    assert isinstance(store, PostgresStore)
-    pid = store.inbox_writer_pid
-    assert pid is not None and pid != os.getpid()
-    return pid
+    return await start_with(aiohttp_client, tmp_path, store={"url": pg_url})
 
 
 def inbox_row(pg_url: str, inbox_id: int) -> tuple[str, str, Any]:
@@ -89,37 +74,6 @@ async def test_an_acked_payload_is_committed_by_the_writer_child(
     assert again["duplicate"] is True  # stored already processed, by the same writer
     assert inbox_row(pg_url, again["inbox_id"])[2] == "duplicate"
     assert writer_pid(client) == pid
-
-
-async def test_requests_held_by_a_hung_writer_get_503_and_a_retry_succeeds(
-    aiohttp_client: Any, tmp_path: Path, pg_url: str
-) -> None:
-    client = await start(aiohttp_client, tmp_path, pg_url)
-    pid = writer_pid(client)
-    os.kill(pid, signal.SIGSTOP)  # the writer hangs: webhooks queue up behind it
-    try:
-        posts = [asyncio.create_task(client.post("/alertmanager", json=group(i))) for i in range(5)]
-        store = client.app[keys.STORE]
-        assert isinstance(store, PostgresStore)
-        deadline = time.monotonic() + 10
-        while store._inbox._pending or len(store._inbox._batches) < 2:  # one, then four
-            assert time.monotonic() < deadline, "the webhooks never reached the writer"
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        assert not any(post.done() for post in posts)  # no ack before the commit
-    finally:
-        os.kill(pid, signal.SIGKILL)
-    for post in posts:
-        resp = await post
-        assert resp.status == 503
-        assert (await resp.json())["error"] == "store_unavailable"
-    assert await gone(pid)
-    for i in range(5):  # Alertmanager's retries, served by a new writer
-        assert (await client.post("/alertmanager", json=group(i))).status == 200
-    assert writer_pid(client) != pid
-    await client.app[keys.INBOX].drain()
-    incidents = (await (await client.get("/api/v1/incidents", headers=API)).json())["incidents"]
-    assert len(incidents) == 5
 
 
 async def test_a_connection_the_server_dropped_is_opened_again(
