@@ -10,6 +10,7 @@ the same writer. A writer that hangs or dies is tested on both stores in
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,23 @@ async def test_payload_bodies_are_compressed_with_lz4(
         ).fetchone()
     assert column == ("l",)
     assert stored == ("lz4",)  # the captured payload is above TOAST's threshold
+
+
+async def test_a_commit_held_up_by_a_lock_fails_in_time_and_the_next_one_succeeds(
+    aiohttp_client: Any, tmp_path: Path, pg_url: str
+) -> None:
+    """Someone holds the inbox locked (a manual migration, a VACUUM FULL): the webhook's
+    commit gives up after ``store.busy_timeout`` with a 503, which Alertmanager retries,
+    instead of holding every ack behind it until the lock goes."""
+    client = await start_with(aiohttp_client, tmp_path, store={"url": pg_url, "busy_timeout": "1s"})
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        resp = await client.post("/alertmanager", json=group(1))
+        waited = time.monotonic() - started
+        assert resp.status == 503, await resp.text()
+        assert (await resp.json())["error"] == "store_unavailable"
+        assert 0.9 <= waited < 5, waited
+        locker.rollback()  # the lock goes
+    resp = await client.post("/alertmanager", json=group(1))
+    assert resp.status == 200, await resp.text()

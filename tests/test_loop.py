@@ -8,6 +8,7 @@ order, with its errors reported and its cancellations honoured.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -115,3 +116,25 @@ def test_a_background_task_is_cancelled_and_awaited_as_any_other() -> None:
         return task.cancelled()
 
     assert run(main())
+
+
+def test_a_closed_loop_refuses_callbacks_and_debug_mode_keeps_its_checks() -> None:
+    """The fast path skips asyncio's checks only where they cannot fail."""
+    loop = AckFirstLoop()
+    loop.set_debug(True)
+    refused: list[BaseException] = []
+
+    def from_another_thread() -> None:
+        try:
+            loop.call_soon(print)
+        except RuntimeError as exc:
+            refused.append(exc)
+
+    thread = threading.Thread(target=from_another_thread)
+    loop.call_soon(thread.start)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    thread.join()
+    assert refused and "Non-thread-safe" in str(refused[0])  # asyncio's debug check
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)

@@ -49,6 +49,20 @@ class AckFirstLoop(asyncio.SelectorEventLoop):
         self.steps = steps
         self._waiting: deque[asyncio.Handle] = deque()  # background callbacks, in order
         self._turn_scheduled = False
+        # asyncio's own enqueueing, behind call_soon's checks (closed, debug: then
+        # call_soon is asyncio's, whole)
+        self._enqueue: Callable[
+            [Callable[..., object], tuple[Any, ...], contextvars.Context | None], asyncio.Handle
+        ] = getattr(self, "_call_soon")  # noqa: B009 - private to asyncio: not in its stubs
+        self._checked = self.get_debug()
+
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        self._checked = enabled or self.is_closed()
+
+    def close(self) -> None:
+        self._checked = True
+        super().close()
 
     def call_soon(  # type: ignore[override]
         self,
@@ -57,7 +71,12 @@ class AckFirstLoop(asyncio.SelectorEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         if context is None or not context.get(BACKGROUND, False):
-            return super().call_soon(callback, *args, context=context)
+            # The base class's call_soon without its checks, unless they can matter: this
+            # runs for every callback of every request, and a second call per callback
+            # cost the ack path more than the rest of this class.
+            if self._checked:
+                return super().call_soon(callback, *args, context=context)
+            return self._enqueue(callback, args, context)
         handle = asyncio.Handle(callback, args, self, context)
         self._waiting.append(handle)
         if not self._turn_scheduled:

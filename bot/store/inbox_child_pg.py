@@ -54,6 +54,7 @@ class Writer:
     def __init__(self, url: str, connect_timeout: float) -> None:
         self.url = url
         self.connect_timeout = max(1, round(connect_timeout))
+        self.timeout_ms = max(1000, round(connect_timeout * 1000))
         self.conn: psycopg.Connection[Any] | None = None
 
     def connection(self) -> psycopg.Connection[Any]:
@@ -61,7 +62,10 @@ class Writer:
             self.conn = psycopg.connect(
                 self.url,
                 autocommit=True,
-                options="-c synchronous_commit=on",
+                # A commit that takes longer fails (503: Alertmanager retries) rather
+                # than holding every ack behind it; TCP gives up on a silent server too.
+                options=f"-c synchronous_commit=on -c statement_timeout={self.timeout_ms}",
+                tcp_user_timeout=self.timeout_ms,
                 application_name="alertpilot-inbox",
                 connect_timeout=self.connect_timeout,
             )
