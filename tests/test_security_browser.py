@@ -252,6 +252,13 @@ def test_check_says_what_is_open(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "serve would refuse to start: server.listen is 0.0.0.0:8080" in capsys.readouterr().err
 
 
+def check_output(config: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``alertpilot check`` prints for a config of ``text`` (which it accepts)."""
+    config.write_text(text)
+    assert main(["check", "--config", str(config)]) == 0
+    return capsys.readouterr().out
+
+
 def test_check_says_who_may_act_from_slack_and_the_console(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -259,9 +266,7 @@ def test_check_says_who_may_act_from_slack_and_the_console(
     base = f"store:\n  url: sqlite:///{tmp_path}/a.db\nplaybooks:\n  paths: []\n"
     slack = "slack:\n  bot_token: xoxb-1\n  signing_secret: s\n  default_channel: '#ops'\n"
     console = "console:\n  users: [{name: ana, token: ana-token-0123456789abcdef}]\n"
-    config.write_text(base + slack + console)
-    assert main(["check", "--config", str(config)]) == 0
-    out = capsys.readouterr().out
+    out = check_output(config, base + slack + console, capsys)
     assert (
         "endpoint: POST /slack/events: Slack request signature; an incident is acted on "
         "from its own channel; query off; approvals by nobody; silences up to 1d\n"
@@ -274,9 +279,7 @@ def test_check_says_who_may_act_from_slack_and_the_console(
         "  query_channels: [C0OPS, C0SRE]\n  approvers: [U0LEAD]\n  max_silence: 4h\n"
     )
     console += "  trusted_proxies: [127.0.0.1/32]\n  approvers: [ana]\n"
-    config.write_text(base + slack + console)
-    assert main(["check", "--config", str(config)]) == 0
-    out = capsys.readouterr().out
+    out = check_output(config, base + slack + console, capsys)
     assert (
         "endpoint: POST /slack/events: Slack request signature (and Socket Mode: "
         "slack.app_token); an incident is acted on from its own channel; slack.responders "

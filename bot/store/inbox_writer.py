@@ -105,16 +105,13 @@ class _Child(asyncio.SubprocessProtocol):
             if settled is not None:
                 future.add_done_callback(settled)
             return future
-        data = marshal.dumps(request)
-        stdin = self.transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
         self.waiting.append((future, settled))  # replies come in the order frames are written
-        stdin.writelines((HEADER.pack(len(data)), data))
+        self.write(request)
         return future
 
     def write(self, request: tuple[Any, ...]) -> None:
-        """A frame that gets no reply of its own (the PostgreSQL child's settings, which
-        its ready frame answers)."""
+        """One frame down the child's stdin (``send`` waits for its reply; the PostgreSQL
+        child's settings get none of their own: its ready frame answers them)."""
         assert self.transport is not None
         data = marshal.dumps(request)
         stdin = self.transport.get_pipe_transport(0)
@@ -166,17 +163,15 @@ class InboxWriter:
     PostgreSQL database."""
 
     def __init__(self, path: str, busy_timeout: float) -> None:
-        self.path = path
-        self.busy_timeout = busy_timeout
+        self._set_child([sys.executable, CHILD, path, str(busy_timeout)])
+
+    def _set_child(self, argv: list[str], hello: tuple[Any, ...] | None = None) -> None:
+        """How a child is started: its command line, and a first frame it reads before it
+        says it is ready (None: none)."""
+        self._argv = argv
+        self._hello = hello
         self._child: _Child | None = None
         self._spawning = asyncio.Lock()
-
-    def _argv(self) -> list[str]:
-        return [sys.executable, CHILD, self.path, str(self.busy_timeout)]
-
-    def _hello(self) -> tuple[Any, ...] | None:
-        """A first frame for a new child, before it says it is ready (None: none)."""
-        return None
 
     @property
     def pid(self) -> int | None:
@@ -236,16 +231,15 @@ class InboxWriter:
                     child.transport.close()
                 _, child = await asyncio.get_running_loop().subprocess_exec(
                     _Child,
-                    *self._argv(),
+                    *self._argv,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=None,
                     start_new_session=True,  # signals to the terminal's group do not reach it
                 )
                 self._child = child
-                hello = self._hello()
-                if hello is not None:
-                    child.write(hello)
+                if self._hello is not None:
+                    child.write(self._hello)
                 await self._reply(child.ready)
             return child
 
@@ -280,13 +274,7 @@ class PostgresInboxWriter(InboxWriter):
     command line, where every user of the machine could read its password."""
 
     def __init__(self, url: str, connect_timeout: float) -> None:
-        super().__init__(url, connect_timeout)
-
-    def _argv(self) -> list[str]:
-        return [sys.executable, PG_CHILD]
-
-    def _hello(self) -> tuple[Any, ...]:
-        return ("connect", self.path, self.busy_timeout)
+        self._set_child([sys.executable, PG_CHILD], ("connect", url, connect_timeout))
 
 
 class InboxBatches:
