@@ -29,6 +29,10 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
+from bot.core.alerts import parse_group
+from bot.core.incidents import Incident
+from bot.settings import Severity
+from bot.store.base import IncidentChange
 from bot.store.inbox_child import WriteLock
 from bot.store.inbox_writer import InboxWriter, WriterError, unpack
 from bot.store.postgres import PostgresStore
@@ -331,6 +335,44 @@ async def test_a_webhook_commit_does_not_wait_for_a_write_to_the_store(tmp_path:
         assert [item.id for item in await store.pending_payloads(10)] == [1]
     finally:
         other.close()
+        await store.close()
+
+
+async def test_a_change_to_an_incident_leaves_the_inbox_free_for_webhooks(
+    tmp_path: Path,
+) -> None:
+    """A transaction that changes an incident holds the store file's write lock from its
+    start (so what it reads is current), and not the inbox's: a webhook committed by the
+    inbox writer meanwhile does not find the inbox locked and sleep in SQLite's busy
+    handler until the change is done."""
+    db = str(tmp_path / "alertpilot.db")
+    store = SqliteStore(db, clock=time.time)
+    await store.open()
+    try:
+        text = json.dumps(payload("captured-firing"))
+        inbox_id = await store.enqueue_payload("alertmanager", text)
+        applied = await store.apply_group(inbox_id, parse_group(text), Severity.P1, time.time())
+        assert applied.incident_id is not None
+        seen: dict[str, str] = {}
+
+        def free(path: str) -> str:
+            other = sqlite3.connect(path, isolation_level=None, timeout=0)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                return "free"
+            except sqlite3.OperationalError as exc:
+                return str(exc)
+            finally:
+                other.close()
+
+        def change(incident: Incident) -> IncidentChange:  # runs inside the transaction
+            seen["store"], seen["inbox"] = free(db), free(store.inbox_path)
+            return IncidentChange(data={"probe": 1})
+
+        await store.change_incident(applied.incident_id, change, now=time.time())
+        assert seen == {"store": "database is locked", "inbox": "free"}
+    finally:
         await store.close()
 
 
