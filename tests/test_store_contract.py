@@ -455,6 +455,37 @@ async def test_hold_is_a_lock_across_replicas(pg_pair: tuple[Store, Store]) -> N
         pass
 
 
+async def test_a_hold_given_up_or_cancelled_leaves_no_lock_behind(
+    pg_pair: tuple[Store, Store],
+) -> None:
+    """The lock goes with the block: after it ends (by leaving it, by an error in it, or
+    cancelled while it waited for the lock) the other replica takes the same name at
+    once, however many times the same pooled connections are used again."""
+    a, b = pg_pair
+
+    async def taken_at_once(store: Store) -> None:
+        async with asyncio.timeout(2):
+            async with store.hold("pipeline:9"):
+                pass
+
+    for _ in range(3):
+        async with a.hold("pipeline:9"):
+            pass
+        await taken_at_once(b)
+        with pytest.raises(RuntimeError):
+            async with a.hold("pipeline:9"):
+                raise RuntimeError("in the block")
+        await taken_at_once(b)
+    async with b.hold("pipeline:9"):
+        waiting = asyncio.create_task(taken_at_once(a))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    for store in (a, b, a):
+        await taken_at_once(store)
+
+
 async def test_hold_on_either_store(store: Store) -> None:
     async with store.hold("x"):
         await store.kv_set("in", "1", now=1.0)

@@ -243,7 +243,6 @@ class PostgresStore(Store):
             max_size=LOCK_CONNECTIONS,
             timeout=LOCK_WAIT,
             kwargs=self._connection_kwargs(),
-            reset=_unlock_all,
             open=False,
             name="alertpilot-locks",
         )
@@ -328,24 +327,36 @@ class PostgresStore(Store):
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
         """A session advisory lock on a connection of its own, held for the block. A
-        replica that dies holding one lets go with its connection; a connection given
-        back to the pool lets go of whatever it still holds (``_unlock_all``)."""
+        replica that dies holding one lets go with its connection.
+
+        The connection holds this lock and no other, so letting go of all its locks is
+        letting go of this one: one statement, where a named unlock and then the pool's
+        reset took two. A connection that could not let go is closed, never given back
+        holding the lock."""
         pool = self._lock_pool
         if pool is None:
             raise StoreUnavailable("store is closed")
         async with contextlib.AsyncExitStack() as stack:
             try:
                 conn = await stack.enter_async_context(pool.connection())
-                await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 1))", (name,))
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"store cannot lock {name}: {_first_line(exc)}") from exc
             try:
+                await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 1))", (name,))
+            except BaseException as exc:  # cancelled as the lock came, it may hold it
+                await conn.close()
+                if isinstance(exc, psycopg.OperationalError):
+                    raise StoreUnavailable(f"store cannot lock {name}: {_first_line(exc)}") from exc
+                raise
+            try:
                 yield
             finally:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock(hashtextextended(%s, 1))", (name,)
-                    )
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+                except BaseException as exc:  # failed or cancelled: it may still hold it
+                    await conn.close()  # the pool drops a closed connection
+                    if not isinstance(exc, psycopg.Error):
+                        raise
 
     async def _renew_leases(self) -> None:
         """Every third of a lease, push the leases of the jobs this replica runs forward:
@@ -835,10 +846,6 @@ _SET_JOBS = (
     " FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::float8[])"
     " AS u(id, status, due_at, error, now) WHERE jobs.id = u.id"
 )
-
-
-async def _unlock_all(conn: Conn) -> None:
-    await conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 async def _mark_processed(conn: Conn, inbox_id: int, now: float, result: str) -> None:
