@@ -27,7 +27,7 @@ from bot.notify.log import LogNotifier
 from bot.pagerduty import setup as paging
 from bot.runtime.jobs import JobHandlers, Lane
 from bot.runtime.load import IngestLoad
-from bot.runtime.loop import background
+from bot.runtime.loop import AckFirstLoop, background
 from bot.runtime.metrics import Metrics
 from bot.runtime.worker import InboxProcessor, JobRunner
 from bot.server import api
@@ -244,6 +244,9 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     moved = await app[keys.STORE].route_jobs()
     if moved:
         log.info("%d waiting job(s) filed under their lane", moved)
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, AckFirstLoop):  # `serve`: background work gives way to requests
+        loop.requests = app[keys.CONNECTIONS].serving
     inbox, runner = app[keys.INBOX], app[keys.RUNNER]
     inbox.start()
     runner.start()

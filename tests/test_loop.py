@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.runtime.loop import STEPS, AckFirstLoop, background
+from bot.runtime.loop import STEPS, YIELDS, AckFirstLoop, background
 
 
 def busy_for(seconds: float) -> None:
@@ -59,6 +59,45 @@ def test_a_request_waits_for_a_few_background_steps_not_all_of_them() -> None:
     waited, steps = run(main())
     assert len(steps) == 150  # all the background work was done
     assert waited < 0.002 * (STEPS + 2), f"the request waited {waited * 1000:.1f} ms"
+
+
+@pytest.mark.parametrize(
+    ("yields", "serving", "waited"), [(YIELDS, 1, 3), (0, 1, 6), (YIELDS, 0, 6)]
+)
+def test_a_request_of_several_steps_waits_for_a_background_step_every_other_step(
+    yields: int, serving: int, waited: int
+) -> None:
+    """An ack takes several turns (body read, commit sent, commit back, answer written).
+    While background work is always ready, the request's six steps wait for three
+    background steps in all when the background gives way once (``YIELDS``) to a request
+    being served, and for six when it does not give way, or no request is being served
+    (a backlog draining: what is ready beside it is its own)."""
+
+    async def main() -> tuple[int, int]:
+        steps: list[int] = []
+
+        async def busy() -> None:
+            for n in range(200):
+                steps.append(n)
+                await asyncio.sleep(0)
+
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, AckFirstLoop)
+        loop.requests = {"a request"} if serving else set()
+        work = background(busy())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the background task is running
+        before = len(steps)
+        for _ in range(6):
+            await asyncio.sleep(0)
+        during = len(steps) - before
+        await work
+        return during, len(steps)
+
+    with asyncio.Runner(loop_factory=lambda: AckFirstLoop(yields=yields)) as runner:
+        during, done = runner.run(main())
+    assert done == 200  # the background work still got done
+    assert during == waited
 
 
 def test_without_the_loop_the_same_request_waits_for_every_step() -> None:
