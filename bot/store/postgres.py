@@ -339,24 +339,15 @@ class PostgresStore(Store):
         async with contextlib.AsyncExitStack() as stack:
             try:
                 conn = await stack.enter_async_context(pool.connection())
+                lock = conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 1))", (name,))
+                await _or_close(conn, lock)
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"store cannot lock {name}: {_first_line(exc)}") from exc
             try:
-                await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 1))", (name,))
-            except BaseException as exc:  # cancelled as the lock came, it may hold it
-                await conn.close()
-                if isinstance(exc, psycopg.OperationalError):
-                    raise StoreUnavailable(f"store cannot lock {name}: {_first_line(exc)}") from exc
-                raise
-            try:
                 yield
             finally:
-                try:
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
-                except BaseException as exc:  # failed or cancelled: it may still hold it
-                    await conn.close()  # the pool drops a closed connection
-                    if not isinstance(exc, psycopg.Error):
-                        raise
+                with contextlib.suppress(psycopg.Error):
+                    await _or_close(conn, conn.execute("SELECT pg_advisory_unlock_all()"))
 
     async def _renew_leases(self) -> None:
         """Every third of a lease, push the leases of the jobs this replica runs forward:
@@ -846,6 +837,16 @@ _SET_JOBS = (
     " FROM unnest(%b::bigint[], %b::text[], %b::float8[], %b::text[], %b::float8[])"
     " AS u(id, status, due_at, error, now) WHERE jobs.id = u.id"
 )
+
+
+async def _or_close(conn: Conn, statement: Awaitable[Any]) -> None:
+    """Await a lock's statement; if it fails or is cancelled the connection may hold the
+    lock anyway (granted as the cancel came): close it, so the pool drops it, and raise."""
+    try:
+        await statement
+    except BaseException:
+        await conn.close()
+        raise
 
 
 async def _mark_processed(conn: Conn, inbox_id: int, now: float, result: str) -> None:
