@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,17 @@ def new_states_script(directory: Path) -> Path:
 
 
 def fresh_new_states(
-    tmp: Path, name: str, connections: int, seconds: int, **sections: Any
+    tmp: Path,
+    name: str,
+    connections: int,
+    seconds: int,
+    *,
+    forget: Callable[[], None] | None = None,
+    **sections: Any,
 ) -> float:
     """Requests per second of new states into a fresh alertpilot (an empty store: SQLite
-    in its directory unless ``sections`` give a ``store``), killed afterwards."""
+    in its directory unless ``sections`` give a ``store``), killed afterwards; then
+    ``forget`` drops a store that is not in its directory."""
     directory = tmp / name
     directory.mkdir()
     server = Alertpilot(directory, **sections)
@@ -110,6 +118,8 @@ def fresh_new_states(
         # Its files go, and the disk is left with no write-back of theirs: the ack path
         # waits on fsync, and the next round would be measured with this one's writes.
         shutil.rmtree(directory, ignore_errors=True)
+        if forget is not None:
+            forget()
         os.sync()
         time.sleep(SETTLE)
 
