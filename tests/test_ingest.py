@@ -151,7 +151,8 @@ VALID = json.dumps(payload("captured-firing")).encode()
          "invalid_payload"),
         (json.dumps({**payload("captured-firing"), "status": "weird"}).encode(), {}, 400,
          "invalid_payload"),
-        (b"[" * 5000 + b"]" * 5000, {}, 400, "invalid_json"),
+        (b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400, "invalid_json"),
+        (b"[" * 5000 + b"]" * 5000, {}, 400, "invalid_payload"),  # JSON, but not an object
         (b"\xff\xfe garbage", {}, 400, "invalid_json"),
         (VALID, {"Authorization": ""}, 401, "unauthorized"),
         (VALID, _auth("Bearer wrong-token"), 401, "unauthorized"),
@@ -162,7 +163,8 @@ VALID = json.dumps(payload("captured-firing")).encode()
     ],
     ids=[
         "not-json", "empty", "json-array", "wrong-shape", "wrong-version", "broken-json",
-        "no-alerts", "bad-status", "deep-nesting", "binary", "missing-auth", "wrong-token",
+        "no-alerts", "bad-status", "deep-nesting", "deep-array", "binary", "missing-auth",
+        "wrong-token",
         "wrong-basic", "malformed-basic", "right-token", "right-basic",
     ],
 )  # fmt: skip
@@ -195,7 +197,7 @@ async def test_bad_payload_message_names_the_field(aiohttp_client: Any, tmp_path
     body = payload("captured-firing")
     del body["alerts"][1]["startsAt"]
     answer = await (await client.post("/alertmanager", json=body)).json()
-    assert "alerts.1.startsAt" in answer["message"]
+    assert "missing required field `startsAt` - at `$.alerts[1]`" in answer["message"]
 
 
 async def test_5000_alert_group_is_accepted(aiohttp_client: Any, tmp_path: Path) -> None:

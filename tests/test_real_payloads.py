@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
 from bot.core.alerts import label_fingerprint, parse_group
 from bot.core.incidents import EventKind, Incident, Status
+from bot.errors import PayloadError
 from bot.notify.links import NO_LINKS, LinkPolicy
 from bot.slack.render import Extras, incident_message
 from conftest import API, FIXTURES, make_settings, payload
@@ -102,6 +104,39 @@ async def test_alertmanager_before_0_19_gets_alertmanagers_own_fingerprints(
     assert (await post(client, captured))["duplicate"] is True
     incident = await only_incident(client)
     assert len(incident.alerts) == 3
+
+
+async def test_nanosecond_timestamps_are_cut_to_the_microsecond_not_rounded(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Alertmanager writes nanoseconds; alert states are keyed by their start to the
+    microsecond, cut as stored by every earlier version. Rounded, a state stored before an
+    upgrade would come back as a new one."""
+    client = await start(aiohttp_client, tmp_path)
+    nanos = payload("captured-firing")
+    for alert in nanos["alerts"]:
+        alert["startsAt"] = alert["startsAt"].replace("Z", "999Z")  # .389845 -> .389845999
+    assert (await post(client, nanos))["duplicate"] is False
+    assert (await post(client, payload("captured-firing")))["duplicate"] is True
+    incident = await only_incident(client)
+    assert len(incident.alerts) == 3
+
+
+def test_timestamps_other_senders_write() -> None:
+    def starts(value: Any) -> str:
+        body = payload("captured-firing")
+        body["alerts"][0]["startsAt"] = value
+        return parse_group(json.dumps(body)).alerts[0].startsAt.isoformat()
+
+    assert starts("2026-11-21T05:12:00.5-07:30") == "2026-11-21T05:12:00.500000-07:30"
+    assert starts("2026-11-21t05:12:00z") == "2026-11-21T05:12:00+00:00"
+    assert starts(1_763_701_920) == "2025-11-21T05:12:00+00:00"  # Unix seconds
+    assert starts(1_763_701_920_000) == "2025-11-21T05:12:00+00:00"  # milliseconds
+    for wrong in ("2026-W47-6T05:12:00Z", "20261121T051200Z", "yesterday", "", True, None):
+        with pytest.raises(PayloadError) as refused:
+            starts(wrong)
+        assert refused.value.code == "invalid_payload"
+        assert "startsAt" in str(refused.value) and "$.alerts[0]" in str(refused.value)
 
 
 def _six_alerts(status: str, *, sent: list[int], truncated: int) -> dict[str, Any]:
