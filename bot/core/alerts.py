@@ -15,9 +15,8 @@ Also accepted, as their senders send them:
   values, ``model.LabelSet.Fingerprint``), so the same alert always gets the same one.
 
 Parsed with msgspec, not pydantic (which reads config and playbooks): every webhook is
-parsed while its sender waits for the ack, and under a flood of new alerts pydantic's
-validation took about a sixth of the serving process's time per webhook; msgspec makes
-the same checks in a fraction of it.
+parsed while its sender waits for the ack, and with msgspec making the same checks the
+serving process spends about 14% less CPU per webhook under a flood of new alerts.
 
 Timestamps are read to the microsecond, with the digits beyond it cut off, not rounded
 (Alertmanager writes nanoseconds): the alert states already stored are keyed by their
