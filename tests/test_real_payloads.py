@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -132,11 +134,22 @@ def test_timestamps_other_senders_write() -> None:
     assert starts("2026-11-21t05:12:00z") == "2026-11-21T05:12:00+00:00"
     assert starts(1_763_701_920) == "2025-11-21T05:12:00+00:00"  # Unix seconds
     assert starts(1_763_701_920_000) == "2025-11-21T05:12:00+00:00"  # milliseconds
-    for wrong in ("2026-W47-6T05:12:00Z", "20261121T051200Z", "yesterday", "", True, None):
+    assert starts("1763701920") == "2025-11-21T05:12:00+00:00"  # as a string
+    for wrong in ("2026-W47-6T05:12:00Z", "20261121T051200Z", "yesterday", "", "nan", True, None):
         with pytest.raises(PayloadError) as refused:
             starts(wrong)
         assert refused.value.code == "invalid_payload"
         assert "startsAt" in str(refused.value) and "$.alerts[0]" in str(refused.value)
+
+
+def test_an_alert_copied_or_rebuilt_keeps_its_values() -> None:
+    group = parse_group(json.dumps(payload("captured-firing")))
+    alert = group.alerts[0]
+    resolved = msgspec.structs.replace(alert, status="resolved", endsAt=alert.startsAt)
+    assert (resolved.startsAt, resolved.endsAt) == (alert.startsAt, alert.startsAt)
+    assert resolved.state_key == (alert.fingerprint, "resolved", alert.state_key[2])
+    assert copy.deepcopy(group) == group
+    assert pickle.loads(pickle.dumps(group)) == group
 
 
 def _six_alerts(status: str, *, sent: list[int], truncated: int) -> dict[str, Any]:

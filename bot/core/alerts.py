@@ -68,8 +68,10 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
         startsAt: datetime
         endsAt: datetime = ZERO_TIME
     else:
-        # Read as what was sent, then as a datetime in ``__post_init__``: msgspec's own
-        # datetime rounds the nanoseconds, and a decode hook per field costs twice that.
+        # Decoded as what was sent, then made a datetime in ``__post_init__``: msgspec's
+        # own datetime rounds the nanoseconds, and a decode hook per field costs twice
+        # that. So msgspec's view of these two fields (``msgspec.structs.fields``, a JSON
+        # schema) says ``str | float``, while every alert holds datetimes.
         startsAt: str | float
         endsAt: str | float = ZERO_TIME
     generatorURL: str = ""
@@ -126,16 +128,20 @@ class AlertGroup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _instant(field: str, value: object) -> datetime:
-    """An RFC 3339 timestamp; or Unix time (seconds, or milliseconds above 2e10), as
-    pydantic, which read these before, took it."""
+    """An RFC 3339 timestamp; or Unix time (seconds, or milliseconds above 2e10, as a
+    number or a string of one), as pydantic, which read these before, took it. A
+    datetime (an alert built from another's values, or copied) is kept as it is."""
+    if isinstance(value, datetime):
+        return value
     try:
+        seconds = value
         if isinstance(value, str):
             # RFC 3339's calendar date, not ISO 8601's week dates or basic format
-            if len(value) < 10 or value[4] != "-" or value[7] != "-":
-                raise ValueError
-            return datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
-        if isinstance(value, float):
-            return datetime.fromtimestamp(value / 1000 if abs(value) > 2e10 else value, UTC)
+            if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+                return datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
+            seconds = float(value)
+        if isinstance(seconds, float):
+            return datetime.fromtimestamp(seconds / 1000 if abs(seconds) > 2e10 else seconds, UTC)
     except (ValueError, OverflowError, OSError):
         pass
     raise ValueError(f"{field}: not an RFC 3339 timestamp: {str(value)[:40]!r}")
