@@ -164,8 +164,7 @@ VALID = json.dumps(payload("captured-firing")).encode()
     ids=[
         "not-json", "empty", "json-array", "wrong-shape", "wrong-version", "broken-json",
         "no-alerts", "bad-status", "deep-nesting", "deep-array", "binary", "missing-auth",
-        "wrong-token",
-        "wrong-basic", "malformed-basic", "right-token", "right-basic",
+        "wrong-token", "wrong-basic", "malformed-basic", "right-token", "right-basic",
     ],
 )  # fmt: skip
 async def test_inputs(
