@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.app import create_app
-from bot.core.alerts import label_fingerprint, parse_group
+from bot.core.alerts import ZERO_TIME, label_fingerprint, parse_group
 from bot.core.incidents import EventKind, Incident, Status
 from bot.errors import PayloadError
 from bot.notify.links import NO_LINKS, LinkPolicy
@@ -140,6 +141,25 @@ def test_timestamps_other_senders_write() -> None:
             starts(wrong)
         assert refused.value.code == "invalid_payload"
         assert "startsAt" in str(refused.value) and "$.alerts[0]" in str(refused.value)
+
+
+def test_end_times_firing_and_resolved() -> None:
+    def ends(value: Any) -> datetime:
+        body = payload("captured-firing")
+        body["alerts"][0]["endsAt"] = value
+        return parse_group(json.dumps(body)).alerts[0].endsAt
+
+    # Alertmanager's firing alerts end at Go's zero time, written one way or another.
+    assert all(
+        a.endsAt is ZERO_TIME for a in parse_group(json.dumps(payload("captured-firing"))).alerts
+    )
+    assert ends("0001-01-01T00:00:00.000Z") == ZERO_TIME
+    assert ends("0001-01-01T00:00:00+00:00") == ZERO_TIME
+    assert ends("2026-11-21T06:00:00.123456789Z").isoformat() == "2026-11-21T06:00:00.123456+00:00"
+    for wrong in ("never", "", 1e30):
+        with pytest.raises(PayloadError) as refused:
+            ends(wrong)
+        assert "endsAt" in str(refused.value) and "$.alerts[0]" in str(refused.value)
 
 
 def test_an_alert_copied_or_rebuilt_keeps_its_values() -> None:

@@ -46,6 +46,8 @@ GRAFANA_LINKS = {
 
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+# Go's zero time as Alertmanager writes it: every firing alert's endsAt.
+ZERO_TEXT = "0001-01-01T00:00:00Z"
 
 
 def label_fingerprint(labels: dict[str, str]) -> str:
@@ -84,8 +86,11 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         force_setattr(self, "startsAt", _instant("startsAt", self.startsAt))
-        if self.endsAt is not ZERO_TIME:
-            force_setattr(self, "endsAt", _instant("endsAt", self.endsAt))
+        ends = self.endsAt
+        if ends is not ZERO_TIME:  # sent: the zero time is the constant, not parsed again
+            force_setattr(
+                self, "endsAt", ZERO_TIME if ends == ZERO_TEXT else _instant("endsAt", ends)
+            )
         if not self.fingerprint:
             force_setattr(self, "fingerprint", label_fingerprint(self.labels))
 
