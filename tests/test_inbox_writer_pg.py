@@ -9,7 +9,9 @@ the same writer. A writer that hangs or dies is tested on both stores in
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,38 @@ async def test_an_acked_payload_is_committed_by_the_writer_child(
     assert again["duplicate"] is True  # stored already processed, by the same writer
     assert inbox_row(pg_url, again["inbox_id"])[2] == "duplicate"
     assert writer_pid(client) == pid
+
+
+async def test_each_webhook_of_a_batch_is_answered_with_its_own_row(
+    aiohttp_client: Any, tmp_path: Path, pg_url: str
+) -> None:
+    """Webhooks that arrive together are committed in one statement, while another
+    writer (a second replica) draws ids from the same sequence: each ack still names the
+    row holding that webhook's body, and answers to no other."""
+    client = await start(aiohttp_client, tmp_path, pg_url)
+    stop = threading.Event()
+
+    def other_replica() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("SELECT nextval(pg_get_serial_sequence('inbox', 'id'))")
+
+    other = threading.Thread(target=other_replica)
+    other.start()
+    try:
+        bodies = [group(i) for i in range(120)]
+        answers = await asyncio.gather(
+            *(client.post("/alertmanager", json=body) for body in bodies)
+        )
+        ids = [(await resp.json())["inbox_id"] for resp in answers]
+    finally:
+        stop.set()
+        other.join()
+    assert len(set(ids)) == len(ids)
+    with psycopg.connect(pg_url) as conn:
+        stored = dict(conn.execute("SELECT id, body FROM inbox").fetchall())
+    assert [json.loads(stored[inbox_id]) for inbox_id in ids] == bodies
+    assert sorted(stored) != list(range(min(stored), max(stored) + 1))  # ids were shared
 
 
 async def test_a_connection_the_server_dropped_is_opened_again(

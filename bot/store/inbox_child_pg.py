@@ -31,16 +31,24 @@ if TYPE_CHECKING or __name__ != "__main__":
 else:  # run by path, as SQLite's: its framing is the module next to this one
     from inbox_child import MERGE_BYTES, Requests, payload_bytes, write_frames
 
-# Ids are drawn in the CTE, one per row with its position, so each caller gets the id of
-# its own row (an INSERT's RETURNING has no column saying which row was which).
+# The rows go in the order given (ORDER BY n), so the ids their default draws from the
+# sequence rise in that order (other writers' ids may fall between them): sorted, the
+# ids RETURNING gives are the rows', in order. RETURNING itself promises no order. A CTE
+# that drew the ids and returned each with its position cost the server a third more per
+# row, and each commit a third longer.
 INSERT_PAYLOADS = (
-    "WITH t AS (SELECT nextval(pg_get_serial_sequence('inbox', 'id')) AS id, u.*"
+    "INSERT INTO inbox (source, body, received_at, processed_at, result)"
+    " SELECT source, body, received_at, processed_at, result"
     " FROM unnest(%b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[])"
-    " WITH ORDINALITY AS u(source, body, received_at, processed_at, result, n)),"
-    " ins AS (INSERT INTO inbox (id, source, body, received_at, processed_at, result)"
-    " SELECT id, source, body, received_at, processed_at, result FROM t)"
-    " SELECT n, id FROM t"
+    " WITH ORDINALITY AS u(source, body, received_at, processed_at, result, n)"
+    " ORDER BY n RETURNING id"
 )
+
+
+def payload_ids(returned: list[Any]) -> list[int]:
+    """The ids of rows inserted by ``INSERT_PAYLOADS``, in the order the rows were given."""
+    return sorted(int(row[0]) for row in returned)
+
 
 InboxRow = tuple[str, str, float, "float | None", "str | None"]
 
@@ -83,8 +91,7 @@ class Writer:
         ]
         try:
             cursor = self.connection().execute(INSERT_PAYLOADS, columns)
-            found = dict(cursor.fetchall())
-            ids = [int(found[n]) for n in range(1, len(rows) + 1)]
+            ids = payload_ids(cursor.fetchall())
         except psycopg.Error as exc:
             self.drop(exc)
             return [_error(exc)] * len(batches)

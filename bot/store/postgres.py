@@ -391,8 +391,7 @@ class PostgresStore(Store):
         """A command's store has no writer: one statement on a pooled connection."""
         columns = [list(column) for column in zip(*rows, strict=True)]
         found = await self._fetch(INSERT_PAYLOADS, columns)
-        ids = {row["n"]: row["id"] for row in found}
-        return [int(ids[n]) for n in range(1, len(rows) + 1)]
+        return sorted(int(row["id"]) for row in found)
 
     async def pending_payloads(
         self, limit: int, *, bodies_except: Container[int] = ()
