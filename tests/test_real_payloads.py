@@ -6,6 +6,7 @@ truncation, which must not resolve an incident early."""
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import pickle
 from datetime import datetime
@@ -160,6 +161,12 @@ def test_end_times_firing_and_resolved() -> None:
         with pytest.raises(PayloadError) as refused:
             ends(wrong)
         assert "endsAt" in str(refused.value) and "$.alerts[0]" in str(refused.value)
+
+
+def test_parsed_payloads_stay_out_of_the_garbage_collector() -> None:
+    group = parse_group(json.dumps(payload("captured-firing")))
+    assert not gc.is_tracked(group) and not any(gc.is_tracked(a) for a in group.alerts)
+    assert not gc.is_tracked(group.alerts[0].labels)  # plain strings: untracked too
 
 
 def test_an_alert_copied_or_rebuilt_keeps_its_values() -> None:
