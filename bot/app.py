@@ -1,10 +1,11 @@
-"""The aiohttp application factory: routes, error mapping, and every resource's lifetime."""
+"""The aiohttp application factory: routes (each ``guarded``: ``bot.server.routes``) and
+every resource's lifetime."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -12,16 +13,9 @@ from aiohttp import web
 from bot import console, keys, narrative, pipeline, remediation
 from bot.core.clock import Clock, SystemClock
 from bot.core.durations import format_duration
-from bot.core.incidents import TransitionError
 from bot.core.transitions import IncidentActions
 from bot.errors import (
-    AuthError,
-    NotConfigured,
-    NotFound,
-    PayloadError,
-    RequestRefused,
     StoreError,
-    StoreUnavailable,
 )
 from bot.notify.log import LogNotifier
 from bot.pagerduty import setup as paging
@@ -34,6 +28,7 @@ from bot.server import api
 from bot.server.connections import Connections
 from bot.server.exposure import Guard
 from bot.server.ingest import alertmanager_webhook
+from bot.server.routes import check_guarded, error, guarded
 from bot.settings import Settings
 from bot.silences.service import SilenceService
 from bot.slack import setup as slack_feature
@@ -46,65 +41,10 @@ from bot.upstream.prometheus import PrometheusClient
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what a browser may have been made to send (``bot.server.exposure``), then map the
-    exception tree to HTTP status codes, in one place."""
-    endpoint = request.path.strip("/").split("/")[0] or "root"
-    app = request.app
-    metrics = app[keys.METRICS]
-    connections, protocol = app[keys.CONNECTIONS], request.protocol
-    serving = connections.serving
-    serving.add(protocol)  # not one to close to make room (bot.server.connections)
-    connections.used.add(protocol)
-    try:
-        app[keys.GUARD].check(request)
-        return await handler(request)
-    except RequestRefused as exc:
-        metrics.webhooks.labels(endpoint, "refused").inc()
-        response = _error(exc.status, exc.code, str(exc))
-        if exc.status == 408:  # the rest of the body may still come: not on this connection
-            response.force_close()
-        return response
-    except PayloadError as exc:
-        metrics.webhooks.labels(endpoint, "bad_request").inc()
-        return _error(400, exc.code, str(exc))
-    except AuthError as exc:
-        metrics.webhooks.labels(endpoint, "unauthorized").inc()
-        return _error(
-            401, "unauthorized", str(exc), **{"WWW-Authenticate": 'Bearer realm="alertpilot"'}
-        )
-    except NotConfigured as exc:
-        return _error(404, "not_configured", str(exc))
-    except NotFound as exc:
-        return _error(404, "not_found", str(exc))
-    except TransitionError as exc:
-        return _error(409, "conflict", str(exc))
-    except StoreError as exc:
-        metrics.webhooks.labels(endpoint, "store_unavailable").inc()
-        metrics.store_errors.labels(endpoint).inc()
-        log.error("%s %s: store unavailable: %s", request.method, request.path, exc)
-        status = 503 if isinstance(exc, StoreUnavailable) else 500
-        return _error(status, "store_unavailable", "the store cannot commit; retry later")
-    except web.HTTPRequestEntityTooLarge as exc:
-        metrics.webhooks.labels(endpoint, "too_large").inc()
-        return _error(413, "payload_too_large", exc.text or "request body too large")
-    finally:
-        serving.discard(protocol)
-
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     clock = clock or SystemClock()
-    app = web.Application(
-        middlewares=[errors_middleware], client_max_size=settings.server.max_body_bytes
-    )
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
     metrics = Metrics()
     handlers = JobHandlers()
     store = build_store(
@@ -146,12 +86,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         playbooks=lambda: app.get(keys.PLAYBOOKS),
     ).register(handlers)
 
-    app.router.add_post("/alertmanager", alertmanager_webhook)
-    app.router.add_get("/healthz", api.healthz)
-    app.router.add_get("/readyz", api.readyz)
-    app.router.add_get("/metrics", api.metrics)
-    app.router.add_get("/api/v1/incidents", api.list_incidents)
-    app.router.add_get("/api/v1/incidents/{incident_id}", api.get_incident)
+    app.router.add_post("/alertmanager", guarded(alertmanager_webhook))
+    app.router.add_get("/healthz", guarded(api.healthz))
+    app.router.add_get("/readyz", guarded(api.readyz))
+    app.router.add_get("/metrics", guarded(api.metrics))
+    app.router.add_get("/api/v1/incidents", guarded(api.list_incidents))
+    app.router.add_get("/api/v1/incidents/{incident_id}", guarded(api.get_incident))
     # The store first: a store that cannot open (a database out of reach) stops the start
     # before anything else is opened, and it closes last.
     app.cleanup_ctx.append(_store_ctx)
@@ -170,6 +110,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         _not_configured(app, "Slack", "slack", ["/slack/events"], [])
     console.setup(app)  # off (404) without a console section
     app.cleanup_ctx.append(_workers_ctx)
+    check_guarded(app)
     return app
 
 
@@ -180,7 +121,7 @@ def _not_configured(
     it on, rather than a bare "Not Found" that reads like a wrong URL."""
 
     async def off(request: web.Request) -> web.Response:
-        return _error(
+        return error(
             404,
             "not_configured",
             f"{feature} is off: {request.path} answers once the config has a '{section}'"
@@ -188,10 +129,10 @@ def _not_configured(
         )
 
     for path in posts:
-        app.router.add_post(path, off)
+        app.router.add_post(path, guarded(off))
         app[keys.GUARD].not_json.add(path)  # whatever it is sent, the answer is the same
     for path in gets:
-        app.router.add_get(path, off)
+        app.router.add_get(path, guarded(off))
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:

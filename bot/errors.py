@@ -24,7 +24,7 @@
         ├── RetryLater         transient: run the job again after a delay
         └── PermanentFailure   retrying cannot help: record and stop
 
-HTTP status codes are mapped from these in one place, ``errors_middleware`` in ``bot.app``.
+HTTP status codes are mapped from these in one place, ``guarded`` in ``bot.server.routes``.
 """
 
 from __future__ import annotations

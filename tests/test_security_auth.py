@@ -183,6 +183,29 @@ async def test_every_route_but_health_and_metrics_refuses_the_unauthenticated(
         assert any(status != 401 for status in statuses), (method, path, statuses)
 
 
+async def test_every_route_refuses_a_rebinding_host_even_with_its_credentials(
+    aiohttp_client: Any, tmp_path: Path, fake_slack: FakeSlack, fake_pagerduty: FakePagerDuty
+) -> None:
+    """Each route, every feature on, is behind the Host check (``guarded``): addressed by
+    a name the server does not answer to, it refuses before its handler runs, whatever
+    credential came with it."""
+    client = await start(aiohttp_client, tmp_path, fake_slack, fake_pagerduty)
+    host = f"rebind.evil.example:{client.server.port}"
+    for method, template in routes(client.app):
+        if method == "HEAD":
+            continue
+        path, body = concrete(template), body_for(template, fake_slack)
+        for credential in [*right_credentials(body), {}]:
+            resp = await client.request(
+                "GET" if method == "*" else method,
+                path,
+                data=body if method not in ("GET", "*") else None,
+                headers={**credential, "Host": host, "Content-Type": "application/json"},
+            )
+            assert resp.status == 421, (method, path, resp.status, await resp.text())
+            assert (await resp.json())["error"] == "host_not_allowed"
+
+
 async def test_pagerduty_webhooks_without_a_secret_refuse_everything(
     aiohttp_client: Any, tmp_path: Path, fake_pagerduty: FakePagerDuty
 ) -> None:

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot import keys
 from bot.cli import main
 from bot.remediation.records import StepState
 from bot.server.exposure import Guard, hostname, is_loopback
+from bot.server.routes import check_guarded, guarded
 from conftest import API, JSON, make_settings, payload
 from remediation_kit import Receiver, playbook, start
 from stack import free_port
@@ -307,3 +309,19 @@ async def test_serve_refuses_a_non_loopback_listen_without_a_webhook_token(
     text = err.decode()
     assert "refusing to serve: server.listen is 0.0.0.0:" in text
     assert "set server.webhook_token" in text and "Traceback" not in text
+
+
+def test_an_app_with_a_route_outside_the_guard_is_refused() -> None:
+    """Every route goes through the guard (``bot.server.routes.guarded``): a feature that
+    registers a handler without it stops the app from being built, so no endpoint can
+    be reached around the Host, Origin and Content-Type checks."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="reached")
+
+    app = web.Application()
+    app.router.add_post("/guarded", guarded(handler))
+    check_guarded(app)
+    app.router.add_get("/bare", handler)
+    with pytest.raises(RuntimeError, match=r"GET /bare"):
+        check_guarded(app)

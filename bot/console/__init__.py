@@ -23,6 +23,7 @@ from bot.console.access import Gate
 from bot.console.actions import ConsoleActions
 from bot.console.state import CONSOLE, SECURITY_HEADERS, Console, templates
 from bot.notify.links import LinkPolicy
+from bot.server.routes import guarded
 from bot.slack.silence_menu import Silencer
 
 STATIC = Path(__file__).parent / "static"
@@ -62,16 +63,16 @@ def setup(app: web.Application) -> None:
         env=templates(),
     )
     router = app.router
-    router.add_get("/ui/", pages.incidents)
-    router.add_get("/ui/incidents/{id}", pages.incident)
-    router.add_get("/ui/incidents/{id}/graph.png", pages.graph)
-    router.add_get("/ui/playbooks", pages.playbooks)
-    router.add_get("/ui/signin", pages.signin_form)
+    router.add_get("/ui/", guarded(pages.incidents))
+    router.add_get("/ui/incidents/{id}", guarded(pages.incident))
+    router.add_get("/ui/incidents/{id}/graph.png", guarded(pages.graph))
+    router.add_get("/ui/playbooks", guarded(pages.playbooks))
+    router.add_get("/ui/signin", guarded(pages.signin_form))
     for name in ASSETS:
-        router.add_get(f"/ui/static/{name}", _asset)
-    router.add_post("/ui/signin", forms.signin)
-    router.add_post("/ui/signout", forms.signout)
-    router.add_post("/ui/action", forms.action)
+        router.add_get(f"/ui/static/{name}", guarded(_asset))
+    router.add_post("/ui/signin", guarded(forms.signin))
+    router.add_post("/ui/signout", guarded(forms.signout))
+    router.add_post("/ui/action", guarded(forms.action))
     app[keys.GUARD].not_json.update(forms.PATHS)  # forms, checked for CSRF instead
 
 
@@ -96,6 +97,6 @@ def _off(app: web.Application) -> None:
             status=404,
         )
 
-    app.router.add_route("*", "/ui", off)
-    app.router.add_route("*", "/ui/{tail:.*}", off)
+    app.router.add_route("*", "/ui", guarded(off))
+    app.router.add_route("*", "/ui/{tail:.*}", guarded(off))
     app[keys.GUARD].not_json.update(forms.PATHS)  # whatever it is sent, the answer is the same

@@ -20,6 +20,7 @@ from bot.narrative.metrics import NarrativeMetrics
 from bot.narrative.narrator import Narrator
 from bot.narrative.ratelimit import RateLimiter
 from bot.runtime.jobs import Lane
+from bot.server.routes import guarded
 
 
 def setup(app: web.Application) -> None:
@@ -51,8 +52,8 @@ def setup(app: web.Application) -> None:
     )
     handlers.register(LLM_JOB, jobs.on_llm, lane=Lane.NARRATIVE)
     handlers.register(STORM_JOB, jobs.on_storm, lane=Lane.NARRATIVE)
-    app.router.add_post("/api/v1/narratives", post_narratives)
-    app.router.add_post("/api/v1/mira/rca_analyze", rca_analyze)
+    app.router.add_post("/api/v1/narratives", guarded(post_narratives))
+    app.router.add_post("/api/v1/mira/rca_analyze", guarded(rca_analyze))
     # They refuse a body that is not JSON themselves, with their rate-limit headers.
     app[keys.GUARD].not_json.update(("/api/v1/narratives", "/api/v1/mira/rca_analyze"))
     app.cleanup_ctx.append(_llm_ctx)

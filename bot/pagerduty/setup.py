@@ -21,6 +21,7 @@ from bot.pagerduty.oncall import OnCallUnavailable
 from bot.pagerduty.webhooks import SIGNATURE_HEADER, parse_webhook, verify_signature
 from bot.server.api import require_api_token
 from bot.server.connections import read_body
+from bot.server.routes import guarded
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def setup(app: web.Application) -> None:
         app[keys.ONCALL] = feature.oncall
     if settings.webhook_secret is None:
         log.warning("pagerduty.webhook_secret is not set: POST /pagerduty refuses every request")
-    app.router.add_post("/pagerduty", pagerduty_webhook)
-    app.router.add_get("/api/v1/oncall", oncall_endpoint)
+    app.router.add_post("/pagerduty", guarded(pagerduty_webhook))
+    app.router.add_get("/api/v1/oncall", guarded(oncall_endpoint))
 
 
 async def pagerduty_webhook(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from bot.remediation.actions import ActionRegistry, Connections
 from bot.remediation.api import post_approval
 from bot.remediation.approvals import ApprovalConflict
 from bot.remediation.engine import RemediationEngine
+from bot.server.routes import guarded
 
 __all__ = ["ApprovalConflict", "RemediationEngine", "setup"]
 
@@ -42,4 +43,4 @@ def setup(app: web.Application) -> None:
     )
     app[keys.REMEDIATION] = engine
     engine.register(app[keys.HANDLERS])
-    app.router.add_post("/api/v1/incidents/{incident_id}/approvals", post_approval)
+    app.router.add_post("/api/v1/incidents/{incident_id}/approvals", guarded(post_approval))

@@ -52,7 +52,7 @@ class Connections:
         self.metrics = metrics
         self._open: dict[RequestHandler, asyncio.Transport] = {}  # in the order they came
         # Connections serving a request, and those that have carried one; kept by
-        # ``errors_middleware``, inline, since it runs for every request.
+        # ``bot.server.routes.guarded``, inline, since it runs for every request.
         self.serving: set[Any] = set()
         self.used: set[Any] = set()
 

@@ -25,6 +25,7 @@ from bot.core.transitions import IncidentActions
 from bot.notify.links import LinkPolicy
 from bot.runtime.jobs import Lane
 from bot.runtime.shared_limits import SharedWindow
+from bot.server.routes import guarded
 from bot.slack.access import Access
 from bot.slack.approvers import Approvers
 from bot.slack.bolt import build_bolt
@@ -124,7 +125,7 @@ def setup(app: web.Application) -> None:
             prometheus_urls=settings.prometheus.bases,
         ),
     )
-    app.router.add_post("/slack/events", slack_events)
+    app.router.add_post("/slack/events", guarded(slack_events))
     app.cleanup_ctx.append(_slack_ctx)
 
 

@@ -306,10 +306,14 @@ class InboxBatches:
         self._outcome = outcome
         self._pending: list[PendingPayload] = []
         self._batches: set[asyncio.Future[Any]] = set()  # batches out
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one the first add ran on
 
     async def add(self, source: str, body: str, at: float, result: str | None) -> int:
         """Commit one payload (processed at once if it has a ``result``); its row id."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # asking asyncio for it is a system call
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
         self._pending.append((source, body, at, result, future))
         if not self._batches or len(self._pending) >= SEND_AT:
             self._send_pending()
