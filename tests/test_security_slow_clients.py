@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.server.connections import RESERVED_FILES
 from conftest import JSON, payload
 from serving import ServeProcess
 
@@ -77,7 +78,7 @@ async def test_a_thousand_slow_connections_do_not_lock_alertmanager_out(tmp_path
         assert metric(text, 'alertpilot_http_connections_closed_total{reason="evicted"}') >= 300, (
             text[:2000]
         )
-        assert metric(text, "alertpilot_http_connections") <= 1024 - 256
+        assert metric(text, "alertpilot_http_connections") <= 1024 - RESERVED_FILES
     finally:
         for writer in writers:
             writer.close()
@@ -85,6 +86,37 @@ async def test_a_thousand_slow_connections_do_not_lock_alertmanager_out(tmp_path
     log = server.log.read_text()
     assert "open files are limited to 1024 (ulimit -n): server.max_connections lowered" in log
     assert "Too many open files" not in log
+
+
+async def test_bursts_of_new_connections_never_run_the_server_out_of_files(
+    tmp_path: Path,
+) -> None:
+    """Connections opened all at once, not one after another: the server accepts a whole
+    backlog of them before the cap has counted any, and while it closes others to make
+    room. Had that run it out of files, ``accept`` would fail and asyncio would accept
+    nothing for a second, Alertmanager's next delivery included."""
+    server = ServeProcess(tmp_path, open_files=(1024, 1024))
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        await server.start()
+        writers = await slow_connections(server.port, 1100)
+
+        async def one() -> None:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(PARTIAL)
+                writers.append(writer)
+
+        for _ in range(3):
+            await asyncio.gather(*(one() for _ in range(400)))
+            status, took = await deliver(server.url)
+            assert status == 200 and took < 1, (status, took)
+    finally:
+        for writer in writers:
+            writer.close()
+        await server.stop()
+    log = server.log.read_text()
+    assert "Too many open files" not in log and "out of system resource" not in log
 
 
 async def test_the_open_files_limit_is_raised_at_start(tmp_path: Path) -> None:

@@ -37,9 +37,17 @@ from bot.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# The listening socket's backlog (aiohttp's default). asyncio accepts up to that many
+# connections each time the socket is ready, and each counts against the cap only when
+# it is made, a turn of the loop later; the connections closed to make room for them let
+# go of their files a turn after that. So a burst of new connections holds up to two
+# backlogs' worth of files beyond the cap, and with too few left ``accept`` fails with
+# "Too many open files", after which asyncio accepts nothing for a whole second.
+BACKLOG = 128
 # Files the process needs besides its inbound connections: the store and inbox files,
-# the inbox writer's pipes, outbound connections (Prometheus, Slack, PagerDuty, LLM).
-RESERVED_FILES = 256
+# the inbox writer's pipes, outbound connections (Prometheus, Slack, PagerDuty, LLM);
+# and those of a burst of connections the cap has not counted yet.
+RESERVED_FILES = 256 + 2 * BACKLOG
 
 
 class Connections:
