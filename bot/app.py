@@ -14,9 +14,7 @@ from bot import console, keys, narrative, pipeline, remediation
 from bot.core.clock import Clock, SystemClock
 from bot.core.durations import format_duration
 from bot.core.transitions import IncidentActions
-from bot.errors import (
-    StoreError,
-)
+from bot.errors import StoreError
 from bot.notify.log import LogNotifier
 from bot.pagerduty import setup as paging
 from bot.runtime.jobs import JobHandlers, Lane

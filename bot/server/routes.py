@@ -7,8 +7,8 @@ as serving a request while the handler runs (``bot.server.connections``).
 Each handler is wrapped once, when its route is registered, and ``check_guarded`` (run at
 the end of ``create_app``) refuses to build an app with a route that is not. This was an
 aiohttp middleware; aiohttp runs a middleware through a chain it looks up for every
-request, with a coroutine of its own around the handler, and on the webhook, which is
-all overhead on the bare handler's work, that cost 3-4% of the serving process's CPU.
+request, with a coroutine of its own around the handler (its part came to about 16,000
+of the 450,000 instructions a webhook took, counted with callgrind).
 A request that matches no route gets aiohttp's own 404 or 405, having reached nothing.
 """
 
