@@ -22,6 +22,7 @@ if __name__ == "__main__":
     sys.path.append(sys.path.pop(0))
 
 import signal
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -45,9 +46,9 @@ INSERT_PAYLOADS = (
 )
 
 
-def payload_ids(returned: list[Any]) -> list[int]:
-    """The ids of rows inserted by ``INSERT_PAYLOADS``, in the order the rows were given."""
-    return sorted(int(row[0]) for row in returned)
+def payload_ids(returned: Iterable[Any]) -> list[int]:
+    """The ids ``INSERT_PAYLOADS`` returned, in the order its rows were given."""
+    return sorted(int(value) for value in returned)
 
 
 InboxRow = tuple[str, str, float, "float | None", "str | None"]
@@ -91,7 +92,7 @@ class Writer:
         ]
         try:
             cursor = self.connection().execute(INSERT_PAYLOADS, columns)
-            ids = payload_ids(cursor.fetchall())
+            ids = payload_ids(row[0] for row in cursor.fetchall())
         except psycopg.Error as exc:
             self.drop(exc)
             return [_error(exc)] * len(batches)

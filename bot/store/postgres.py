@@ -59,7 +59,7 @@ from bot.store.base import (
     Store,
     Subscriptions,
 )
-from bot.store.inbox_child_pg import INSERT_PAYLOADS
+from bot.store.inbox_child_pg import INSERT_PAYLOADS, payload_ids
 from bot.store.inbox_writer import (
     InboxBatches,
     InboxRow,
@@ -391,7 +391,7 @@ class PostgresStore(Store):
         """A command's store has no writer: one statement on a pooled connection."""
         columns = [list(column) for column in zip(*rows, strict=True)]
         found = await self._fetch(INSERT_PAYLOADS, columns)
-        return sorted(int(row["id"]) for row in found)
+        return payload_ids(row["id"] for row in found)
 
     async def pending_payloads(
         self, limit: int, *, bodies_except: Container[int] = ()
