@@ -84,7 +84,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         playbooks=lambda: app.get(keys.PLAYBOOKS),
     ).register(handlers)
 
-    app.router.add_post("/alertmanager", guarded(alertmanager_webhook))
+    app.router.add_post("/alertmanager", guarded(alertmanager_webhook(app)))
     app.router.add_get("/healthz", guarded(api.healthz))
     app.router.add_get("/readyz", guarded(api.readyz))
     app.router.add_get("/metrics", guarded(api.metrics))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,49 @@ async def test_every_webhook_twice_gives_one_incident_and_one_set_of_events(
     assert {a["status"] for a in incident["alerts"]} == {"resolved"}
     metrics = await (await client.get("/metrics")).text()
     assert "alertpilot_duplicate_deliveries_total 2.0" in metrics
+
+
+async def test_every_accepted_webhook_and_alert_is_counted_once_by_every_collection(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The webhook keeps its counts as plain integers, moved into the counters when the
+    registry is collected: a scrape between two webhooks sees the first, and collections
+    from another thread all along neither lose nor double one."""
+    client = await start(aiohttp_client, make_settings(tmp_path))
+    registry = client.app[keys.METRICS].registry
+    firing, resolved = payload("captured-firing"), payload("captured-resolved")
+    assert {a["status"] for a in firing["alerts"]} == {"firing"}
+    assert {a["status"] for a in resolved["alerts"]} == {"resolved"}
+
+    def sample(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    assert (await client.post("/alertmanager", json=firing)).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert 'alertpilot_webhooks_total{endpoint="alertmanager",result="accepted"} 1.0' in text
+    assert f'alertpilot_alerts_ingested_total{{status="firing"}} {len(firing["alerts"])}.0' in text
+
+    stop = threading.Event()
+
+    def collect_all_along() -> None:
+        while not stop.is_set():
+            list(registry.collect())  # a scrape from a thread of its own
+
+    other = threading.Thread(target=collect_all_along)
+    other.start()
+    try:
+        for i in range(60):
+            body = firing if i % 3 else resolved
+            assert (await client.post("/alertmanager", json=body)).status == 200
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        other.join()
+    assert sample("alertpilot_webhooks_total", endpoint="alertmanager", result="accepted") == 61
+    assert sample("alertpilot_alerts_ingested_total", status="firing") == 41 * len(firing["alerts"])
+    assert sample("alertpilot_alerts_ingested_total", status="resolved") == 20 * len(
+        resolved["alerts"]
+    )
 
 
 async def test_group_firing_again_opens_a_linked_incident(

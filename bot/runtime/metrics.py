@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from bot.store.base import Stats
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
 
 
+class IngestTally(Collector):
+    """What the webhook counts on every request, as plain integers, added to their
+    counters whenever the registry is collected. A prometheus_client counter takes a
+    lock on every ``inc``: three of them were 2 µs of each webhook's time in a flood.
+
+    Registered ahead of the counters, so a collection (a scrape, ``get_sample_value``)
+    moves the tallies over before it reads them; it yields no metric of its own. Only
+    the event loop adds to the tallies; what has been moved is remembered, so a
+    collection from another thread never loses or doubles a count."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.accepted = 0
+        self.firing = 0
+        self.resolved = 0
+        self.duplicates = 0
+        self._moved = (0, 0, 0, 0)
+        self._lock = threading.Lock()
+        self._targets: tuple[Counter, ...] = ()
+        registry.register(self)
+
+    def into(self, accepted: Counter, firing: Counter, resolved: Counter, dupes: Counter) -> None:
+        self._targets = (accepted, firing, resolved, dupes)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = (self.accepted, self.firing, self.resolved, self.duplicates)
+            for counter, total, moved in zip(self._targets, now, self._moved, strict=True):
+                if total > moved:
+                    counter.inc(total - moved)
+            self._moved = now
+        yield from ()
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.tally = IngestTally(r)  # first: collected before the counters it feeds
         self.webhooks = Counter(
             "alertpilot_webhooks",
             "Inbound webhook requests by endpoint and result.",
@@ -43,6 +82,9 @@ class Metrics:
             "alertpilot_duplicate_deliveries",
             "Payloads that repeated an alert state already seen (retries, HA pairs, resends).",
             registry=r,
+        )
+        self.tally.into(
+            self.webhook_accepted, self.ingested_firing, self.ingested_resolved, self.duplicates
         )
         self.inbox_depth = Gauge(
             "alertpilot_inbox_depth", "Acknowledged payloads not yet processed.", registry=r

@@ -12,6 +12,7 @@ answered like any other, but no worker ever reads it back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -23,39 +24,46 @@ from bot.server.connections import read_body
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
-async def alertmanager_webhook(request: web.Request) -> web.Response:
-    app = request.app
-    settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
-    app[keys.LOAD].arrived()
-    check_credentials(
-        request, token=settings.server.webhook_token, basic=settings.server.webhook_basic_auth
-    )
-    body = await read_body(request, request.app[keys.SETTINGS].server.body_timeout)
-    if not body:
-        raise PayloadError("empty body: expected an Alertmanager webhook payload (JSON)")
-    group = parse_group(body)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:  # parse_group accepted it, so this cannot happen; be explicit
-        raise PayloadError("body is not UTF-8") from None
-    inbox = app[keys.INBOX]
-    repeat = inbox.known(group)
-    inbox_id = await app[keys.STORE].enqueue_payload(
-        "alertmanager", text, result="duplicate" if repeat else None
-    )
-    if repeat:
-        metrics.duplicates.inc()
-    else:
-        inbox.remember(inbox_id, group)
-    firing = sum(alert.status == "firing" for alert in group.alerts)
-    metrics.ingested_firing.inc(firing)
-    metrics.ingested_resolved.inc(len(group.alerts) - firing)
-    metrics.webhook_accepted.inc()
-    # Written out rather than json.dumps'd: this answers every webhook, and all of it is
-    # integers and fixed words.
-    return web.Response(
-        text=f'{{"status": "accepted", "inbox_id": {inbox_id}, "alerts": {len(group.alerts)}, '
-        f'"duplicate": {"true" if repeat else "false"}}}',
-        content_type="application/json",
-    )
+
+def alertmanager_webhook(app: web.Application) -> Handler:
+    """The handler of ``app``'s webhook, with what it uses taken from the app once: this
+    answers every webhook, and each lookup in the app is a call."""
+    server, metrics = app[keys.SETTINGS].server, app[keys.METRICS]
+    arrived, inbox, tally = app[keys.LOAD].arrived, app[keys.INBOX], metrics.tally
+    enqueue = app[keys.STORE].enqueue_payload
+    token, basic = server.webhook_token, server.webhook_basic_auth
+    body_timeout = server.body_timeout
+
+    async def webhook(request: web.Request) -> web.Response:
+        arrived()
+        check_credentials(request, token=token, basic=basic)
+        body = await read_body(request, body_timeout)
+        if not body:
+            raise PayloadError("empty body: expected an Alertmanager webhook payload (JSON)")
+        group = parse_group(body)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:  # parse_group accepted it, so this cannot happen
+            raise PayloadError("body is not UTF-8") from None
+        repeat = inbox.known(group)
+        inbox_id = await enqueue("alertmanager", text, result="duplicate" if repeat else None)
+        if repeat:
+            tally.duplicates += 1
+        else:
+            inbox.remember(inbox_id, group)
+        alerts = group.alerts
+        firing = [alert.status for alert in alerts].count("firing")
+        tally.firing += firing
+        tally.resolved += len(alerts) - firing
+        tally.accepted += 1
+        # Written out rather than json.dumps'd: all of it is integers and fixed words.
+        answer = (
+            f'{{"status": "accepted", "inbox_id": {inbox_id}, "alerts": {len(alerts)}, '
+            f'"duplicate": {"true" if repeat else "false"}}}'
+        )
+        return web.Response(body=answer.encode(), content_type="application/json", charset="utf-8")
+
+    webhook.__name__ = webhook.__qualname__ = "alertmanager_webhook"
+    return webhook

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -214,9 +214,12 @@ class InboxStore(abc.ABC):
     """Webhook payloads as received, committed before the ack, and applied to incidents."""
 
     @abc.abstractmethod
-    async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
-        """Commit a received payload durably; return its inbox id. With ``result`` the row
-        is stored as already processed with that outcome (a repeat known to change nothing)."""
+    def enqueue_payload(
+        self, source: str, body: str, *, result: str | None = None
+    ) -> Awaitable[int]:
+        """Commit a received payload durably: its inbox id, once committed. With
+        ``result`` the row is stored as already processed with that outcome (a repeat
+        known to change nothing). It is sent on its way when called, not when awaited."""
 
     @abc.abstractmethod
     async def pending_payloads(

@@ -308,8 +308,10 @@ class InboxBatches:
         self._batches: set[asyncio.Future[Any]] = set()  # batches out
         self._loop: asyncio.AbstractEventLoop | None = None  # the one the first add ran on
 
-    async def add(self, source: str, body: str, at: float, result: str | None) -> int:
-        """Commit one payload (processed at once if it has a ``result``); its row id."""
+    def add(self, source: str, body: str, at: float, result: str | None) -> asyncio.Future[int]:
+        """Commit one payload (processed at once if it has a ``result``): its row id, once
+        committed. A future, not a coroutine: an ack's await reaches it without two more
+        coroutines to step through on the way in and out."""
         loop = self._loop
         if loop is None or loop.is_closed():  # asking asyncio for it is a system call
             loop = self._loop = asyncio.get_running_loop()
@@ -317,7 +319,7 @@ class InboxBatches:
         self._pending.append((source, body, at, result, future))
         if not self._batches or len(self._pending) >= SEND_AT:
             self._send_pending()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Wait for the batches out (each settles its requests); cancel none."""

@@ -379,8 +379,10 @@ class PostgresStore(Store):
                 raise store_error(exc) from exc.error
 
     # inbox ------------------------------------------------------------------
-    async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
-        return await self._inbox.add(source, body, self._clock(), result)
+    def enqueue_payload(
+        self, source: str, body: str, *, result: str | None = None
+    ) -> asyncio.Future[int]:
+        return self._inbox.add(source, body, self._clock(), result)
 
     @property
     def inbox_writer_pid(self) -> int | None:

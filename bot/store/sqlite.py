@@ -303,8 +303,10 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"a webhook commit failed {now - full[0]:.0f}s ago: {full[1]}")
 
     # inbox ------------------------------------------------------------------
-    async def enqueue_payload(self, source: str, body: str, *, result: str | None = None) -> int:
-        return await self._inbox.add(source, body, self._clock(), result)
+    def enqueue_payload(
+        self, source: str, body: str, *, result: str | None = None
+    ) -> asyncio.Future[int]:
+        return self._inbox.add(source, body, self._clock(), result)
 
     def _full_or_not(self, error: StoreError | None) -> None:
         """A webhook's commit refused for want of space keeps ``ping`` failing a while."""
