@@ -561,7 +561,7 @@ async def test_a_payload_goes_to_the_writer_at_once_and_later_ones_together(
 async def test_payloads_are_stored_compressed_and_read_back_as_received(
     tmp_path: Path,
 ) -> None:
-    """The inbox keeps each body compressed, a quarter of its size for a real payload,
+    """The inbox keeps each body compressed, a third of its size for a real payload,
     and hands it back to processing exactly as received; a row stored as text (from
     before, or moved over from an old inbox) or zlib-compressed (by earlier versions)
     reads back as it is."""
