@@ -20,6 +20,7 @@ import psycopg
 from aiohttp.test_utils import TestClient
 
 from bot import keys
+from bot.store.inbox_child_pg import Writer
 from conftest import payload
 from test_crash import group
 from test_inbox_writer import start as start_with
@@ -170,3 +171,70 @@ async def test_a_commit_held_up_by_a_lock_fails_in_time_and_the_next_one_succeed
         locker.rollback()  # the lock goes
     resp = await client.post("/alertmanager", json=group(1))
     assert resp.status == 200, await resp.text()
+
+
+async def test_payloads_are_stored_exactly_as_sent_whatever_their_text(
+    aiohttp_client: Any, tmp_path: Path, pg_url: str
+) -> None:
+    """The writer binds its arrays in PostgreSQL's binary format itself: every kind of
+    text comes back as it went in (NUL, which PostgreSQL's text cannot hold, as U+FFFD),
+    NULLs stay NULL, and times keep every digit."""
+    await start(aiohttp_client, tmp_path, pg_url)  # the schema
+    texts = [
+        "",
+        "plain",
+        "Ünïcødé 🚨 ✓ \U0001d518",
+        "a\x00b",
+        "\u202etxt",
+        "x" * 70_000,
+        '{"a": [1]}',
+    ]
+    rows = [
+        (f"source {i}", text, 1_765_000_000.123456 + i, None if i % 2 else 1e-3 * i, None)
+        for i, text in enumerate(texts)
+    ] + [("alertmanager", "{}", 0.0, 2.5, "duplicate")]
+    writer = Writer(pg_url, 5.0)
+    try:
+        replies = writer.insert([rows[:3], rows[3:4], rows[4:]])
+    finally:
+        assert writer.conn is not None
+        writer.conn.close()
+    assert [reply[0] for reply in replies] == ["ok", "ok", "ok"]
+    ids = [row_id for reply in replies for row_id in reply[1]]
+    with psycopg.connect(pg_url) as conn:
+        stored = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT id, source, body, received_at, processed_at, result FROM inbox"
+            )
+        }
+    expected = [
+        (source, body.replace("\x00", "\ufffd"), at, done, result)
+        for source, body, at, done, result in rows
+    ]
+    assert [stored[row_id] for row_id in ids] == expected
+
+
+async def test_a_refused_statement_keeps_the_connection_and_a_lost_one_is_replaced(
+    aiohttp_client: Any, tmp_path: Path, pg_url: str
+) -> None:
+    await start(aiohttp_client, tmp_path, pg_url)
+    writer = Writer(pg_url, 5.0)
+    row = ("alertmanager", "{}", 1.0, None, None)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("ALTER TABLE inbox ADD CONSTRAINT no_more CHECK (received_at < 0) NOT VALID")
+        [refused] = writer.insert([[row]])
+        assert refused[:2] == ("error", "DatabaseError") and "no_more" in refused[3]
+        kept = writer.conn
+        assert kept is not None and not kept.closed  # a refused statement: still good
+        admin.execute("ALTER TABLE inbox DROP CONSTRAINT no_more")
+        [(status, [first])] = writer.insert([[row]])
+        assert status == "ok" and writer.conn is kept
+        backend = kept.info.backend_pid
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        [lost] = writer.insert([[row]])
+        assert lost[:2] == ("error", "OperationalError")
+        [(status, [second])] = writer.insert([[row]])  # on a new connection
+        assert status == "ok" and second > first
+        assert writer.conn is not None and writer.conn.info.backend_pid != backend
+        writer.conn.close()
