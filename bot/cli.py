@@ -48,7 +48,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain: aiohttp's runner with a cap on open
     connections and a time limit on each request's headers (``bot.server.connections``)."""
     from bot import keys
-    from bot.server.connections import BACKLOG, raise_open_files
+    from bot.server.connections import BACKLOG, deepen_listen_queue, raise_open_files
 
     server = settings.server
     connections = app[keys.CONNECTIONS]
@@ -69,6 +69,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         connections.attach(runner.server)
         site = web.TCPSite(runner, server.host, server.port, backlog=BACKLOG)
         await site.start()
+        deepen_listen_queue(getattr(site, "_server", None))  # aiohttp keeps it private
         print(f"======== Running on {site.name} ========", file=sys.stderr)
         await stop.wait()
     finally:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
 import aiohttp
 
-from bot.server.connections import RESERVED_FILES
+from bot.server.connections import BACKLOG, LISTEN_QUEUE, RESERVED_FILES
 from conftest import JSON, payload
 from serving import ServeProcess
 
@@ -155,3 +157,44 @@ async def test_a_request_whose_headers_never_end_is_closed(tmp_path: Path) -> No
         assert status == 200
     finally:
         await server.stop()
+
+
+async def test_the_kernel_queues_a_flood_of_new_connections_for_the_server(
+    tmp_path: Path,
+) -> None:
+    """A full accept queue drops new connections' SYNs, and the client tries again only
+    a second later: under a flood of connections, Alertmanager's delivery waits that
+    second. ``serve`` listens with a queue of ``LISTEN_QUEUE``, not asyncio's 128: with
+    the server stopped (SIGSTOP), that many connections still complete their handshake,
+    and are served once it goes on."""
+    server = ServeProcess(tmp_path, open_files=(1024, 1024))
+    opened: list[asyncio.StreamWriter] = []
+    try:
+        await server.start()
+        wanted = min(LISTEN_QUEUE, somaxconn()) - 20
+        assert wanted > 2 * BACKLOG
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+
+            async def one() -> None:
+                with contextlib.suppress(OSError, TimeoutError):
+                    _, writer = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", server.port), 0.5
+                    )
+                    opened.append(writer)
+
+            await asyncio.gather(*(one() for _ in range(wanted)))
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert len(opened) == wanted
+        for writer in opened:
+            writer.close()
+        status, took = await deliver(server.url)
+        assert status == 200 and took < 1, (status, took)
+    finally:
+        await server.stop()
+
+
+def somaxconn() -> int:
+    """The kernel's cap on a listening socket's queue."""
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())

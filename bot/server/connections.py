@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 # backlogs' worth of files beyond the cap, and with too few left ``accept`` fails with
 # "Too many open files", after which asyncio accepts nothing for a whole second.
 BACKLOG = 128
+# How many connections the kernel holds, handshake done, for the server to accept. Past
+# it, it drops new connections' SYNs, and a client tries again only after a second (then
+# three, then seven): under a flood of new connections, Alertmanager's next delivery
+# among them. asyncio listens with ``BACKLOG``, the number of connections it accepts at
+# a time; the queue is then deepened to this (the kernel caps it at net.core.somaxconn,
+# 4096 by default). Connections waiting in it hold no file of this process.
+LISTEN_QUEUE = 1024
 # Files the process needs besides its inbound connections: the store and inbox files,
 # the inbox writer's pipes, outbound connections (Prometheus, Slack, PagerDuty, LLM);
 # and those of a burst of connections the cap has not counted yet.
@@ -96,6 +103,17 @@ class Connections:
             self._open.pop(idle).close()
         self._open[handler] = transport
         self.metrics.connections_open.set(len(self._open))
+
+
+def deepen_listen_queue(server: asyncio.AbstractServer | None, queue: int = LISTEN_QUEUE) -> None:
+    """Let the kernel queue ``queue`` connections on ``server``'s listening sockets,
+    leaving asyncio's accept loop to take ``BACKLOG`` at a time."""
+    for sock in getattr(server, "sockets", ()):
+        listening = sock.dup()  # the same socket: asyncio's wrapper has no listen()
+        try:
+            listening.listen(queue)
+        finally:
+            listening.close()
 
 
 async def read_body(request: web.Request, timeout: float) -> bytes:
